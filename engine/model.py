@@ -1,0 +1,260 @@
+"""The VQ-transformer: one definition for BERT-style encoders and OPT decoders.
+
+Read bottom-up: config → virtual positions → codebook → attention → MLP → block → model.
+A transformer block is token-wise except attention, so each attention head's output (per token,
+before the output projection) is replaced by its nearest codeword: a token's next-layer state
+then changes only if its own state changed or one of its head codes flipped (DESIGN.md).
+
+Shapes: B batch, T tokens, D model width, H heads, Dh head width (D = H·Dh), F MLP width,
+K codewords per head, L layers, V vocabulary, P rows of the position table.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import CountedLinear, MacCounter
+
+Family = Literal["bert", "opt"]
+
+
+@dataclass(frozen=True)
+class VQConfig:
+    family: Family  # "bert": bidirectional, post-LayerNorm; "opt": causal, pre-LayerNorm
+    vocab_size: int
+    max_positions: int  # the window: how many positions the learned table addresses
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    activation: Literal["gelu", "relu"]  # BERT uses the exact (erf) GELU, OPT uses ReLU
+    layer_norm_eps: float
+    position_offset: int = 0  # OPT keeps two unused rows before position 0 (a fairseq legacy)
+    codebook_size: int = 64  # codewords per head; small enough to fit k-means on one document
+    commitment: float = 0.25  # VQ-VAE's β: how hard activations are pulled onto their codewords
+
+    def __post_init__(self) -> None:
+        if self.family not in ("bert", "opt"):
+            raise ValueError(f"family must be 'bert' or 'opt', got {self.family!r}")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+
+    @property
+    def causal(self) -> bool:
+        return self.family == "opt"
+
+    @property
+    def pre_norm(self) -> bool:
+        return self.family == "opt"
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class PositionTable(nn.Module):
+    """Learned absolute positions, read at virtual (real-valued) positions.
+
+    A position between two integers interpolates linearly between their rows, so inserted tokens
+    can take positions between their neighbours without shifting anyone; integer positions read
+    the rows exactly, which gives the canonical model.
+    """
+
+    def __init__(self, config: VQConfig) -> None:
+        super().__init__()
+        self.offset = config.position_offset
+        self.max_positions = config.max_positions
+        self.weight = nn.Parameter(torch.zeros(config.max_positions + config.position_offset,
+                                               config.d_model))  # (P, D)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        if positions.numel() and (positions.min() < 0 or positions.max() > self.max_positions - 1):
+            raise ValueError(
+                f"positions must lie in [0, {self.max_positions - 1}], got "
+                f"[{positions.min().item()}, {positions.max().item()}]")
+        below = positions.floor()  # (B, T)
+        row = below.long() + self.offset  # (B, T)
+        above = (row + 1).clamp(max=self.weight.shape[0] - 1)  # (B, T)
+        frac = (positions - below).to(self.weight.dtype).unsqueeze(-1)  # (B, T, 1)
+        return torch.lerp(self.weight[row], self.weight[above], frac)  # (B, T, D)
+
+
+@dataclass
+class Quantized:
+    values: torch.Tensor  # (B, T, H, Dh) codewords in the forward pass, identity gradient to x
+    codes: torch.Tensor  # (B, T, H) index of each head's codeword
+    loss: torch.Tensor  # () codebook loss + β · commitment loss
+
+
+class Codebook(nn.Module):
+    """One codebook per attention head; each head output is replaced by its nearest codeword."""
+
+    def __init__(self, config: VQConfig, counter: MacCounter) -> None:
+        super().__init__()
+        self.commitment = config.commitment
+        self.counter = counter
+        shape = (config.n_heads, config.codebook_size, config.head_dim)
+        self.codewords = nn.Parameter(torch.zeros(shape))  # (H, K, Dh)
+        # False until fitted (k-means or a checkpoint): quantizing onto zeros is silent garbage.
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        """Squared distance of every head output to every codeword of its head."""
+        _, size, head_dim = self.codewords.shape
+        self.counter.add(x.shape[:-1].numel() * size * head_dim)
+        cross = torch.einsum("...hd,hkd->...hk", x, self.codewords)  # (B, T, H, K)
+        return x.pow(2).sum(-1, keepdim=True) - 2 * cross + self.codewords.pow(2).sum(-1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        heads = torch.arange(self.codewords.shape[0], device=codes.device)  # (H,)
+        return self.codewords[heads, codes]  # (B, T, H, Dh)
+
+    def forward(self, x: torch.Tensor) -> Quantized:
+        if not self.fitted:
+            raise RuntimeError("this codebook was never fitted: run k-means or load a checkpoint")
+        codes = self.distances(x).argmin(-1)  # (B, T, H)
+        q = self.lookup(codes)  # (B, T, H, Dh)
+        loss = F.mse_loss(q, x.detach()) + self.commitment * F.mse_loss(x, q.detach())
+        # Straight-through: the value is exactly q (x - x is exactly 0), the gradient reaches x.
+        return Quantized(q.detach() + (x - x.detach()), codes, loss)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention, split at the head outputs where the codebook sits."""
+
+    def __init__(self, config: VQConfig, counter: MacCounter) -> None:
+        super().__init__()
+        d = config.d_model
+        self.n_heads = config.n_heads
+        self.causal = config.causal
+        self.counter = counter
+        self.q = CountedLinear(d, d, counter)
+        self.k = CountedLinear(d, d, counter)
+        self.v = CountedLinear(d, d, counter)
+        self.o = CountedLinear(d, d, counter)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        split = (*x.shape[:-1], self.n_heads, -1)
+        return self.q(x).view(split), self.k(x).view(split), self.v(x).view(split)  # (B, T, H, Dh)
+
+    def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of every query over the keys it may see; returns head outputs."""
+        batch, t, n_heads, head_dim = q.shape
+        pairs = t * (t + 1) // 2 if self.causal else t * t  # query-key pairs actually needed
+        self.counter.add(2 * batch * n_heads * pairs * head_dim)  # scores, then weighted values
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)  # (B, H, T, T)
+        if self.causal:
+            future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)  # (T, T)
+            scores = scores.masked_fill(future, float("-inf"))
+        return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)  # (B, T, H, Dh)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: VQConfig, counter: MacCounter) -> None:
+        super().__init__()
+        self.up = CountedLinear(config.d_model, config.d_ff, counter)
+        self.down = CountedLinear(config.d_ff, config.d_model, counter)
+        self.activation = F.gelu if config.activation == "gelu" else F.relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.activation(self.up(x)))  # (B, T, F) → (B, T, D)
+
+
+@dataclass
+class BlockOutput:
+    x: torch.Tensor  # (B, T, D) the block's output, the next block's input
+    heads: torch.Tensor  # (B, T, H, Dh) head outputs before quantization
+    codes: torch.Tensor | None  # (B, T, H) when quantized
+    loss: torch.Tensor  # () codebook + commitment loss, 0 when not quantized
+
+
+class Block(nn.Module):
+    """A transformer layer: post-LayerNorm (BERT) or pre-LayerNorm (OPT)."""
+
+    def __init__(self, config: VQConfig, counter: MacCounter) -> None:
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.attention = Attention(config, counter)
+        self.codebook = Codebook(config, counter)
+        self.mlp_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.mlp = MLP(config, counter)
+
+    def head_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything up to the codebook: (pre-)norm, projections, attention."""
+        h = self.attn_norm(x) if self.pre_norm else x  # (B, T, D)
+        return self.attention.mix(*self.attention.qkv(h))  # (B, T, H, Dh)
+
+    def finish(self, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+        """Everything after the codebook; token-wise, so only dirty tokens need it."""
+        a = self.attention.o(heads.flatten(-2))  # (B, T, D)
+        if self.pre_norm:
+            x = x + a
+            return x + self.mlp(self.mlp_norm(x))
+        x = self.attn_norm(x + a)
+        return self.mlp_norm(x + self.mlp(x))
+
+    def forward(self, x: torch.Tensor, quantize: bool) -> BlockOutput:
+        heads = self.head_outputs(x)
+        if not quantize:
+            return BlockOutput(self.finish(x, heads), heads, None, heads.new_zeros(()))
+        q = self.codebook(heads)
+        return BlockOutput(self.finish(x, q.values), heads, q.codes, q.loss)
+
+
+@dataclass
+class ModelOutput:
+    hidden: torch.Tensor  # (B, T, D) final hidden states
+    codes: torch.Tensor | None  # (L, B, T, H) head codes when quantized
+    vq_loss: torch.Tensor  # () summed over layers
+    heads: list[torch.Tensor]  # L × (B, T, H, Dh) head outputs before quantization
+
+
+class VQTransformer(nn.Module):
+    def __init__(self, config: VQConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.counter = MacCounter()
+        d = config.d_model
+        self.token_embedding = nn.Embedding(config.vocab_size, d)
+        self.position_embedding = PositionTable(config)
+        # BERT adds the segment-type-0 row to every token; OPT has none.
+        self.type_embedding = nn.Parameter(torch.zeros(d)) if config.family == "bert" else None
+        self.embed_norm = (nn.LayerNorm(d, eps=config.layer_norm_eps)
+                           if config.family == "bert" else nn.Identity())
+        self.blocks = nn.ModuleList(Block(config, self.counter) for _ in range(config.n_layers))
+        self.final_norm = (nn.LayerNorm(d, eps=config.layer_norm_eps)
+                           if config.pre_norm else nn.Identity())
+
+    @property
+    def quantizable(self) -> bool:
+        """True once every layer's codebook has been fitted."""
+        return all(bool(block.codebook.fitted) for block in self.blocks)
+
+    def embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding(ids)  # (B, T, D)
+        if self.type_embedding is not None:
+            x = x + self.type_embedding
+        return self.embed_norm(x + self.position_embedding(positions))  # (B, T, D)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
+                quantize: bool = True) -> ModelOutput:
+        """ids (B, T); positions (B, T) real-valued, default 0..T-1 (the canonical model)."""
+        if positions is None:
+            positions = torch.arange(ids.shape[-1], dtype=torch.float64,
+                                     device=ids.device).expand(ids.shape)
+        x = self.embed(ids, positions)
+        codes, heads, vq_loss = [], [], x.new_zeros(())
+        for block in self.blocks:
+            out = block(x, quantize)
+            x, vq_loss = out.x, vq_loss + out.loss
+            heads.append(out.heads)
+            codes.append(out.codes)
+        hidden = self.final_norm(x)  # (B, T, D)
+        return ModelOutput(hidden, torch.stack(codes) if quantize else None, vq_loss, heads)

@@ -1,0 +1,31 @@
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.tiny import byte_level_bpe
+from vqedit.engine.checkpoint import LoadedModel, load
+from vqedit.engine.tokens import Tokenizer
+
+# Model forwards are slow next to hypothesis's default deadline; the CI profile never changes
+# its examples from run to run, so a red CI is reproducible.
+settings.register_profile("dev", deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True,
+                          print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> LoadedModel:
+    return load()
+
+
+@pytest.fixture(scope="session")
+def wordpiece(minilm) -> Tokenizer:
+    return minilm.tokenizer
+
+
+@pytest.fixture(scope="session")
+def bpe() -> Tokenizer:
+    return Tokenizer.from_backend(byte_level_bpe())
