@@ -141,6 +141,7 @@ def load(name_or_path: str | Path | None = None) -> LoadedModel:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     source = str(name_or_path) if name_or_path is not None else str(default_model_path())
     try:
         hf_model = transformers.AutoModel.from_pretrained(source, local_files_only=True)

@@ -1,0 +1,5 @@
+import sys
+
+from vqedit.main import main
+
+sys.exit(main())

