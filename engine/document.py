@@ -8,7 +8,7 @@ states need work.
 from dataclasses import dataclass
 
 from .segments import Segment, SegmentEdit, cut_segments, diff_segments
-from .tokens import TextEdit, TokenEdit, TokenizedText, Tokenizer
+from .tokens import TextEdit, TokenEdit, TokenizedText, Tokenizer, Tokens
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Document:
         return self.tokenized.text
 
     @property
-    def tokens(self):
+    def tokens(self) -> Tokens:
         return self.tokenized.tokens
 
     def apply(self, edit: TextEdit) -> DocumentEdit:

@@ -42,10 +42,6 @@ class SegmentEdit:
         """Indices, in the new segment list, of segments whose state must be (re)computed."""
         return range(self.start, self.new_end)
 
-    @property
-    def is_noop(self) -> bool:
-        return self.start == self.end == self.new_end
-
 
 def paragraph_starts(text: str) -> list[int]:
     """Character offsets where paragraphs begin; the first is always 0."""

@@ -58,10 +58,6 @@ class TokenEdit:
     end: int  # one past the last old token replaced (== start for an insertion)
     new: Tokens  # the tokens that replace them, spans in the new text
 
-    @property
-    def is_noop(self) -> bool:
-        return self.start == self.end and not len(self.new)
-
 
 class Tokenizer:
     """A fast `tokenizers` tokenizer plus the special tokens the model wraps a segment in."""
