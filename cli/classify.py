@@ -28,12 +28,13 @@ def read_text(name: str) -> str:
         if not path.is_file():
             raise CliError(f"not a regular file: {name}")
         data = path.read_bytes()
+    binary = CliError(f"{name} is not a UTF-8 text file (binary data?)")
+    if b"\0" in data:
+        raise binary
     try:
-        if b"\0" in data:
-            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise CliError(f"{name} is not a UTF-8 text file (binary data?)") from None
+        raise binary from None
     if not text.strip():
         raise CliError(f"nothing to classify: {name} is empty")
     return text

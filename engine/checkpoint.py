@@ -85,9 +85,7 @@ def _bert_weights(hf: nn.Module) -> dict[str, torch.Tensor]:
                 "attn_norm": layer.attention.output.LayerNorm,
                 "mlp.up": layer.intermediate.dense, "mlp.down": layer.output.dense,
                 "mlp_norm": layer.output.LayerNorm}
-        for name, module in ours.items():
-            w[f"blocks.{i}.{name}.weight"] = module.weight
-            w[f"blocks.{i}.{name}.bias"] = module.bias
+        w.update(_block_weights(i, ours))
     return w
 
 
@@ -103,10 +101,14 @@ def _opt_weights(hf: nn.Module) -> dict[str, torch.Tensor]:
                 "attention.v": layer.self_attn.v_proj, "attention.o": layer.self_attn.out_proj,
                 "attn_norm": layer.self_attn_layer_norm, "mlp.up": layer.fc1,
                 "mlp.down": layer.fc2, "mlp_norm": layer.final_layer_norm}
-        for name, module in ours.items():
-            w[f"blocks.{i}.{name}.weight"] = module.weight
-            w[f"blocks.{i}.{name}.bias"] = module.bias
+        w.update(_block_weights(i, ours))
     return w
+
+
+def _block_weights(layer: int, ours: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """Weight and bias of each of our block's modules, from the matching `transformers` module."""
+    return {f"blocks.{layer}.{name}.{kind}": getattr(module, kind)
+            for name, module in ours.items() for kind in ("weight", "bias")}
 
 
 def from_hf(hf_model: nn.Module, codebook_size: int = 64) -> VQTransformer:

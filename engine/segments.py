@@ -11,7 +11,7 @@ import bisect
 import re
 from dataclasses import dataclass
 
-from .tokens import TokenEdit, Tokens
+from .tokens import TokenEdit, Tokens, matching_ends
 
 # A blank line: a line break, optional spaces (or the CR of a CRLF), another line break.
 PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
@@ -69,12 +69,7 @@ def diff_segments(old: list[Segment], new: list[Segment], edit: TokenEdit) -> Se
     token range is the same (after, shifted by the edit's change in length).
     """
     shift = len(edit.new) - (edit.end - edit.start)
-    n = min(len(old), len(new))
-    head = 0
-    while head < n and old[head] == new[head] and old[head].end <= edit.start:
-        head += 1
-    tail = 0
-    while (tail < n - head and old[-1 - tail].shifted(shift) == new[-1 - tail]
-           and old[-1 - tail].start >= edit.end):
-        tail += 1
+    before = [s if s.end <= edit.start else None for s in old]
+    after = [s.shifted(shift) if s.start >= edit.end else None for s in old]
+    head, tail = matching_ends(before, after, new)
     return SegmentEdit(head, len(old) - tail, len(new) - tail)

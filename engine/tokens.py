@@ -159,16 +159,26 @@ class TokenizedText:
         return got[:len(before)] == before and (not after or got[-len(after):] == after)
 
 
-def _smallest_edit(old: Tokens, new: Tokens, first: int, delta: int) -> TokenEdit:
-    """Trim the tokens that old and new share at both ends (same id, same span)."""
-    before, after, fresh = old.triples(), old.triples(delta), new.triples()
-    n = min(len(old), len(new))
+def matching_ends(old_head: list, old_tail: list, new: list) -> tuple[int, int]:
+    """How many items old and new share at the start and at the end, without overlap.
+
+    `old_head` and `old_tail` are the old items as compared at each end (the tail ones already
+    moved to new coordinates); an item that may not be kept is given as None.
+    """
+    n = min(len(old_head), len(new))
     head = 0
-    while head < n and before[head] == fresh[head]:
+    while head < n and old_head[head] is not None and old_head[head] == new[head]:
         head += 1
     tail = 0
-    while tail < n - head and after[-1 - tail] == fresh[-1 - tail]:
+    while (tail < n - head and old_tail[-1 - tail] is not None
+           and old_tail[-1 - tail] == new[-1 - tail]):
         tail += 1
+    return head, tail
+
+
+def _smallest_edit(old: Tokens, new: Tokens, first: int, delta: int) -> TokenEdit:
+    """Trim the tokens that old and new share at both ends (same id, same span)."""
+    head, tail = matching_ends(old.triples(), old.triples(delta), new.triples())
     return TokenEdit(first + head, first + len(old) - tail, new[head:len(new) - tail])
 
 
