@@ -132,6 +132,7 @@ class Attention(nn.Module):
         super().__init__()
         d = config.d_model
         self.n_heads = config.n_heads
+        self.head_dim = config.head_dim
         self.causal = config.causal
         self.counter = counter
         self.q = CountedLinear(d, d, counter)
@@ -140,7 +141,7 @@ class Attention(nn.Module):
         self.o = CountedLinear(d, d, counter)
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        split = (*x.shape[:-1], self.n_heads, -1)
+        split = (*x.shape[:-1], self.n_heads, self.head_dim)
         return self.q(x).view(split), self.k(x).view(split), self.v(x).view(split)  # (B, T, H, Dh)
 
     def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -186,10 +187,18 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.mlp = MLP(config, counter)
 
+    def projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values, each (B, T, H, Dh), after the pre-norm where there is one."""
+        return self.attention.qkv(self.attn_norm(x) if self.pre_norm else x)
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.attn_norm(x) if self.pre_norm else x  # (B, T, D)
+        return self.attention.q(h).view(*h.shape[:-1], self.attention.n_heads,
+                                          self.attention.head_dim)  # (B,T,H,Dh)
+
     def head_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Everything up to the codebook: (pre-)norm, projections, attention."""
-        h = self.attn_norm(x) if self.pre_norm else x  # (B, T, D)
-        return self.attention.mix(*self.attention.qkv(h))  # (B, T, H, Dh)
+        return self.attention.mix(*self.projections(x))  # (B, T, H, Dh)
 
     def finish(self, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         """Everything after the codebook; token-wise, so only dirty tokens need it."""
@@ -200,8 +209,13 @@ class Block(nn.Module):
         x = self.attn_norm(x + a)
         return self.mlp_norm(x + self.mlp(x))
 
-    def forward(self, x: torch.Tensor, quantize: bool) -> BlockOutput:
+    def forward(self, x: torch.Tensor, quantize: bool,
+                codes: torch.Tensor | None = None) -> BlockOutput:
+        """`codes` (B, T, H), when given, replace the nearest codewords (to check a state)."""
         heads = self.head_outputs(x)
+        if codes is not None:
+            return BlockOutput(self.finish(x, self.codebook.lookup(codes)), heads, codes,
+                               heads.new_zeros(()))
         if not quantize:
             return BlockOutput(self.finish(x, heads), heads, None, heads.new_zeros(()))
         q = self.codebook(heads)
@@ -244,17 +258,22 @@ class VQTransformer(nn.Module):
         return self.embed_norm(x + self.position_embedding(positions))  # (B, T, D)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
-                quantize: bool = True) -> ModelOutput:
-        """ids (B, T); positions (B, T) real-valued, default 0..T-1 (the canonical model)."""
+                quantize: bool = True, codes: torch.Tensor | None = None) -> ModelOutput:
+        """ids (B, T); positions (B, T) real-valued, default 0..T-1 (the canonical model).
+
+        `codes` (L, B, T, H) forces every head's codeword instead of the nearest one: a full
+        pass that must reproduce an incremental state holding those codes.
+        """
         if positions is None:
             positions = torch.arange(ids.shape[-1], dtype=torch.float64,
                                      device=ids.device).expand(ids.shape)
         x = self.embed(ids, positions)
-        codes, heads, vq_loss = [], [], x.new_zeros(())
-        for block in self.blocks:
-            out = block(x, quantize)
+        forced, found, heads, vq_loss = codes, [], [], x.new_zeros(())
+        for layer, block in enumerate(self.blocks):
+            out = block(x, quantize, None if forced is None else forced[layer])
             x, vq_loss = out.x, vq_loss + out.loss
             heads.append(out.heads)
-            codes.append(out.codes)
+            found.append(out.codes)
         hidden = self.final_norm(x)  # (B, T, D)
-        return ModelOutput(hidden, torch.stack(codes) if quantize else None, vq_loss, heads)
+        quantized = quantize or forced is not None
+        return ModelOutput(hidden, torch.stack(found) if quantized else None, vq_loss, heads)

@@ -1,0 +1,399 @@
+"""Incremental inference: apply a token edit to a segment's state, recomputing only what changed.
+
+An edit is applied layer by layer with a dirty set D: the tokens whose layer input changed (at
+layer 0: inserted tokens and tokens whose virtual position moved).
+1. Norms, queries, keys and values are recomputed for D only.
+2. Every other query updates its running softmax statistics: it loses the old contributions of
+   the keys in D (and of deleted tokens) and gains the new ones. Causal models touch only queries
+   at or after the first changed key.
+3. Queries in D get their whole attention row recomputed, as do rows due for a refresh.
+4. Head outputs are re-quantized where they may have changed code: rows in D always, other rows
+   only once they have moved further than their stored slack allows. A row whose code flips
+   joins D for the next layer.
+5. Output projection, residual and MLP run for D ∪ flipped only.
+
+Two modes (DESIGN.md): *exact* keeps every code the nearest codeword, so the state equals a full
+pass; *sticky* keeps a code while it is within (1 + δ) of the nearest codeword's distance, which
+stops most flips at a bounded deviation. In sticky mode the refresh policy re-quantizes
+`Mode.sweep` tokens per layer per edit exactly, in turn, and compaction (idle time) rebuilds the
+state exactly at canonical positions.
+
+Running sums drift in float32: a row is recomputed in full after `Mode.max_updates` updates, when
+an update removes most of its softmax mass (cancellation), and before a quantization decision
+whose margin is a near tie. `Totals` counts each kind of refresh.
+
+A full pass is the same procedure applied to an empty state with every token inserted, so both
+paths share one implementation and one operation counter.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .model import Block, VQTransformer
+from .positions import canonical, place
+from .state import LayerState, SegmentState
+
+# A code decision is a near tie when the head output could move less than TIE × its norm before
+# the decision changes. Rows updated with float16 queries are off by up to ~1e-3 of that norm,
+# so such decisions are taken again on the row recomputed in float32; tests accept either code
+# where a full float32 pass itself is that close to a tie.
+TIE = 1e-2
+# A running update that removes more than this share of a row's softmax mass loses too many bits
+# to cancellation: the row is recomputed in full instead.
+CANCELLATION = 0.5
+
+Inputs = Callable[[torch.Tensor], torch.Tensor]  # rows (R,) → that layer's inputs (R, D)
+
+
+@dataclass(frozen=True)
+class Mode:
+    delta: float = 0.0  # hysteresis: 0 is exact mode, > 0 sticky
+    sweep: int = 8  # sticky: tokens per layer re-quantized exactly per edit, in turn
+    max_updates: int = 32  # running updates before a row is recomputed in full
+
+    def __post_init__(self) -> None:
+        if self.delta < 0:
+            raise ValueError(f"delta must be ≥ 0, got {self.delta}")
+        if not 1 <= self.max_updates <= 255:
+            raise ValueError(f"max_updates must be in [1, 255], got {self.max_updates}")
+        if self.sweep < 0:
+            raise ValueError(f"sweep must be ≥ 0, got {self.sweep}")
+
+    @property
+    def name(self) -> str:
+        return "exact" if self.delta == 0 else "sticky"
+
+
+EXACT = Mode()
+
+
+@dataclass
+class EditStats:
+    macs: int = 0  # multiply-accumulates of this edit, all of them
+    dirty: list[int] = field(default_factory=list)  # |D| per layer
+    flipped: list[int] = field(default_factory=list)  # rows outside D whose code changed, per layer
+    moved: int = 0  # kept tokens given a new virtual position
+    refreshed: int = 0  # rows recomputed in full for drift control
+
+
+@dataclass
+class Totals:
+    """Running counts over an engine's life, for its stats."""
+
+    edits: int = 0
+    refresh_updates: int = 0  # rows refreshed after max_updates running updates
+    refresh_cancellation: int = 0  # rows refreshed because an update removed most of their mass
+    refresh_tie: int = 0  # rows refreshed before a near-tie quantization decision
+    sweep_flips: int = 0  # sticky codes corrected by the refresh policy
+
+
+class IncrementalEngine:
+    """Builds and edits segment states for one VQ model. Not thread-safe: one per worker."""
+
+    def __init__(self, model: VQTransformer, mode: Mode = EXACT) -> None:
+        if not model.quantizable:
+            raise ValueError("incremental inference needs fitted codebooks in every layer")
+        self.model = model.eval()
+        self.mode = mode
+        self.totals = Totals()
+
+    def empty(self) -> SegmentState:
+        c = self.model.config
+        layers = [LayerState.empty(c.n_heads, c.head_dim, c.codebook_size)
+                  for _ in range(c.n_layers)]
+        residual = [torch.zeros(0, c.d_model) for _ in range(c.n_layers - 1)]
+        return SegmentState(torch.zeros(0, dtype=torch.long), canonical(0),
+                            torch.zeros(0, dtype=torch.long), layers, residual,
+                            torch.zeros(c.d_model, dtype=torch.float64))
+
+    def build(self, ids: list[int], positions: torch.Tensor | None = None) -> SegmentState:
+        """A fresh state for a segment's model input; canonical positions unless given."""
+        state = self.empty()
+        self.apply(state, 0, 0, ids, positions)
+        return state
+
+    def compact(self, state: SegmentState) -> SegmentState:
+        """The same tokens at canonical positions, computed exactly: the idle-time rebuild."""
+        return self.build(state.ids.tolist())
+
+    @torch.no_grad()
+    def final_hidden(self, state: SegmentState) -> torch.Tensor:
+        """Final hidden states (T, D) in text order, from the last layer's inputs and codes.
+
+        The state keeps only their sum; this is for checks and per-token results.
+        """
+        model, last = self.model, len(state.layers) - 1
+        x = self._inputs(state, last)(state.order)  # (T, D)
+        codes = state.layers[last].codes[state.order].long()  # (T, H)
+        block = model.blocks[last]
+        return model.final_norm(block.finish(x, block.codebook.lookup(codes)))
+
+    @torch.no_grad()
+    def apply(self, state: SegmentState, start: int, end: int, new_ids: list[int],
+              positions: torch.Tensor | None = None) -> EditStats:
+        """Replace tokens [start, end) (text order) of the state by `new_ids`, in place.
+
+        `positions` (len(new_ids),) forces the inserted tokens' virtual positions (tests and
+        full passes at chosen positions); otherwise they are placed between their neighbours.
+        """
+        if not 0 <= start <= end <= len(state):
+            raise ValueError(f"edit [{start}, {end}) is outside the segment [0, {len(state)}]")
+        model, counter = self.model, self.model.counter
+        before = counter.macs
+        stats = EditStats()
+        last = len(model.blocks) - 1
+        old_positions = state.positions  # (T,) text order
+        if positions is None:
+            placed = place(old_positions, start, end, len(new_ids), model.config.max_positions)
+            new_positions, moved = placed.positions, placed.moved
+        else:
+            new_positions = torch.cat([old_positions[:start], positions.double(),
+                                       old_positions[end:]])
+            moved = []
+        stats.moved = len(moved)
+
+        # What the removed tokens take with them: their keys and values at every layer, and
+        # their last-layer output (as inputs and codes), to take out of the segment's total.
+        removed = state.order[start:end]
+        gone = [(st.k[removed], st.v[removed]) for st in state.layers]
+        left_x = self._inputs(state, last)(removed)  # (n_del, D)
+        left_codes = state.layers[last].codes[removed].long()  # (n_del, H)
+
+        new_slots = self._allocate(state, start, end, len(new_ids))
+        old_slot_positions = state.slot_positions.clone()
+        state.slot_ids[new_slots] = torch.tensor(new_ids, dtype=torch.long)
+        state.slot_positions[state.order] = new_positions
+        size = len(state)
+        rank = torch.empty(size, dtype=torch.long)  # text index of each slot
+        rank[state.order] = torch.arange(size)
+        is_new = torch.zeros(size, dtype=torch.bool)
+        is_new[new_slots] = True
+
+        rows = torch.cat([new_slots, state.order[moved]]).unique()  # (|D|,) dirty slots
+        x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
+        for layer, (block, st) in enumerate(zip(model.blocks, state.layers, strict=True)):
+            stats.dirty.append(len(rows))
+            kept = rows[~is_new[rows]]  # dirty rows that held the same token before
+            if layer == last:
+                old_x = (model.embed(state.slot_ids[kept], old_slot_positions[kept]) if layer == 0
+                         else state.residual[layer - 1][kept])  # (|kept|, D)
+                left_x = torch.cat([left_x, old_x])
+                left_codes = torch.cat([left_codes, st.codes[kept].long()])
+            if layer > 0:
+                state.residual[layer - 1][rows] = x
+            inputs = self._inputs(state, layer)
+            leaving = _Leaving(torch.cat([gone[layer][0], st.k[kept]]),
+                               torch.cat([gone[layer][1], st.v[kept]]),
+                               torch.cat([torch.full((end - start,), start), rank[kept]]))
+            flips, flip_codes = self._layer(block, st, leaving, rows, x, rank, inputs, state,
+                                            stats)
+            stats.flipped.append(len(flips))
+            rows = torch.cat([rows, flips]).unique()  # sorted
+            x = block.finish(inputs(rows), block.codebook.lookup(st.codes[rows].long()))
+        left = block.finish(torch.cat([left_x, inputs(flips)]),
+                            block.codebook.lookup(torch.cat([left_codes, flip_codes])))
+        state.total += (model.final_norm(x).double().sum(0)
+                        - model.final_norm(left).double().sum(0))
+        state.sweep = (state.sweep + self.mode.sweep) % max(size, 1)
+        stats.macs = counter.macs - before
+        self.totals.edits += 1
+        return stats
+
+    @staticmethod
+    def _allocate(state: SegmentState, start: int, end: int, inserted: int) -> torch.Tensor:
+        """Slots for the inserted tokens; updates `state.order`. Returns the new tokens' slots.
+
+        New tokens reuse the removed tokens' slots first, then take fresh ones at the end; the
+        slots removed tokens leave free are filled with the last rows, so slots in use stay
+        [0, T).
+        """
+        size, order = len(state), state.order
+        removed = order[start:end]
+        fresh = torch.arange(size, size + max(inserted - len(removed), 0))
+        state.reserve(size + len(fresh))
+        order = torch.cat([order[:start], removed[:inserted], fresh, order[end:]])
+        freed = removed[inserted:]
+        if len(freed):
+            n = size - len(freed)
+            is_freed = torch.zeros(size, dtype=torch.bool)
+            is_freed[freed] = True
+            movers = (~is_freed[n:]).nonzero().squeeze(1) + n  # rows in use past the new end
+            targets = freed[freed < n].sort().values  # free slots inside it
+            state.move_rows(targets, movers)
+            remap = torch.arange(size)
+            remap[movers] = targets
+            order = remap[order]
+        state.order = order
+        return order[start:start + inserted]
+
+    def _inputs(self, state: SegmentState, layer: int) -> Inputs:
+        """Look-up of a layer's inputs by slot: stored, or for the first layer, embedded again."""
+        if layer == 0:
+            return lambda rows: self.model.embed(state.slot_ids[rows], state.slot_positions[rows])
+        return lambda rows: state.residual[layer - 1][rows]
+
+    def _layer(self, block: Block, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
+               x: torch.Tensor, rank: torch.Tensor, inputs: Inputs, state: SegmentState,
+               stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention and quantization of one layer for an edit.
+
+        rows (|D|,) sorted slots whose input is now x (|D|, D). Returns the slots outside D
+        whose code flipped, with their codes before the flip.
+        """
+        causal = block.attention.causal
+        q, k, v = block.projections(x)  # (|D|, H, Dh)
+        st.q[rows], st.k[rows], st.v[rows] = q.half(), k, v
+        clean = torch.ones(len(rank), dtype=torch.bool)
+        clean[rows] = False
+        refresh = self._update_rows(st, leaving, rows, rank, clean, causal)
+        self._attend(st, rows, q, rank, causal)
+        self._attend(st, refresh, block.queries(inputs(refresh)), rank, causal)
+        stats.refreshed += len(refresh)
+        st.codes[rows], st.slack[rows], _ = self._quantize(block, st, rows, nearest=True)
+
+        size = len(rank)
+        moved = (clean & (st.slack[:size] < 0).any(1)).nonzero().squeeze(1)
+        swept = self._sweep(state, clean) if self.mode.delta > 0 else rows[:0]
+        check = torch.cat([moved, refresh, swept]).unique()
+        before = st.codes[check].long()  # (R, H)
+        self._recheck(block, st, check, swept, inputs, rank)
+        flipped = (st.codes[check].long() != before).any(1)  # (R,)
+        return check[flipped], before[flipped]
+
+    def _update_rows(self, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
+                     rank: torch.Tensor, clean: torch.Tensor, causal: bool) -> torch.Tensor:
+        """Running softmax update of the clean rows; returns the rows due for a full refresh.
+
+        Every row in use is updated at once, in place: rows in D are recomputed afterwards
+        anyway, and a causal row before the edit sees none of the changed keys, so it gains
+        exactly zero.
+        """
+        size, n_heads, head_dim = len(rank), st.k.shape[1], st.k.shape[2]
+        n_old = len(leaving.k)
+        if not size or not (len(rows) or n_old):
+            return rows[:0]
+        order = torch.cat([leaving.order, rank[rows]])  # (R + |D|,) text index of each key
+        visible = (order.unsqueeze(0) <= rank.unsqueeze(1) if causal
+                   else torch.ones(size, len(order), dtype=torch.bool))  # (T, R + |D|)
+        touched = clean & visible.any(1)  # (T,)
+        if 2 * len(order) > size:  # cheaper to recompute the touched rows in full
+            return touched.nonzero().squeeze(1)
+        self.model.counter.add(2 * int(visible[clean].sum()) * n_heads * head_dim)
+
+        keys = torch.cat([leaving.k, st.k[rows]])  # (R + |D|, H, Dh)
+        values = torch.cat([leaving.v, st.v[rows]])  # (R + |D|, H, Dh)
+        sign = torch.cat([-torch.ones(n_old), torch.ones(len(rows))])  # (R + |D|,)
+        scores = torch.einsum("thd,rhd->thr", st.q[:size].float(), keys) / math.sqrt(head_dim)
+        scores = scores.masked_fill(~visible.unsqueeze(1), -math.inf)  # (T, H, R + |D|)
+        m_old = st.m[:size]  # (T, H)
+        m_new = torch.maximum(m_old, scores[..., n_old:].amax(-1)) if len(rows) else m_old
+        weights = torch.exp(scores - m_new.unsqueeze(-1)) * sign  # (T, H, R + |D|)
+        s_kept = st.s[:size] * torch.exp(m_old - m_new)  # (T, H)
+        s_new = s_kept + weights.sum(-1)  # (T, H)
+        # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = (Σ w·v − h·Σ w) / s_new.
+        heads = st.heads[:size]  # (T, H, Dh) a view: updated in place
+        change = (torch.einsum("thr,rhd->thd", weights, values)
+                  - heads * weights.sum(-1, keepdim=True)) / s_new.unsqueeze(-1)
+        heads += change
+        st.m[:size], st.s[:size] = m_new, s_new
+        st.slack[:size] -= change.norm(dim=-1)
+        st.updates[:size] += touched.to(torch.uint8)
+        removed = -weights.clamp(max=0).sum(-1)  # (T, H) softmax mass taken away
+        tired = touched & (st.updates[:size] >= self.mode.max_updates)  # (T,)
+        cancelled = touched & (removed > CANCELLATION * s_kept).any(1) & ~tired  # (T,)
+        self.totals.refresh_updates += int(tired.sum())
+        self.totals.refresh_cancellation += int(cancelled.sum())
+        return (tired | cancelled).nonzero().squeeze(1)
+
+    def _attend(self, st: LayerState, rows: torch.Tensor, q: torch.Tensor, rank: torch.Tensor,
+                causal: bool) -> None:
+        """Recompute the softmax statistics of `rows` from their float32 queries q (R, H, Dh)."""
+        if not len(rows):
+            return
+        size, n_heads, head_dim = len(rank), st.k.shape[1], st.k.shape[2]
+        scores = torch.einsum("rhd,khd->rhk", q, st.k[:size]) / math.sqrt(head_dim)  # (R, H, T)
+        if causal:
+            future = rank.unsqueeze(0) > rank[rows].unsqueeze(1)  # (R, T)
+            scores = scores.masked_fill(future.unsqueeze(1), -math.inf)
+            pairs = int((rank[rows] + 1).sum())
+        else:
+            pairs = len(rows) * size
+        self.model.counter.add(2 * pairs * n_heads * head_dim)
+        m = scores.amax(-1)  # (R, H)
+        weights = torch.exp(scores - m.unsqueeze(-1))  # (R, H, T)
+        s = weights.sum(-1)  # (R, H)
+        st.m[rows], st.s[rows] = m, s
+        st.heads[rows] = torch.einsum("rhk,khd->rhd", weights, st.v[:size]) / s.unsqueeze(-1)
+        st.updates[rows] = 0
+
+    def _quantize(self, block: Block, st: LayerState, rows: torch.Tensor,
+                  nearest: torch.Tensor | bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Codes, slack and near-tie flags of `rows` under the mode's rule.
+
+        Rows where `nearest` holds take the nearest codeword whatever their current code.
+        A row is a near tie (R,) when some head could move less than TIE × its norm before its
+        decision changes.
+        """
+        heads = st.heads[rows]  # (R, H, Dh)
+        dist = block.codebook.distances(heads).clamp(min=0).sqrt()  # (R, H, K)
+        best = dist.argmin(-1)  # (R, H) argmin: the first of twin codewords
+        current = st.codes[rows].long()  # (R, H)
+        d_current = dist.gather(-1, current.unsqueeze(-1)).squeeze(-1)  # (R, H)
+        nearest = torch.as_tensor(nearest).reshape(-1, 1)  # (R or 1, 1)
+        keep = (d_current <= (1 + self.mode.delta) * dist.amin(-1)) & ~nearest  # (R, H)
+        codes = torch.where(keep, current, best)  # (R, H)
+        slack = _slack(dist, codes, self.mode.delta)  # (R, H)
+        ties = (slack < TIE * heads.norm(dim=-1)).any(1)  # (R,)
+        return codes.to(st.codes.dtype), slack, ties
+
+    def _recheck(self, block: Block, st: LayerState, rows: torch.Tensor, swept: torch.Tensor,
+                 inputs: Inputs, rank: torch.Tensor) -> None:
+        """Re-quantize rows whose code may have changed.
+
+        Swept rows take their nearest code (the sticky refresh policy). A near-tie decision on
+        a row that has had running updates is taken again on the row recomputed in float32.
+        """
+        if not len(rows):
+            return
+        is_swept = torch.isin(rows, swept)  # (R,)
+        codes, slack, ties = self._quantize(block, st, rows, is_swept)
+        ties &= st.updates[rows] > 0
+        if ties.any():
+            tied = rows[ties]
+            self._attend(st, tied, block.queries(inputs(tied)), rank, block.attention.causal)
+            self.totals.refresh_tie += len(tied)
+            codes[ties], slack[ties], _ = self._quantize(block, st, tied, is_swept[ties])
+        flipped = (codes != st.codes[rows]).any(1)  # (R,)
+        self.totals.sweep_flips += int((flipped & is_swept).sum())
+        st.codes[rows], st.slack[rows] = codes, slack
+
+    def _sweep(self, state: SegmentState, clean: torch.Tensor) -> torch.Tensor:
+        """The clean slots the sticky refresh policy re-quantizes exactly at this edit."""
+        size = len(state)
+        turn = state.order[(torch.arange(min(self.mode.sweep, size)) + state.sweep) % size]
+        return turn[clean[turn]]
+
+
+@dataclass(frozen=True)
+class _Leaving:
+    """Keys and values an edit takes away at one layer, with where they sat in the text."""
+
+    k: torch.Tensor  # (R, H, Dh)
+    v: torch.Tensor  # (R, H, Dh)
+    order: torch.Tensor  # (R,) text index among the new tokens; deleted ones at the edit
+
+
+def _slack(dist: torch.Tensor, codes: torch.Tensor, delta: float) -> torch.Tensor:
+    """How far each head output may move while its code stays valid. dist (R, H, K) → (R, H).
+
+    Code c stays valid while |h − c| ≤ (1 + δ)·|h − c'| for every other codeword c'. Moving h
+    by ε changes each distance by at most ε, so c stays valid while
+    d_c + ε ≤ (1 + δ)(d_other − ε), i.e. ε ≤ ((1 + δ)·d_other − d_c) / (2 + δ).
+    """
+    index = codes.long().unsqueeze(-1)  # (R, H, 1)
+    d_code = dist.gather(-1, index).squeeze(-1)  # (R, H)
+    others = dist.scatter(-1, index, math.inf)  # (R, H, K)
+    return ((1 + delta) * others.amin(-1) - d_code) / (2 + delta)

@@ -1,0 +1,132 @@
+"""The incremental state of one segment: what an edit needs so that only changed tokens are redone.
+
+Per layer it holds each token's query, key and value, the running softmax statistics of each
+query (a reference max m, the normaliser s = Σ exp(score − m), and the head output, the mean of
+the values weighted by exp(score − m) / s), each head's code, and how far each head output may
+still move before its code could change. Between layers it holds the residual stream (layer l's
+output is layer l + 1's input, stored once).
+
+Rows live in *slots*, not in text order: attention does not care about order (the causal mask
+and the positions carry it), so an edit writes new tokens into free slots and fills the slots of
+deleted tokens with the last rows, instead of shifting every later row. `order` maps text order
+to slots; arrays keep spare rows so that inserts rarely reallocate.
+
+What is derived instead of stored, and what is stored in lower precision (MiniLM then needs just
+under 40 KiB per token):
+- the first layer's input is the token and position embedding, looked up again when needed;
+- the last layer's output is not kept: results only need its sum over the segment's tokens, which
+  the engine updates with the old and new outputs of the tokens an edit changes;
+- queries are float16. They only enter the running updates of rows whose code is not being
+  recomputed anyway; the error this leaves in a head output (~1e-3 of its norm) can change a code
+  only when its two nearest codewords are about that close, and such decisions are taken again on
+  the row recomputed in float32 (see `TIE` in incremental.py). Keys, values, the residual stream
+  and the softmax statistics are float32: full attention rows and the residual must match a full
+  pass to float32 tolerance.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class LayerState:
+    q: torch.Tensor  # (S, H, Dh) float16 queries; S slots, T of them in use
+    k: torch.Tensor  # (S, H, Dh) float32 keys
+    v: torch.Tensor  # (S, H, Dh) float32 values
+    m: torch.Tensor  # (S, H) float32 reference max of each query's scores
+    s: torch.Tensor  # (S, H) float32 normaliser Σ_j exp(score_j − m)
+    heads: torch.Tensor  # (S, H, Dh) float32 head outputs Σ_j exp(score_j − m)·v_j / s
+    codes: torch.Tensor  # (S, H) uint8 (int16 past 256 codewords) the code of each head
+    slack: torch.Tensor  # (S, H) float32 distance the head output may move keeping its code
+    updates: torch.Tensor  # (S,) uint8 running updates since the row was computed in full
+
+    @classmethod
+    def empty(cls, n_heads: int, head_dim: int, codebook_size: int) -> "LayerState":
+        heads = (0, n_heads)
+        code_type = torch.uint8 if codebook_size <= 256 else torch.int16
+        return cls(q=torch.zeros(*heads, head_dim, dtype=torch.float16),
+                   k=torch.zeros(*heads, head_dim), v=torch.zeros(*heads, head_dim),
+                   m=torch.zeros(heads), s=torch.zeros(heads),
+                   heads=torch.zeros(*heads, head_dim), codes=torch.zeros(heads, dtype=code_type),
+                   slack=torch.zeros(heads), updates=torch.zeros(0, dtype=torch.uint8))
+
+    def fields(self) -> Iterator[tuple[object, str]]:
+        return ((self, f.name) for f in fields(self))
+
+    def copy(self) -> "LayerState":
+        return LayerState(*(getattr(self, f.name).clone() for f in fields(self)))
+
+
+@dataclass
+class SegmentState:
+    slot_ids: torch.Tensor  # (S,) int64 token id per slot, special tokens included
+    slot_positions: torch.Tensor  # (S,) float64 virtual position per slot
+    order: torch.Tensor  # (T,) int64 the slot of each token, in text order
+    layers: list[LayerState]  # L
+    residual: list[torch.Tensor]  # L − 1 × (S, D) float32: layer l's output, layer l + 1's input
+    total: torch.Tensor  # (D,) float64 sum of the final hidden states of all tokens
+    sweep: int = 0  # sticky mode: the next token (text order) the refresh policy re-quantizes
+
+    def __len__(self) -> int:
+        return self.order.shape[0]
+
+    @property
+    def ids(self) -> torch.Tensor:
+        return self.slot_ids[self.order]  # (T,)
+
+    @property
+    def positions(self) -> torch.Tensor:
+        return self.slot_positions[self.order]  # (T,)
+
+    def codes(self) -> torch.Tensor:
+        return torch.stack([layer.codes[self.order].long() for layer in self.layers])  # (L,T,H)
+
+    def mean(self) -> torch.Tensor:
+        """Mean final hidden state over the segment's tokens. (D,) float32"""
+        return (self.total / max(len(self), 1)).float()
+
+    def slot_fields(self) -> Iterator[tuple[object, str]]:
+        """(owner, attribute) of every per-slot array."""
+        yield self, "slot_ids"
+        yield self, "slot_positions"
+        for i in range(len(self.residual)):
+            yield self.residual, i
+        for layer in self.layers:
+            yield from layer.fields()
+
+    def slot_arrays(self) -> Iterator[torch.Tensor]:
+        for owner, name in self.slot_fields():
+            yield owner[name] if isinstance(owner, list) else getattr(owner, name)
+
+    def nbytes(self, allocated: bool = False) -> int:
+        """Bytes of state: of the slots in use, or of all allocated ones."""
+        rows = None if allocated else len(self)
+        per_slot = sum(t[:rows].numel() * t.element_size() for t in self.slot_arrays())
+        return per_slot + self.order.numel() * 8 + self.total.numel() * 8
+
+    def reserve(self, slots: int) -> None:
+        """Make room for at least `slots` rows, growing by a quarter to spare reallocations."""
+        have = self.slot_ids.shape[0]
+        if slots <= have:
+            return
+        size = max(slots, have + have // 4, 8)
+        for owner, name in list(self.slot_fields()):
+            t = owner[name] if isinstance(owner, list) else getattr(owner, name)
+            grown = torch.cat([t, t.new_zeros((size - have, *t.shape[1:]))])
+            if isinstance(owner, list):
+                owner[name] = grown
+            else:
+                setattr(owner, name, grown)
+
+    def move_rows(self, to: torch.Tensor, source: torch.Tensor) -> None:
+        """Copy every per-slot array's rows `source` into rows `to`."""
+        for t in self.slot_arrays():
+            t[to] = t[source]
+
+    def snapshot(self) -> "SegmentState":
+        """An independent copy: editing either leaves the other as it was (restore = use it)."""
+        return SegmentState(self.slot_ids.clone(), self.slot_positions.clone(),
+                            self.order.clone(), [layer.copy() for layer in self.layers],
+                            [r.clone() for r in self.residual], self.total.clone(), self.sweep)

@@ -1,0 +1,74 @@
+"""Checking an incremental state against full passes of the same model.
+
+Two full passes at the state's virtual positions:
+- *forced*: every head takes the state's code. It must reproduce the state's final hidden states,
+  and every code must obey the mode's rule for the head outputs of that pass (exact: nearest;
+  sticky: within (1 + δ) of the nearest). This checks the engine's mechanics in both modes.
+- *fresh*: the plain model, nearest codes everywhere. In exact mode the state must equal it; in
+  sticky mode the cosine of the pooled embeddings measures how far hysteresis has drifted.
+
+Where a head output's two nearest codewords are within `NEAR_TIE` of its norm, float32 rounding
+alone can pick either: such decisions are not counted as violations (and the codes downstream
+of one may then differ from the fresh pass, which is why codes are compared on the forced pass).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .incremental import IncrementalEngine
+from .state import SegmentState
+
+NEAR_TIE = 1e-4  # relative to the head output's norm
+HIDDEN_TOLERANCE = 1e-4  # max abs difference of final hidden states
+COSINE_TOLERANCE = 1e-6  # exact mode: pooled embeddings at cosine ≥ 1 − this
+
+
+@dataclass(frozen=True)
+class Verdict:
+    hidden_diff: float  # max |state − forced pass| over final hidden states
+    mean_diff: float  # max |state's running sum / T − forced pass's mean final hidden state|
+    rule_violations: int  # codes breaking the mode's rule in the forced pass, near ties aside
+    codes_fresh: float  # share of codes equal to the fresh pass's
+    hidden_diff_fresh: float  # max |state − fresh pass| over final hidden states
+    cosine: float  # pooled embedding, state vs fresh pass
+
+    def exact(self) -> bool:
+        """The state is what a full pass computes (exact mode's invariant)."""
+        return self.mechanics() and self.cosine >= 1 - COSINE_TOLERANCE
+
+    def mechanics(self) -> bool:
+        """The state is what a full pass computes with the state's codes (both modes)."""
+        return (self.hidden_diff <= HIDDEN_TOLERANCE and self.mean_diff <= HIDDEN_TOLERANCE
+                and self.rule_violations == 0)
+
+
+@torch.no_grad()
+def verify(engine: IncrementalEngine, state: SegmentState) -> Verdict:
+    model, delta = engine.model, engine.mode.delta
+    ids, positions = state.ids.unsqueeze(0), state.positions.unsqueeze(0)  # (1, T)
+    codes = state.codes()  # (L, T, H)
+    forced = model(ids, positions, codes=codes.unsqueeze(1))
+    fresh = model(ids, positions)
+    hidden = engine.final_hidden(state)  # (T, D)
+    violations = 0
+    for block, heads, layer_codes in zip(model.blocks, forced.heads, codes, strict=True):
+        h = heads[0]  # (T, H, Dh)
+        dist = block.codebook.distances(h).clamp(min=0).sqrt()  # (T, H, K)
+        d_code = dist.gather(-1, layer_codes.unsqueeze(-1)).squeeze(-1)  # (T, H)
+        allowed = (1 + delta) * dist.amin(-1) + NEAR_TIE * h.norm(dim=-1)  # (T, H)
+        violations += int((d_code > allowed).sum())
+    pooled = F.cosine_similarity(state.mean(), fresh.hidden[0].mean(0), dim=0)
+    return Verdict(
+        hidden_diff=_max_diff(hidden, forced.hidden[0]),
+        mean_diff=_max_diff(state.mean(), forced.hidden[0].mean(0)) if len(state) else 0.0,
+        rule_violations=violations,
+        codes_fresh=float((codes == fresh.codes[:, 0]).float().mean()) if len(state) else 1.0,
+        hidden_diff_fresh=_max_diff(hidden, fresh.hidden[0]),
+        cosine=float(pooled) if len(state) else 1.0,
+    )
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) if a.numel() else 0.0
