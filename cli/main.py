@@ -3,6 +3,7 @@
 Usage:
     vqedit classify FILE|- --labels "business,entertainment,politics,sport,tech" [--json]
     vqedit doctor [--json]
+    vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
 ends with a one-line message on stderr and exit status 2, never a traceback.
@@ -33,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check the installation and the model import")
     doctor.add_argument("--model", help="the model to check (default: the default model)")
     doctor.add_argument("--json", action="store_true", help="print a JSON object")
+
+    bench = commands.add_parser("bench", help="benchmarks that print JSON")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    from vqedit import bench_engine
+
+    bench_engine.add_arguments(benches.add_parser(
+        "engine", help="incremental edits against full passes, side by side"))
     return parser
 
 
@@ -43,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "classify":
             from vqedit.classify import run
+        elif args.command == "bench":
+            from vqedit.bench_engine import run
         else:
             from vqedit.doctor import run
         return run(args)

@@ -192,11 +192,13 @@ class IncrementalEngine:
                                             stats)
             stats.flipped.append(len(flips))
             rows = torch.cat([rows, flips]).unique()  # sorted
-            x = block.finish(inputs(rows), block.codebook.lookup(st.codes[rows].long()))
-        left = block.finish(torch.cat([left_x, inputs(flips)]),
-                            block.codebook.lookup(torch.cat([left_codes, flip_codes])))
-        state.total += (model.final_norm(x).double().sum(0)
-                        - model.final_norm(left).double().sum(0))
+            x, codes = inputs(rows), st.codes[rows].long()
+            if layer == last:  # the outputs that go, computed with the new ones in one pass
+                x = torch.cat([x, left_x, inputs(flips)])
+                codes = torch.cat([codes, left_codes, flip_codes])
+            x = block.finish(x, block.codebook.lookup(codes))
+        final = model.final_norm(x).double()  # (|D| + R, D)
+        state.total += final[:len(rows)].sum(0) - final[len(rows):].sum(0)
         state.sweep = (state.sweep + self.mode.sweep) % max(size, 1)
         stats.macs = counter.macs - before
         self.totals.edits += 1
@@ -249,18 +251,30 @@ class IncrementalEngine:
         clean = torch.ones(len(rank), dtype=torch.bool)
         clean[rows] = False
         refresh = self._update_rows(st, leaving, rows, rank, clean, causal)
-        self._attend(st, rows, q, rank, causal)
-        self._attend(st, refresh, block.queries(inputs(refresh)), rank, causal)
-        stats.refreshed += len(refresh)
-        st.codes[rows], st.slack[rows], _ = self._quantize(block, st, rows, nearest=True)
+        if len(refresh):
+            stats.refreshed += len(refresh)
+            q = torch.cat([q, block.queries(inputs(refresh))])
+        self._attend(st, torch.cat([rows, refresh]), q, rank, causal)
 
+        # Which codes to decide: rows in D (nearest), rows that moved past their slack or were
+        # refreshed (the mode's rule), and the refresh policy's turn (nearest).
         size = len(rank)
-        moved = (clean & (st.slack[:size] < 0).any(1)).nonzero().squeeze(1)
+        moved = (clean & (st.slack[:size] < 0).any(1)).nonzero().squeeze(1)  # past their slack
         swept = self._sweep(state, clean) if self.mode.delta > 0 else rows[:0]
         check = torch.cat([moved, refresh, swept]).unique()
+        decide = torch.cat([rows, check])
+        nearest = torch.cat([torch.ones(len(rows), dtype=torch.bool), torch.isin(check, swept)])
         before = st.codes[check].long()  # (R, H)
-        self._recheck(block, st, check, swept, inputs, rank)
-        flipped = (st.codes[check].long() != before).any(1)  # (R,)
+        codes, slack, ties = self._quantize(block, st, decide, nearest)
+        ties &= st.updates[decide] > 0  # rows computed in full just now are already exact
+        if ties.any():
+            tied = decide[ties]
+            self._attend(st, tied, block.queries(inputs(tied)), rank, causal)
+            self.totals.refresh_tie += len(tied)
+            codes[ties], slack[ties], _ = self._quantize(block, st, tied, nearest[ties])
+        st.codes[decide], st.slack[decide] = codes, slack
+        flipped = (codes[len(rows):].long() != before).any(1)  # (R,)
+        self.totals.sweep_flips += int((flipped & nearest[len(rows):]).sum())
         return check[flipped], before[flipped]
 
     def _update_rows(self, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
@@ -293,11 +307,13 @@ class IncrementalEngine:
         weights = torch.exp(scores - m_new.unsqueeze(-1)) * sign  # (T, H, R + |D|)
         s_kept = st.s[:size] * torch.exp(m_old - m_new)  # (T, H)
         s_new = s_kept + weights.sum(-1)  # (T, H)
-        # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = (Σ w·v − h·Σ w) / s_new.
-        heads = st.heads[:size]  # (T, H, Dh) a view: updated in place
-        change = (torch.einsum("thr,rhd->thd", weights, values)
-                  - heads * weights.sum(-1, keepdim=True)) / s_new.unsqueeze(-1)
-        heads += change
+        # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = (Σ w·v − h·Σ w) / s_new; in place, as
+        # these are the largest arrays an edit touches.
+        heads = st.heads[:size]  # (T, H, Dh) a view
+        change = torch.einsum("thr,rhd->thd", weights, values)  # (T, H, Dh)
+        change.addcmul_(heads, weights.sum(-1, keepdim=True), value=-1)
+        change.div_(s_new.unsqueeze(-1))
+        heads.add_(change)
         st.m[:size], st.s[:size] = m_new, s_new
         st.slack[:size] -= change.norm(dim=-1)
         st.updates[:size] += touched.to(torch.uint8)
@@ -330,45 +346,29 @@ class IncrementalEngine:
         st.updates[rows] = 0
 
     def _quantize(self, block: Block, st: LayerState, rows: torch.Tensor,
-                  nearest: torch.Tensor | bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  nearest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Codes, slack and near-tie flags of `rows` under the mode's rule.
 
-        Rows where `nearest` holds take the nearest codeword whatever their current code.
+        Rows where `nearest` (R,) holds take the nearest codeword whatever their current code.
         A row is a near tie (R,) when some head could move less than TIE × its norm before its
         decision changes.
         """
         heads = st.heads[rows]  # (R, H, Dh)
         dist = block.codebook.distances(heads).clamp(min=0).sqrt()  # (R, H, K)
-        best = dist.argmin(-1)  # (R, H) argmin: the first of twin codewords
-        current = st.codes[rows].long()  # (R, H)
-        d_current = dist.gather(-1, current.unsqueeze(-1)).squeeze(-1)  # (R, H)
-        nearest = torch.as_tensor(nearest).reshape(-1, 1)  # (R or 1, 1)
-        keep = (d_current <= (1 + self.mode.delta) * dist.amin(-1)) & ~nearest  # (R, H)
-        codes = torch.where(keep, current, best)  # (R, H)
-        slack = _slack(dist, codes, self.mode.delta)  # (R, H)
+        best = dist.argmin(-1, keepdim=True)  # (R, H, 1) argmin: the first of twin codewords
+        two = dist.topk(2, largest=False).values  # (R, H, 2) nearest and second-nearest
+        current = st.codes[rows].long().unsqueeze(-1)  # (R, H, 1)
+        d_current = dist.gather(-1, current)  # (R, H, 1)
+        keep = (d_current <= (1 + self.mode.delta) * two[..., :1]) & ~nearest.view(-1, 1, 1)
+        codes = torch.where(keep, current, best)  # (R, H, 1)
+        # Code c stays valid while |h − c| ≤ (1 + δ)·|h − c'| for every other codeword c'.
+        # Moving h by ε changes each distance by at most ε, so c stays valid while
+        # d_c + ε ≤ (1 + δ)(d_other − ε), i.e. ε ≤ ((1 + δ)·d_other − d_c) / (2 + δ).
+        d_code = torch.where(keep, d_current, two[..., :1])  # (R, H, 1)
+        d_other = torch.where(codes == best, two[..., 1:], two[..., :1])  # (R, H, 1)
+        slack = (((1 + self.mode.delta) * d_other - d_code) / (2 + self.mode.delta)).squeeze(-1)
         ties = (slack < TIE * heads.norm(dim=-1)).any(1)  # (R,)
-        return codes.to(st.codes.dtype), slack, ties
-
-    def _recheck(self, block: Block, st: LayerState, rows: torch.Tensor, swept: torch.Tensor,
-                 inputs: Inputs, rank: torch.Tensor) -> None:
-        """Re-quantize rows whose code may have changed.
-
-        Swept rows take their nearest code (the sticky refresh policy). A near-tie decision on
-        a row that has had running updates is taken again on the row recomputed in float32.
-        """
-        if not len(rows):
-            return
-        is_swept = torch.isin(rows, swept)  # (R,)
-        codes, slack, ties = self._quantize(block, st, rows, is_swept)
-        ties &= st.updates[rows] > 0
-        if ties.any():
-            tied = rows[ties]
-            self._attend(st, tied, block.queries(inputs(tied)), rank, block.attention.causal)
-            self.totals.refresh_tie += len(tied)
-            codes[ties], slack[ties], _ = self._quantize(block, st, tied, is_swept[ties])
-        flipped = (codes != st.codes[rows]).any(1)  # (R,)
-        self.totals.sweep_flips += int((flipped & is_swept).sum())
-        st.codes[rows], st.slack[rows] = codes, slack
+        return codes.squeeze(-1).to(st.codes.dtype), slack, ties
 
     def _sweep(self, state: SegmentState, clean: torch.Tensor) -> torch.Tensor:
         """The clean slots the sticky refresh policy re-quantizes exactly at this edit."""
@@ -384,16 +384,3 @@ class _Leaving:
     k: torch.Tensor  # (R, H, Dh)
     v: torch.Tensor  # (R, H, Dh)
     order: torch.Tensor  # (R,) text index among the new tokens; deleted ones at the edit
-
-
-def _slack(dist: torch.Tensor, codes: torch.Tensor, delta: float) -> torch.Tensor:
-    """How far each head output may move while its code stays valid. dist (R, H, K) → (R, H).
-
-    Code c stays valid while |h − c| ≤ (1 + δ)·|h − c'| for every other codeword c'. Moving h
-    by ε changes each distance by at most ε, so c stays valid while
-    d_c + ε ≤ (1 + δ)(d_other − ε), i.e. ε ≤ ((1 + δ)·d_other − d_c) / (2 + δ).
-    """
-    index = codes.long().unsqueeze(-1)  # (R, H, 1)
-    d_code = dist.gather(-1, index).squeeze(-1)  # (R, H)
-    others = dist.scatter(-1, index, math.inf)  # (R, H, K)
-    return ((1 + delta) * others.amin(-1) - d_code) / (2 + delta)

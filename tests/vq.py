@@ -37,7 +37,8 @@ def check_incremental(engine: IncrementalEngine, ids: list[int],
                       edits: list[tuple[int, int, list[int]]]) -> SegmentState:
     """Apply token edits in sequence; after each, the state must pass the mode's check.
 
-    Exact mode: the state equals a full pass at the same virtual positions. Sticky mode: it
+    Exact mode: the state equals a full pass at the same virtual positions (near ties aside, see
+    engine/verify.py). Sticky mode: it
     equals a full pass forced to its codes, and every code obeys the (1 + δ) rule. At the end,
     compaction must give the canonical full pass.
     """

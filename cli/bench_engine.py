@@ -1,0 +1,304 @@
+"""`vqedit bench engine`: what an edit costs incrementally, against full passes, side by side.
+
+Usage:
+    vqedit bench engine --tokens 512 --edits 200 --kinds mixed --mode sticky --delta 1.0 \\
+        --threads 2 --json bench.json --plot bench.png
+
+BBC News articles, cut to one segment of `--tokens` model-input tokens, receive random atomic
+edits (one word or one character inserted, deleted or replaced) in sequence, as a person types.
+After every edit, in one process and on the same text: (a) a full dense pass of the
+`transformers` model, (b) a full VQ pass, (c) for causal models, a pass that reuses the key/value
+cache up to the edit, and (d) the incremental update. Every few edits the incremental state is
+verified against full passes (engine/verify.py). Operation counts come from the one counter both
+paths share; times are medians of single runs, on `--threads` threads.
+"""
+
+import argparse
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vqedit.engine.atomic import KINDS, random_edit
+from vqedit.engine.checkpoint import LoadedModel, load
+from vqedit.engine.corpus import bbc_articles
+from vqedit.engine.incremental import IncrementalEngine, Mode
+from vqedit.engine.kmeans import fit_codebooks
+from vqedit.engine.live import LiveDocument
+from vqedit.engine.verify import verify
+from vqedit.main import CliError
+
+FIT_ARTICLES = range(0, 400, 20)  # k-means codebooks are fitted on these articles...
+BENCH_ARTICLES = range(1000, 2225)  # ...and the benchmark documents come from these
+# Documents start this many tokens short of --tokens, room for edits to grow them; one is left
+# for the next when it has grown past half of that room, so that no edit splits its segment.
+GROWTH = 16
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="local model directory (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--tokens", type=int, default=512, help="segment length in tokens")
+    parser.add_argument("--edits", type=int, default=200, help="edits in all")
+    parser.add_argument("--edits-per-doc", type=int, default=50,
+                        help="edits typed into one document before the next one is opened")
+    parser.add_argument("--kinds", choices=[*KINDS, "mixed"], default="mixed")
+    parser.add_argument("--mode", choices=["exact", "sticky"], default="sticky")
+    parser.add_argument("--delta", type=float, default=1.0, help="sticky mode's hysteresis δ")
+    parser.add_argument("--sweep", type=int, default=8,
+                        help="sticky mode: tokens per layer re-quantized exactly per edit")
+    parser.add_argument("--codebook-size", type=int, default=64,
+                        help="codewords per head when k-means codebooks must be fitted")
+    parser.add_argument("--check-every", type=int, default=5,
+                        help="verify the state against full passes every N edits")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the JSON object to this file")
+    parser.add_argument("--plot", type=Path, help="write a PNG of savings and latency here")
+
+
+@dataclass
+class Samples:
+    """Per-edit measurements."""
+
+    ops_ratio: list[float] = field(default_factory=list)  # dense MACs / incremental MACs
+    wall_ratio: list[float] = field(default_factory=list)  # dense time / incremental time
+    edit_ms: list[float] = field(default_factory=list)
+    dense_ms: list[float] = field(default_factory=list)
+    vq_ms: list[float] = field(default_factory=list)
+    prefix_ms: list[float] = field(default_factory=list)
+    prefix_ops_ratio: list[float] = field(default_factory=list)  # dense MACs / prefix-reuse MACs
+    dirty: list[list[int]] = field(default_factory=list)  # per edit, |D| per layer
+    flipped: list[list[int]] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    rebuilt: int = 0  # edits that re-segmented the document
+    documents: int = 0
+    checks: list[bool] = field(default_factory=list)
+    cosines: list[float] = field(default_factory=list)
+    bytes_per_token: list[float] = field(default_factory=list)
+    allocated_per_token: list[float] = field(default_factory=list)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.tokens < 32 or min(args.edits, args.edits_per_doc, args.check_every) < 1:
+        raise CliError("--tokens must be ≥ 32; --edits, --edits-per-doc and --check-every ≥ 1")
+    if args.threads < 1:
+        raise CliError(f"--threads must be ≥ 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    loaded = load(args.model)
+    window = loaded.model.config.max_positions
+    if args.tokens > window:
+        raise CliError(f"--tokens {args.tokens} exceeds the model's window of {window}")
+    codebooks = _ensure_codebooks(loaded, args.codebook_size)
+    mode = Mode(delta=args.delta if args.mode == "sticky" else 0.0, sweep=args.sweep)
+    engine = IncrementalEngine(loaded.model, mode)
+    kinds = KINDS if args.kinds == "mixed" else (args.kinds,)
+    vocabulary = sorted({w for a in bbc_articles()[:200] for w in a.text.split() if w.isalpha()})
+    rng = random.Random(args.seed)
+    samples = Samples()
+    with tqdm(total=args.edits, desc="edits", unit="edit") as bar:
+        for text in _documents(loaded, args.tokens):
+            live = LiveDocument(engine, loaded.tokenizer, text)
+            samples.documents += 1
+            for _ in range(min(args.edits_per_doc, args.edits - len(samples.edit_ms))):
+                if len(live.document.tokens) > live.document.window - GROWTH // 2:
+                    break  # the next edit could split the segment: go on with a new document
+                _measure(live, random_edit(live.text, rng, kinds, vocabulary), loaded, samples)
+                if len(samples.edit_ms) % args.check_every == 0:
+                    _check(live, samples)
+                bar.update()
+            state = live.states[0]
+            samples.bytes_per_token.append(state.nbytes() / len(state))
+            samples.allocated_per_token.append(state.nbytes(allocated=True) / len(state))
+            if len(samples.edit_ms) == args.edits:
+                break
+    report = _report(args, loaded, codebooks, mode, samples, engine)
+    line = json.dumps(report)
+    print(line)
+    if args.json:
+        args.json.write_text(line + "\n")
+    if args.plot:
+        _plot(samples, report, args.plot)
+    return 0
+
+
+def _ensure_codebooks(loaded: LoadedModel, size: int) -> str:
+    """Fit k-means codebooks when the model has none; say which codebooks the figures used."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if model.quantizable:
+        return "trained"
+    if size != model.config.codebook_size:
+        raise CliError(f"the model was loaded with {model.config.codebook_size} codewords per "
+                       f"head, not {size}")
+    articles = bbc_articles()
+    length = min(256, model.config.max_positions) - len(tokenizer.prefix) - len(tokenizer.suffix)
+    inputs = [torch.tensor([tokenizer.wrap(tokenizer.encode(articles[i].text).ids[:length])])
+              for i in FIT_ARTICLES]
+    fit_codebooks(model, inputs)
+    return (f"k-means, K={size}, fitted on {len(inputs)} BBC articles "
+            f"({length} tokens each)")
+
+
+def _documents(loaded: LoadedModel, tokens: int) -> Iterator[str]:
+    """BBC text of about `tokens` model-input tokens, one paragraph (a single segment) each."""
+    tokenizer = loaded.tokenizer
+    room = tokens - len(tokenizer.prefix) - len(tokenizer.suffix) - GROWTH
+    articles = bbc_articles()
+    text = ""
+    for i in BENCH_ARTICLES:
+        text = f"{text} {' '.join(articles[i].text.split())}".strip()
+        encoded = tokenizer.encode(text)
+        if len(encoded) >= room:
+            yield text[:encoded.ends[room - 1]]
+            text = ""
+    raise CliError(f"the BBC corpus ran out of documents of {tokens} tokens")
+
+
+def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) -> None:
+    model, hf = loaded.model, loaded.hf_model
+    old_ids = live.states[0].ids if len(live.states) == 1 else None
+    start = time.perf_counter()
+    stats = live.apply(edit)
+    edit_s = time.perf_counter() - start
+    if len(live.states) != 1:
+        raise CliError("an edit split the benchmark segment in two")
+    ids = live.states[0].ids.unsqueeze(0)  # (1, T)
+    dense_macs = _full_macs(model, ids, quantize=False)
+    with torch.no_grad():
+        start = time.perf_counter()
+        hf(input_ids=ids)
+        dense_s = time.perf_counter() - start
+        start = time.perf_counter()
+        model(ids)
+        vq_s = time.perf_counter() - start
+    model.counter.reset()
+    samples.rebuilt += stats.rebuilt
+    samples.ops_ratio.append(dense_macs / max(stats.macs, 1))
+    samples.wall_ratio.append(dense_s / edit_s)
+    samples.edit_ms.append(edit_s * 1000)
+    samples.dense_ms.append(dense_s * 1000)
+    samples.vq_ms.append(vq_s * 1000)
+    samples.tokens.append(ids.shape[1])
+    for edited in stats.edited:
+        samples.dirty.append(edited.dirty)
+        samples.flipped.append(edited.flipped)
+    if model.config.causal and old_ids is not None:
+        _measure_prefix_reuse(loaded, old_ids, ids[0], dense_macs, samples)
+
+
+def _full_macs(model, ids: torch.Tensor, quantize: bool) -> int:
+    model.counter.reset()
+    with torch.no_grad():
+        model(ids, quantize=quantize)
+    return model.counter.reset()
+
+
+def _measure_prefix_reuse(loaded: LoadedModel, old: torch.Tensor, new: torch.Tensor,
+                          dense_macs: int, samples: Samples) -> None:
+    """A causal model's usual trick: keep the key/value cache up to the edit, redo the rest."""
+    same = int((old[:len(new)] == new[:len(old)]).cumprod(0).sum()) if len(old) else 0
+    keep = min(same, len(new) - 1)  # at least one token is recomputed
+    hf, c = loaded.hf_model, loaded.model.config
+    with torch.no_grad():
+        cache = hf(input_ids=new[:keep].unsqueeze(0), use_cache=True).past_key_values if keep \
+            else None
+        start = time.perf_counter()
+        hf(input_ids=new[keep:].unsqueeze(0), past_key_values=cache, use_cache=True)
+        samples.prefix_ms.append((time.perf_counter() - start) * 1000)
+    rows = len(new) - keep
+    pairs = sum(i + 1 for i in range(keep, len(new)))
+    macs = c.n_layers * (rows * (4 * c.d_model ** 2 + 2 * c.d_model * c.d_ff)
+                         + 2 * pairs * c.d_model)
+    samples.prefix_ops_ratio.append(dense_macs / macs)
+
+
+def _check(live: LiveDocument, samples: Samples) -> None:
+    verdict = verify(live.engine, live.states[0])
+    exact = live.engine.mode.delta == 0
+    samples.checks.append(verdict.exact() if exact else verdict.mechanics())
+    samples.cosines.append(verdict.cosine)
+    live.engine.model.counter.reset()
+
+
+def _report(args, loaded: LoadedModel, codebooks: str, mode: Mode, samples: Samples,
+            engine: IncrementalEngine) -> dict:
+    def pct(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 4) if values else None
+
+    c = loaded.model.config
+    report = {
+        "bench": "engine",
+        "model": "all-MiniLM-L6-v2" if args.model is None else args.model,
+        "family": c.family,
+        "codebooks": codebooks,
+        "tokens": args.tokens,
+        "tokens_median": pct(samples.tokens, 50),
+        "threads": args.threads,
+        "edits": len(samples.edit_ms),
+        "documents": samples.documents,
+        "kinds": args.kinds,
+        "mode": mode.name,
+        "delta": mode.delta,
+        "sweep": mode.sweep if mode.delta > 0 else 0,
+        "ops_ratio_median": pct(samples.ops_ratio, 50),
+        "ops_ratio_p10": pct(samples.ops_ratio, 10),
+        "ops_ratio_p90": pct(samples.ops_ratio, 90),
+        "wall_ratio_median": pct(samples.wall_ratio, 50),
+        "edit_ms_p50": pct(samples.edit_ms, 50),
+        "edit_ms_p99": pct(samples.edit_ms, 99),
+        "full_ms_p50": pct(samples.dense_ms, 50),
+        "vq_full_ms_p50": pct(samples.vq_ms, 50),
+        "dirty_tokens_per_layer": [round(float(v), 2) for v in np.mean(samples.dirty, 0)]
+        if samples.dirty else [],
+        "flipped_per_layer": [round(float(v), 2) for v in np.mean(samples.flipped, 0)]
+        if samples.flipped else [],
+        "resegmented_edits": samples.rebuilt,
+        "checked": len(samples.checks),
+        "exact_agreement": round(sum(samples.checks) / len(samples.checks), 4)
+        if samples.checks else None,
+        "cosine_vs_exact_median": pct(samples.cosines, 50),
+        "cosine_vs_exact_min": round(min(samples.cosines), 6) if samples.cosines else None,
+        "state_bytes_per_token": round(float(np.median(samples.bytes_per_token))),
+        "state_bytes_allocated_per_token": round(float(np.median(samples.allocated_per_token))),
+        "refreshes": {k: v for k, v in engine.totals.__dict__.items() if k != "edits"},
+    }
+    if c.causal:
+        report["prefix_ops_ratio_median"] = pct(samples.prefix_ops_ratio, 50)
+        report["prefix_ms_p50"] = pct(samples.prefix_ms, 50)
+    return report
+
+
+def _plot(samples: Samples, report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (savings, latency) = plt.subplots(1, 2, figsize=(11, 4))
+    bins = np.logspace(0, math.log10(max(samples.ops_ratio) * 1.1), 30)
+    savings.hist(samples.ops_ratio, bins=bins, color="tab:blue")
+    savings.set_xscale("log")
+    savings.set_xlabel("dense MACs / incremental MACs, per edit")
+    savings.set_ylabel("edits")
+    savings.axvline(report["ops_ratio_median"], color="black", linestyle="--",
+                    label=f"median {report['ops_ratio_median']:.0f}x")
+    savings.legend()
+    for values, label in ((samples.edit_ms, "incremental"), (samples.dense_ms, "dense full pass"),
+                          (samples.vq_ms, "VQ full pass"),
+                          (samples.prefix_ms, "prefix reuse")):
+        if values:
+            latency.plot(np.sort(values), np.linspace(0, 1, len(values)), label=label)
+    latency.set_xscale("log")
+    latency.set_xlabel("ms per edit")
+    latency.set_ylabel("share of edits (ECDF)")
+    latency.legend()
+    fig.suptitle(f"{report['model']}, {report['tokens']} tokens, {report['threads']} threads, "
+                 f"{report['mode']} mode (δ={report['delta']}), {report['kinds']} edits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

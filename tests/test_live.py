@@ -1,0 +1,110 @@
+"""A live document: text edits reach only the segments they touch, whatever they do to them."""
+
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.test_tokens import edits, texts
+from tests.vq import minilm_vq
+from vqedit.engine.atomic import KINDS, random_edit
+from vqedit.engine.incremental import IncrementalEngine
+from vqedit.engine.live import LiveDocument
+from vqedit.engine.tokens import EditError, TextEdit
+from vqedit.engine.verify import verify
+
+TEXT = ("The council met on Monday.\n\nIts budget rose by ten percent, the mayor said.\n\n"
+        "Schools and roads will get most of it.")
+
+
+@pytest.fixture(scope="module")
+def engine(minilm):
+    return IncrementalEngine(minilm_vq(minilm.model, minilm.tokenizer))
+
+
+def assert_matches_fresh_document(live: LiveDocument) -> None:
+    """Every state verifies, and the segments hold exactly a fresh document's model inputs."""
+    fresh = LiveDocument(live.engine, live.document.tokenizer, live.text)
+    assert [s.ids.tolist() for s in live.states] == [s.ids.tolist() for s in fresh.states]
+    for state in live.states:
+        assert verify(live.engine, state).exact()
+
+
+def test_typing_inside_a_paragraph_edits_only_its_segment(engine, wordpiece):
+    live = LiveDocument(engine, wordpiece, TEXT)
+    first, _, last = live.states
+    stats = live.apply(TextEdit(TEXT.index("ten"), TEXT.index("ten") + 3, "twelve"))
+    assert stats.rebuilt == 0 and len(stats.edited) == 1
+    assert live.states[0] is first and live.states[2] is last
+    assert_matches_fresh_document(live)
+
+
+def test_a_typed_paragraph_break_splits_only_that_segment(engine, wordpiece):
+    live = LiveDocument(engine, wordpiece, TEXT)
+    first, _, last = live.states
+    at = TEXT.index(" the mayor")
+    stats = live.apply(TextEdit(at, at + 1, "\n\n"))
+    assert stats.rebuilt == 2 and len(live.states) == 4
+    assert live.states[0] is first and live.states[3] is last
+    assert_matches_fresh_document(live)
+
+
+def test_deleting_a_paragraph_break_merges_two_segments(engine, wordpiece):
+    live = LiveDocument(engine, wordpiece, TEXT)
+    first = live.states[0]
+    at = TEXT.index("\n\nSchools")
+    stats = live.apply(TextEdit(at, at + 2, " "))
+    assert stats.rebuilt == 1 and len(live.states) == 2 and live.states[0] is first
+    assert_matches_fresh_document(live)
+
+
+def test_pasting_paragraphs_and_emptying_the_document(engine, wordpiece):
+    live = LiveDocument(engine, wordpiece, TEXT)
+    live.apply(TextEdit(0, 0, "A pasted paragraph.\n\nAnd another one.\n\n"))
+    assert len(live.states) == 5
+    assert_matches_fresh_document(live)
+    live.apply(TextEdit(0, len(live.text), ""))
+    assert live.states == [] and live.text == ""
+    live.apply(TextEdit(0, 0, "Fresh start."))
+    assert_matches_fresh_document(live)
+
+
+def test_a_bad_edit_is_refused_and_changes_nothing(engine, wordpiece):
+    live = LiveDocument(engine, wordpiece, TEXT)
+    before = [s.ids.tolist() for s in live.states]
+    with pytest.raises(EditError):
+        live.apply(TextEdit(5, len(TEXT) + 1, "x"))
+    assert live.text == TEXT and [s.ids.tolist() for s in live.states] == before
+
+
+@given(text=texts, data=st.data())
+@settings(max_examples=25)
+def test_random_text_edits_keep_every_segment_exact(engine, wordpiece, text, data):
+    live = LiveDocument(engine, wordpiece, text)
+    for _ in range(data.draw(st.integers(1, 6))):
+        live.apply(data.draw(edits(live.text)))
+    assert_matches_fresh_document(live)
+
+
+def test_compaction_gives_the_canonical_document_embedding(engine, wordpiece):
+    live = LiveDocument(engine, wordpiece, TEXT)
+    rng = random.Random(0)
+    for _ in range(20):
+        live.apply(random_edit(live.text, rng, KINDS, ["budget", "city", "x"]))
+    live.compact()
+    fresh = LiveDocument(engine, wordpiece, live.text)
+    assert torch.allclose(live.embedding(), fresh.embedding(), atol=1e-6)
+    assert torch.allclose(live.segment_embeddings(), fresh.segment_embeddings(), atol=1e-6)
+
+
+@given(seed=st.integers(0, 10_000))
+@settings(max_examples=50)
+def test_atomic_edits_change_one_word_or_one_character(seed):
+    rng = random.Random(seed)
+    text = "one two three"
+    edit = random_edit(text, rng, KINDS, ["four"])
+    after = text[:edit.start] + edit.text + text[edit.end:]
+    assert edit.text in ("", "four", "four ") or len(edit.text) == 1
+    assert abs(len(after.split()) - 3) <= 1
