@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", choices=[*KINDS, "mixed"], default="mixed")
     parser.add_argument("--mode", choices=["exact", "sticky"], default="sticky")
     parser.add_argument("--delta", type=float, default=1.0, help="sticky mode's hysteresis δ")
-    parser.add_argument("--sweep", type=int, default=8,
+    parser.add_argument("--sweep", type=int, default=2,
                         help="sticky mode: tokens per layer re-quantized exactly per edit")
     parser.add_argument("--codebook-size", type=int, default=64,
                         help="codewords per head when k-means codebooks must be fitted")

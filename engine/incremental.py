@@ -51,7 +51,7 @@ Inputs = Callable[[torch.Tensor], torch.Tensor]  # rows (R,) → that layer's in
 @dataclass(frozen=True)
 class Mode:
     delta: float = 0.0  # hysteresis: 0 is exact mode, > 0 sticky
-    sweep: int = 8  # sticky: tokens per layer re-quantized exactly per edit, in turn
+    sweep: int = 2  # sticky: tokens per layer re-quantized exactly per edit, in turn
     max_updates: int = 32  # running updates before a row is recomputed in full
 
     def __post_init__(self) -> None:

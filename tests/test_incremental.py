@@ -174,3 +174,18 @@ def test_minilm_state_fits_40_kib_per_token(minilm, minilm_kmeans):
     state = IncrementalEngine(minilm_kmeans).build(minilm.tokenizer.wrap(tokens))
     assert len(state) == 512
     assert state.nbytes() / len(state) <= 40 * 1024
+
+
+def test_rows_that_moved_less_than_their_slack_are_not_requantized(minilm, minilm_kmeans,
+                                                                     monkeypatch):
+    """One edit must not cost a codebook search for every token of every layer."""
+    tokens = minilm.tokenizer.encode(bbc_articles()[3].text).ids[:126]
+    engine = IncrementalEngine(minilm_kmeans, Mode(delta=1.0, sweep=0))
+    state = engine.build(minilm.tokenizer.wrap(tokens))
+    searched = []
+    codebook = type(minilm_kmeans.blocks[0].codebook)
+    search = codebook.distances
+    monkeypatch.setattr(codebook, "distances",
+                        lambda self, x: searched.append(x.shape[0]) or search(self, x))
+    stats = engine.apply(state, 60, 61, [2307])
+    assert sum(searched) < len(state) * len(state.layers) / 4, (searched, stats)
