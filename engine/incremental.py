@@ -18,7 +18,8 @@ stops most flips at a bounded deviation. In sticky mode the refresh policy re-qu
 `Mode.sweep` tokens per layer per edit exactly, in turn, and compaction (idle time) rebuilds the
 state exactly at canonical positions.
 
-Running sums drift in float32: a row is recomputed in full after `Mode.max_updates` updates, when
+Running sums drift in float32: a row is recomputed in full after at most `Mode.max_updates` updates
+(fewer for some rows, so that rows built together are refreshed at different edits), when
 an update removes most of its softmax mass (cancellation), and before a quantization decision
 whose margin is a near tie. `Totals` counts each kind of refresh.
 
@@ -52,7 +53,7 @@ Inputs = Callable[[torch.Tensor], torch.Tensor]  # rows (R,) → that layer's in
 class Mode:
     delta: float = 0.0  # hysteresis: 0 is exact mode, > 0 sticky
     sweep: int = 2  # sticky: tokens per layer re-quantized exactly per edit, in turn
-    max_updates: int = 32  # running updates before a row is recomputed in full
+    max_updates: int = 128  # running updates before a row is recomputed in full (at most)
 
     def __post_init__(self) -> None:
         if self.delta < 0:
@@ -318,7 +319,10 @@ class IncrementalEngine:
         st.slack[:size] -= change.norm(dim=-1)
         st.updates[:size] += touched.to(torch.uint8)
         removed = -weights.clamp(max=0).sum(-1)  # (T, H) softmax mass taken away
-        tired = touched & (st.updates[:size] >= self.mode.max_updates)  # (T,)
+        # Each row's limit lies between max_updates / 2 and max_updates, so that rows built
+        # together are not all refreshed by the same edit.
+        limit = self.mode.max_updates - rank % (self.mode.max_updates + 1) // 2  # (T,)
+        tired = touched & (st.updates[:size] >= limit)  # (T,)
         cancelled = touched & (removed > CANCELLATION * s_kept).any(1) & ~tired  # (T,)
         self.totals.refresh_updates += int(tired.sum())
         self.totals.refresh_cancellation += int(cancelled.sum())
