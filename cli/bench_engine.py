@@ -298,7 +298,8 @@ def _plot(samples: Samples, report: dict, path: Path) -> None:
     latency.set_xlabel("ms per edit")
     latency.set_ylabel("share of edits (ECDF)")
     latency.legend()
-    fig.suptitle(f"{report['model']}, {report['tokens']} tokens, {report['threads']} threads, "
+    fig.suptitle(f"{report['model']} ({report['codebooks'].split(',')[0]} codebooks), "
+                 f"{report['tokens']} tokens, {report['threads']} threads, "
                  f"{report['mode']} mode (δ={report['delta']}), {report['kinds']} edits")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
