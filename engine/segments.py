@@ -1,10 +1,10 @@
 """Cutting a document's tokens into segments: the independent inputs of the model.
 
 A segment is one paragraph (paragraphs end at a blank line). A paragraph longer than the model's
-window is cut into window-sized pieces. One paragraph per segment keeps an edit's cost bounded by
-its paragraph, not the document, and makes paragraph results fall out of the segment states;
-the price is that attention does not cross paragraphs, which pooling over segments makes up for
-at the document level.
+window is cut into pieces that end at sentence ends where possible. One paragraph per segment
+keeps an edit's cost bounded by its paragraph, not the document, and makes paragraph results
+fall out of the segment states; the price is that attention does not cross paragraphs, which
+pooling over segments makes up for at the document level.
 """
 
 import bisect
@@ -58,8 +58,33 @@ def cut_segments(tokens: Tokens, text: str, window: int) -> list[Segment]:
     firsts = [bisect.bisect_left(tokens.starts, s) for s in starts[1:]]  # first token per paragraph
     segments = []
     for lo, hi in zip([0, *firsts], [*firsts, len(tokens)], strict=True):
-        segments.extend(Segment(s, min(s + window, hi)) for s in range(lo, hi, window))
+        segments.extend(_pieces(tokens, text, lo, hi, window))
     return segments
+
+
+def _pieces(tokens: Tokens, text: str, lo: int, hi: int, window: int) -> list[Segment]:
+    """A paragraph's tokens [lo, hi) in pieces of at most `window` tokens.
+
+    A piece ends after the last sentence that fits when that is in its second half, so an edit
+    early in a long paragraph moves no later cut unless it pushes that sentence out of the
+    window; a piece with no sentence end there ends at the window.
+    """
+    pieces, start = [], lo
+    while hi - start > window:
+        end = start + window
+        end = next((i + 1 for i in range(end - 1, start + window // 2 - 1, -1)
+                    if _ends_sentence(tokens, text, i)), end)
+        pieces.append(Segment(start, end))
+        start = end
+    if hi > start:
+        pieces.append(Segment(start, hi))
+    return pieces
+
+
+def _ends_sentence(tokens: Tokens, text: str, i: int) -> bool:
+    """Token i ends with . ! or ? and white space (or the end of the text) follows it."""
+    end = tokens.ends[i]
+    return text[end - 1] in ".!?" and (end == len(text) or text[end].isspace())
 
 
 def diff_segments(old: list[Segment], new: list[Segment], edit: TokenEdit) -> SegmentEdit:

@@ -27,6 +27,22 @@ def test_long_paragraphs_are_cut_to_the_window(wordpiece):
     assert all(len(doc.model_input(s)) <= 12 for s in doc.segments)
 
 
+def test_long_paragraphs_are_cut_after_sentences(wordpiece):
+    text = "A short one. " * 3 + "Then a longer sentence follows here. " * 6
+    doc = Document(wordpiece, text, max_positions=32)  # window 30
+    assert all(words(doc, s).endswith(".") for s in doc.segments[:-1])
+    assert all(len(s) <= 30 for s in doc.segments)
+
+
+def test_an_edit_early_in_a_long_paragraph_keeps_its_later_pieces(wordpiece):
+    text = "The first sentence is right here. " * 20  # 7 tokens a sentence: a cut after 28
+    doc = Document(wordpiece, text, max_positions=32)
+    later = doc.segments[1:]
+    edit = doc.apply(TextEdit(4, 4, "very "))
+    assert (edit.segments.start, edit.segments.end, edit.segments.new_end) == (0, 1, 1)
+    assert doc.segments[1:] == [s.shifted(1) for s in later]
+
+
 def test_an_edit_touches_only_its_paragraph(wordpiece):
     doc = Document(wordpiece, PARAS, max_positions=512)
     edit = doc.apply(TextEdit(PARAS.index("little"), PARAS.index("little") + 6, "much"))
