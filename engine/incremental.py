@@ -159,7 +159,7 @@ class IncrementalEngine:
         # What the removed tokens take with them: their keys and values at every layer, and
         # their last-layer output (as inputs and codes), to take out of the segment's total.
         removed = state.order[start:end]
-        gone = [(st.k[removed], st.v[removed]) for st in state.layers]
+        gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
         left_x = self._inputs(state, last)(removed)  # (n_del, D)
         left_codes = state.layers[last].codes[removed].long()  # (n_del, H)
 
@@ -186,8 +186,8 @@ class IncrementalEngine:
             if layer > 0:
                 state.residual[layer - 1][rows] = x
             inputs = self._inputs(state, layer)
-            leaving = _Leaving(torch.cat([gone[layer][0], st.k[kept]]),
-                               torch.cat([gone[layer][1], st.v[kept]]),
+            leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept]], dim=1),
+                               torch.cat([gone[layer][1], st.v[:, kept]], dim=1),
                                torch.cat([torch.full((end - start,), start), rank[kept]]))
             flips, flip_codes = self._layer(block, st, leaving, rows, x, rank, inputs, state,
                                             stats)
@@ -247,14 +247,14 @@ class IncrementalEngine:
         whose code flipped, with their codes before the flip.
         """
         causal = block.attention.causal
-        q, k, v = block.projections(x)  # (|D|, H, Dh)
-        st.q[rows], st.k[rows], st.v[rows] = q.half(), k, v
+        q, k, v = (t.transpose(0, 1) for t in block.projections(x))  # (H, |D|, Dh)
+        st.q[:, rows], st.k[:, rows], st.v[:, rows] = q.half(), k, v
         clean = torch.ones(len(rank), dtype=torch.bool)
         clean[rows] = False
         refresh = self._update_rows(st, leaving, rows, rank, clean, causal)
         if len(refresh):
             stats.refreshed += len(refresh)
-            q = torch.cat([q, block.queries(inputs(refresh))])
+            q = torch.cat([q, block.queries(inputs(refresh)).transpose(0, 1)], dim=1)
         self._attend(st, torch.cat([rows, refresh]), q, rank, causal)
 
         # Which codes to decide: rows in D (nearest), rows that moved past their slack or were
@@ -270,7 +270,7 @@ class IncrementalEngine:
         ties &= st.updates[decide] > 0  # rows computed in full just now are already exact
         if ties.any():
             tied = decide[ties]
-            self._attend(st, tied, block.queries(inputs(tied)), rank, causal)
+            self._attend(st, tied, block.queries(inputs(tied)).transpose(0, 1), rank, causal)
             self.totals.refresh_tie += len(tied)
             codes[ties], slack[ties], _ = self._quantize(block, st, tied, nearest[ties])
         st.codes[decide], st.slack[decide] = codes, slack
@@ -286,67 +286,74 @@ class IncrementalEngine:
         anyway, and a causal row before the edit sees none of the changed keys, so it gains
         exactly zero.
         """
-        size, n_heads, head_dim = len(rank), st.k.shape[1], st.k.shape[2]
-        n_old = len(leaving.k)
+        size, (n_heads, _, head_dim) = len(rank), st.k.shape
+        n_old = leaving.k.shape[1]
         if not size or not (len(rows) or n_old):
             return rows[:0]
         order = torch.cat([leaving.order, rank[rows]])  # (R + |D|,) text index of each key
-        visible = (order.unsqueeze(0) <= rank.unsqueeze(1) if causal
-                   else torch.ones(size, len(order), dtype=torch.bool))  # (T, R + |D|)
-        touched = clean & visible.any(1)  # (T,)
+        if causal:
+            visible = order.unsqueeze(0) <= rank.unsqueeze(1)  # (T, R + |D|)
+            touched = clean & visible.any(1)  # (T,)
+            pairs = int(visible[clean].sum())
+        else:
+            touched, pairs = clean, int(clean.sum()) * len(order)
         if 2 * len(order) > size:  # cheaper to recompute the touched rows in full
             return touched.nonzero().squeeze(1)
-        self.model.counter.add(2 * int(visible[clean].sum()) * n_heads * head_dim)
+        self.model.counter.add(2 * pairs * n_heads * head_dim)
 
-        keys = torch.cat([leaving.k, st.k[rows]])  # (R + |D|, H, Dh)
-        values = torch.cat([leaving.v, st.v[rows]])  # (R + |D|, H, Dh)
+        keys = torch.cat([leaving.k, st.k[:, rows]], dim=1)  # (H, R + |D|, Dh)
+        values = torch.cat([leaving.v, st.v[:, rows]], dim=1)  # (H, R + |D|, Dh)
         sign = torch.cat([-torch.ones(n_old), torch.ones(len(rows))])  # (R + |D|,)
-        scores = torch.einsum("thd,rhd->thr", st.q[:size].float(), keys) / math.sqrt(head_dim)
-        scores = scores.masked_fill(~visible.unsqueeze(1), -math.inf)  # (T, H, R + |D|)
-        m_old = st.m[:size]  # (T, H)
+        scores = torch.bmm(st.q[:, :size].float(), keys.transpose(1, 2))  # (H, T, R + |D|)
+        scores /= math.sqrt(head_dim)
+        if causal:
+            scores.masked_fill_(~visible.unsqueeze(0), -math.inf)
+        m_old = st.m[:, :size]  # (H, T)
         m_new = torch.maximum(m_old, scores[..., n_old:].amax(-1)) if len(rows) else m_old
-        weights = torch.exp(scores - m_new.unsqueeze(-1)) * sign  # (T, H, R + |D|)
-        s_kept = st.s[:size] * torch.exp(m_old - m_new)  # (T, H)
-        s_new = s_kept + weights.sum(-1)  # (T, H)
+        weights = torch.exp(scores - m_new.unsqueeze(-1)) * sign  # (H, T, R + |D|)
+        s_kept = st.s[:, :size] * torch.exp(m_old - m_new)  # (H, T)
+        added = weights.sum(-1)  # (H, T) net softmax mass added
+        s_new = s_kept + added
         # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = (Σ w·v − h·Σ w) / s_new; in place, as
         # these are the largest arrays an edit touches.
-        heads = st.heads[:size]  # (T, H, Dh) a view
-        change = torch.einsum("thr,rhd->thd", weights, values)  # (T, H, Dh)
-        change.addcmul_(heads, weights.sum(-1, keepdim=True), value=-1)
+        heads = st.heads[:, :size]  # (H, T, Dh) a view
+        change = torch.bmm(weights, values)  # (H, T, Dh)
+        change.addcmul_(heads, added.unsqueeze(-1), value=-1)
         change.div_(s_new.unsqueeze(-1))
         heads.add_(change)
-        st.m[:size], st.s[:size] = m_new, s_new
-        st.slack[:size] -= change.norm(dim=-1)
+        st.m[:, :size], st.s[:, :size] = m_new, s_new
+        st.slack[:size] -= change.norm(dim=-1).T
         st.updates[:size] += touched.to(torch.uint8)
-        removed = -weights.clamp(max=0).sum(-1)  # (T, H) softmax mass taken away
+        removed = -weights.clamp(max=0).sum(-1)  # (H, T) softmax mass taken away
         # Each row's limit lies between max_updates / 2 and max_updates, so that rows built
         # together are not all refreshed by the same edit.
         limit = self.mode.max_updates - rank % (self.mode.max_updates + 1) // 2  # (T,)
         tired = touched & (st.updates[:size] >= limit)  # (T,)
-        cancelled = touched & (removed > CANCELLATION * s_kept).any(1) & ~tired  # (T,)
+        cancelled = touched & (removed > CANCELLATION * s_kept).any(0) & ~tired  # (T,)
         self.totals.refresh_updates += int(tired.sum())
         self.totals.refresh_cancellation += int(cancelled.sum())
         return (tired | cancelled).nonzero().squeeze(1)
 
     def _attend(self, st: LayerState, rows: torch.Tensor, q: torch.Tensor, rank: torch.Tensor,
                 causal: bool) -> None:
-        """Recompute the softmax statistics of `rows` from their float32 queries q (R, H, Dh)."""
+        """Recompute the softmax statistics of `rows` from their float32 queries q (H, R, Dh)."""
         if not len(rows):
             return
-        size, n_heads, head_dim = len(rank), st.k.shape[1], st.k.shape[2]
-        scores = torch.einsum("rhd,khd->rhk", q, st.k[:size]) / math.sqrt(head_dim)  # (R, H, T)
+        size, (n_heads, _, head_dim) = len(rank), st.k.shape
+        scores = torch.bmm(q, st.k[:, :size].transpose(1, 2))  # (H, R, T)
+        scores /= math.sqrt(head_dim)
         if causal:
             future = rank.unsqueeze(0) > rank[rows].unsqueeze(1)  # (R, T)
-            scores = scores.masked_fill(future.unsqueeze(1), -math.inf)
+            scores.masked_fill_(future.unsqueeze(0), -math.inf)
             pairs = int((rank[rows] + 1).sum())
         else:
             pairs = len(rows) * size
         self.model.counter.add(2 * pairs * n_heads * head_dim)
-        m = scores.amax(-1)  # (R, H)
-        weights = torch.exp(scores - m.unsqueeze(-1))  # (R, H, T)
-        s = weights.sum(-1)  # (R, H)
-        st.m[rows], st.s[rows] = m, s
-        st.heads[rows] = torch.einsum("rhk,khd->rhd", weights, st.v[:size]) / s.unsqueeze(-1)
+        m = scores.amax(-1)  # (H, R)
+        weights = torch.exp(scores - m.unsqueeze(-1))  # (H, R, T)
+        s = weights.sum(-1)  # (H, R)
+        st.m[:, rows], st.s[:, rows] = m, s
+        st.heads[:, rows] = torch.bmm(weights, st.v[:, :size]) / s.unsqueeze(-1)
         st.updates[rows] = 0
 
     def _quantize(self, block: Block, st: LayerState, rows: torch.Tensor,
@@ -357,12 +364,12 @@ class IncrementalEngine:
         A row is a near tie (R,) when some head could move less than TIE × its norm before its
         decision changes.
         """
-        heads = st.heads[rows]  # (R, H, Dh)
-        dist = block.codebook.distances(heads).clamp(min=0).sqrt()  # (R, H, K)
-        best = dist.argmin(-1, keepdim=True)  # (R, H, 1) argmin: the first of twin codewords
-        two = dist.topk(2, largest=False).values  # (R, H, 2) nearest and second-nearest
+        heads = st.heads[:, rows].transpose(0, 1)  # (R, H, Dh)
+        dist2 = block.codebook.distances(heads).clamp(min=0)  # (R, H, K) squared distances
+        best = dist2.argmin(-1, keepdim=True)  # (R, H, 1) argmin: the first of twin codewords
+        two = dist2.topk(2, largest=False).values.sqrt()  # (R, H, 2) nearest, second-nearest
         current = st.codes[rows].long().unsqueeze(-1)  # (R, H, 1)
-        d_current = dist.gather(-1, current)  # (R, H, 1)
+        d_current = dist2.gather(-1, current).sqrt()  # (R, H, 1)
         keep = (d_current <= (1 + self.mode.delta) * two[..., :1]) & ~nearest.view(-1, 1, 1)
         codes = torch.where(keep, current, best)  # (R, H, 1)
         # Code c stays valid while |h − c| ≤ (1 + δ)·|h − c'| for every other codeword c'.
@@ -385,6 +392,6 @@ class IncrementalEngine:
 class _Leaving:
     """Keys and values an edit takes away at one layer, with where they sat in the text."""
 
-    k: torch.Tensor  # (R, H, Dh)
-    v: torch.Tensor  # (R, H, Dh)
+    k: torch.Tensor  # (H, R, Dh)
+    v: torch.Tensor  # (H, R, Dh)
     order: torch.Tensor  # (R,) text index among the new tokens; deleted ones at the edit

@@ -26,34 +26,44 @@ under 40 KiB per token):
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 
 
 @dataclass
 class LayerState:
-    q: torch.Tensor  # (S, H, Dh) float16 queries; S slots, T of them in use
-    k: torch.Tensor  # (S, H, Dh) float32 keys
-    v: torch.Tensor  # (S, H, Dh) float32 values
-    m: torch.Tensor  # (S, H) float32 reference max of each query's scores
-    s: torch.Tensor  # (S, H) float32 normaliser Σ_j exp(score_j − m)
-    heads: torch.Tensor  # (S, H, Dh) float32 head outputs Σ_j exp(score_j − m)·v_j / s
+    """One layer's arrays. Attention arrays are head-major, so that every head's products are one
+    batched matrix product without copies; the rest are slot-major. `SLOT_DIM` says which."""
+
+    q: torch.Tensor  # (H, S, Dh) float16 queries; S slots, T of them in use
+    k: torch.Tensor  # (H, S, Dh) float32 keys
+    v: torch.Tensor  # (H, S, Dh) float32 values
+    m: torch.Tensor  # (H, S) float32 reference max of each query's scores
+    s: torch.Tensor  # (H, S) float32 normaliser Σ_j exp(score_j − m)
+    heads: torch.Tensor  # (H, S, Dh) float32 head outputs Σ_j exp(score_j − m)·v_j / s
     codes: torch.Tensor  # (S, H) uint8 (int16 past 256 codewords) the code of each head
     slack: torch.Tensor  # (S, H) float32 distance the head output may move keeping its code
     updates: torch.Tensor  # (S,) uint8 running updates since the row was computed in full
 
+    SLOT_DIM: ClassVar[dict[str, int]] = {"q": 1, "k": 1, "v": 1, "m": 1, "s": 1, "heads": 1}
+
     @classmethod
     def empty(cls, n_heads: int, head_dim: int, codebook_size: int) -> "LayerState":
-        heads = (0, n_heads)
+        per_head = (n_heads, 0, head_dim)
         code_type = torch.uint8 if codebook_size <= 256 else torch.int16
-        return cls(q=torch.zeros(*heads, head_dim, dtype=torch.float16),
-                   k=torch.zeros(*heads, head_dim), v=torch.zeros(*heads, head_dim),
-                   m=torch.zeros(heads), s=torch.zeros(heads),
-                   heads=torch.zeros(*heads, head_dim), codes=torch.zeros(heads, dtype=code_type),
-                   slack=torch.zeros(heads), updates=torch.zeros(0, dtype=torch.uint8))
+        return cls(q=torch.zeros(per_head, dtype=torch.float16), k=torch.zeros(per_head),
+                   v=torch.zeros(per_head), m=torch.zeros(n_heads, 0), s=torch.zeros(n_heads, 0),
+                   heads=torch.zeros(per_head), codes=torch.zeros(0, n_heads, dtype=code_type),
+                   slack=torch.zeros(0, n_heads), updates=torch.zeros(0, dtype=torch.uint8))
 
-    def fields(self) -> Iterator[tuple[object, str]]:
-        return ((self, f.name) for f in fields(self))
+    def fields(self) -> Iterator[tuple[object, str, int]]:
+        return ((self, f.name, self.SLOT_DIM.get(f.name, 0)) for f in fields(self))
+
+    def rows(self, slots: torch.Tensor) -> "LayerState":
+        """A copy holding only the given slots, in that order."""
+        return LayerState(*(getattr(self, name).index_select(dim, slots)
+                            for _, name, dim in self.fields()))
 
     def copy(self) -> "LayerState":
         return LayerState(*(getattr(self, f.name).clone() for f in fields(self)))
@@ -87,24 +97,25 @@ class SegmentState:
         """Mean final hidden state over the segment's tokens. (D,) float32"""
         return (self.total / max(len(self), 1)).float()
 
-    def slot_fields(self) -> Iterator[tuple[object, str]]:
-        """(owner, attribute) of every per-slot array."""
-        yield self, "slot_ids"
-        yield self, "slot_positions"
+    def slot_fields(self) -> Iterator[tuple[object, str | int, int]]:
+        """(owner, attribute or list index, slot dimension) of every per-slot array."""
+        yield self, "slot_ids", 0
+        yield self, "slot_positions", 0
         for i in range(len(self.residual)):
-            yield self.residual, i
+            yield self.residual, i, 0
         for layer in self.layers:
             yield from layer.fields()
 
-    def slot_arrays(self) -> Iterator[torch.Tensor]:
-        for owner, name in self.slot_fields():
-            yield owner[name] if isinstance(owner, list) else getattr(owner, name)
+    def slot_arrays(self) -> Iterator[tuple[torch.Tensor, int]]:
+        for owner, name, dim in self.slot_fields():
+            yield (owner[name] if isinstance(owner, list) else getattr(owner, name)), dim
 
     def nbytes(self, allocated: bool = False) -> int:
         """Bytes of state: of the slots in use, or of all allocated ones."""
-        rows = None if allocated else len(self)
-        per_slot = sum(t[:rows].numel() * t.element_size() for t in self.slot_arrays())
-        return per_slot + self.order.numel() * 8 + self.total.numel() * 8
+        slots = max(self.slot_ids.shape[0], 1)
+        share = 1 if allocated else len(self) / slots
+        per_slot = sum(t.numel() * t.element_size() for t, _ in self.slot_arrays())
+        return round(per_slot * share) + self.order.numel() * 8 + self.total.numel() * 8
 
     def reserve(self, slots: int) -> None:
         """Make room for at least `slots` rows, growing by a quarter to spare reallocations."""
@@ -112,9 +123,11 @@ class SegmentState:
         if slots <= have:
             return
         size = max(slots, have + have // 4, 8)
-        for owner, name in list(self.slot_fields()):
+        for owner, name, dim in list(self.slot_fields()):
             t = owner[name] if isinstance(owner, list) else getattr(owner, name)
-            grown = torch.cat([t, t.new_zeros((size - have, *t.shape[1:]))])
+            shape = list(t.shape)
+            shape[dim] = size - have
+            grown = torch.cat([t, t.new_zeros(shape)], dim=dim)
             if isinstance(owner, list):
                 owner[name] = grown
             else:
@@ -122,8 +135,8 @@ class SegmentState:
 
     def move_rows(self, to: torch.Tensor, source: torch.Tensor) -> None:
         """Copy every per-slot array's rows `source` into rows `to`."""
-        for t in self.slot_arrays():
-            t[to] = t[source]
+        for t, dim in self.slot_arrays():
+            t.index_copy_(dim, to, t.index_select(dim, source))
 
     def snapshot(self) -> "SegmentState":
         """An independent copy: editing either leaves the other as it was (restore = use it)."""
