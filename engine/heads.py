@@ -5,8 +5,11 @@ tokens included, as all-MiniLM-L6-v2 was trained), over all its segments, L2-nor
 sum divided by a count, so it can later be kept incrementally.
 """
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 
@@ -60,3 +63,55 @@ class ZeroShotHead:
         sims = (self.prototypes @ embedding).tolist()  # (N,)
         ranked = sorted(zip(self.labels, sims, strict=True), key=lambda kv: -kv[1])
         return Classification(ranked[0][0], {label: round(s, 6) for label, s in ranked})
+
+
+class LinearHead:
+    """Labels learnt from examples: softmax regression on pooled embeddings.
+
+    Scores are the label probabilities. Saved as safetensors with the labels in its metadata.
+    """
+
+    def __init__(self, labels: list[str], weight: torch.Tensor, bias: torch.Tensor) -> None:
+        if weight.shape[0] != len(labels) or bias.shape != (len(labels),):
+            raise ValueError(f"{len(labels)} labels but weights {tuple(weight.shape)} and bias "
+                             f"{tuple(bias.shape)}")
+        self.labels = labels
+        self.weight = weight  # (N, D)
+        self.bias = bias  # (N,)
+
+    def classify(self, embedding: torch.Tensor) -> Classification:
+        probs = torch.softmax(self.weight @ embedding + self.bias, dim=0).tolist()  # (N,)
+        ranked = sorted(zip(self.labels, probs, strict=True), key=lambda kv: -kv[1])
+        return Classification(ranked[0][0], {label: round(p, 6) for label, p in ranked})
+
+    @classmethod
+    def fit(cls, embeddings: torch.Tensor, targets: list[str], steps: int = 500,
+            lr: float = 0.05, weight_decay: float = 1e-4, seed: int = 0) -> "LinearHead":
+        """Full-batch Adam on the cross-entropy of (M, D) embeddings and their M labels."""
+        labels = sorted(set(targets))
+        if len(labels) < 2:
+            raise ValueError(f"a head needs examples of at least two labels, got {labels}")
+        if embeddings.shape[0] != len(targets):
+            raise ValueError(f"{embeddings.shape[0]} embeddings but {len(targets)} labels")
+        torch.manual_seed(seed)
+        y = torch.tensor([labels.index(t) for t in targets])  # (M,)
+        layer = torch.nn.Linear(embeddings.shape[1], len(labels))
+        optimizer = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            F.cross_entropy(layer(embeddings), y).backward()
+            optimizer.step()
+        return cls(labels, layer.weight.detach(), layer.bias.detach())
+
+    def save(self, path: Path) -> None:
+        safetensors.torch.save_file({"weight": self.weight.contiguous(), "bias": self.bias},
+                                    str(path), metadata={"labels": json.dumps(self.labels)})
+
+    @classmethod
+    def load(cls, path: Path) -> "LinearHead":
+        try:
+            with safetensors.safe_open(str(path), framework="pt") as f:
+                labels = json.loads((f.metadata() or {})["labels"])
+                return cls(labels, f.get_tensor("weight"), f.get_tensor("bias"))
+        except (OSError, KeyError, ValueError, safetensors.SafetensorError) as e:
+            raise ValueError(f"{path} is not a vqedit head: {e}") from e
