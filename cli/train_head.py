@@ -3,10 +3,13 @@
 Usage:
     vqedit train head --bbc --out bbc-topics.safetensors
     vqedit train head --csv examples.csv --out my-labels.safetensors
+    vqedit train head --describe "sport=Sports news" --describe "tech=Technology news" --out h
 
 With `--bbc` the head learns from the corpus's training split and reports its accuracy on the
 fixed test split (`engine/corpus.py: is_test`). A CSV needs a header naming the columns `text`
-and `label`. The head is used with `vqedit classify FILE --head PATH`.
+and `label`. `--describe LABEL=DESCRIPTION` (once per label) needs no examples: each label's
+weights are its description's embedding, so the head ranks labels as zero-shot labels do. The
+head is used with `vqedit classify FILE --head PATH`.
 """
 
 import argparse
@@ -30,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="a CSV file with the columns text,label")
     source.add_argument("--bbc", action="store_true", help="the BBC News training split")
+    source.add_argument("--describe", action="append", metavar="LABEL=DESCRIPTION",
+                        help="a zero-shot label and its description (repeat per label)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the head")
     parser.add_argument("--model", help="local model directory (default: all-MiniLM-L6-v2)")
     parser.add_argument("--limit", type=int, help="use at most this many examples of each split")
@@ -59,6 +64,20 @@ def read_examples(path: Path) -> list[Example]:
     return examples
 
 
+def parse_descriptions(specs: list[str]) -> dict[str, str]:
+    descriptions = {}
+    for spec in specs:
+        label, _, description = (part.strip() for part in spec.partition("="))
+        if not label or not description:
+            raise CliError(f"--describe needs LABEL=DESCRIPTION, got {spec!r}")
+        if label in descriptions:
+            raise CliError(f"--describe names {label!r} twice")
+        descriptions[label] = description
+    if len(descriptions) < 2:
+        raise CliError("a head needs at least two labels: repeat --describe")
+    return descriptions
+
+
 def _subset(examples: list[Example], limit: int | None) -> list[Example]:
     """At most `limit` examples, spread evenly over the list."""
     if limit is None or limit >= len(examples):
@@ -79,6 +98,8 @@ def _accuracy(head: LinearHead, embeddings: torch.Tensor, examples: list[Example
 def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 2:
         raise CliError(f"--limit must be at least 2, got {args.limit}")
+    if args.describe:
+        return _describe(args)
     if args.bbc:
         articles = bbc_articles()
         train = [(a.text, a.label) for a in articles if not is_test(a)]
@@ -98,4 +119,15 @@ def run(args: argparse.Namespace) -> int:
         report["test_accuracy"] = _accuracy(head, _embed_all(loaded, test, "embedding tests"),
                                             test)
     print(json.dumps(report))
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    descriptions = parse_descriptions(args.describe)
+    loaded = load(args.model)
+    prototypes = torch.stack([embed(loaded, d) for d in descriptions.values()])  # (N, D)
+    head = LinearHead.from_prototypes(list(descriptions), prototypes)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    head.save(args.out)
+    print(json.dumps({"head": str(args.out), "labels": head.labels, "examples": 0}))
     return 0

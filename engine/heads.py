@@ -65,6 +65,9 @@ class ZeroShotHead:
         return Classification(ranked[0][0], {label: round(s, 6) for label, s in ranked})
 
 
+ZERO_SHOT_SCALE = 20.0  # a cosine gap of 0.1 between two labels gives odds of e^2 ≈ 7
+
+
 class LinearHead:
     """Labels learnt from examples: softmax regression on pooled embeddings.
 
@@ -83,6 +86,15 @@ class LinearHead:
         probs = torch.softmax(self.weight @ embedding + self.bias, dim=0).tolist()  # (N,)
         ranked = sorted(zip(self.labels, probs, strict=True), key=lambda kv: -kv[1])
         return Classification(ranked[0][0], {label: round(p, 6) for label, p in ranked})
+
+    @classmethod
+    def from_prototypes(cls, labels: list[str], prototypes: torch.Tensor) -> "LinearHead":
+        """Zero-shot labels as a head: scores rank labels by cosine to each prototype (N, D)."""
+        if len(set(labels)) != len(labels) or len(labels) < 2:
+            raise ValueError(f"a head needs at least two distinct labels, got {labels}")
+        # Cosines lie in [-1, 1]; the scale makes the softmax as decisive as a trained head's.
+        weight = ZERO_SHOT_SCALE * F.normalize(prototypes, dim=1)  # (N, D)
+        return cls(labels, weight, torch.zeros(len(labels)))
 
     @classmethod
     def fit(cls, embeddings: torch.Tensor, targets: list[str], steps: int = 500,

@@ -46,6 +46,25 @@ def test_the_bbc_head_reports_accuracy_on_the_test_split(tmp_path):
                                             "tech"]
 
 
+def test_a_head_from_label_descriptions_needs_no_examples(tmp_path):
+    head, text = tmp_path / "described.safetensors", tmp_path / "new.txt"
+    run = vqedit("train", "head", "--out", str(head), "--describe", "sport=Sport: matches, goals",
+                 "--describe", "cooking=Cooking: recipes, baking and food")
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    text.write_text("Preheat the oven and bake the cake for half an hour.")
+    run = vqedit("classify", str(text), "--head", str(head), "--json")
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert json.loads(run.stdout)["label"] == "cooking"
+
+
+@pytest.mark.parametrize("spec,message", [
+    (["sport"], "LABEL=DESCRIPTION"), (["a=x", "a=y"], "twice"), (["a=x"], "at least two")])
+def test_bad_descriptions_are_refused(tmp_path, spec, message):
+    args = [a for s in spec for a in ("--describe", s)]
+    run = vqedit("train", "head", "--out", str(tmp_path / "h"), *args)
+    assert run.returncode == 2 and message in run.stderr.decode()
+
+
 @pytest.mark.parametrize("content,message", [
     ("words,label\nhello,a\n", "missing text"),
     ("text,label\nhello,a\n,b\n", ":3: empty text or label"),
