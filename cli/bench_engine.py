@@ -28,13 +28,15 @@ import torch
 from tqdm import tqdm
 
 from vqedit.engine.atomic import KINDS, random_edit
-from vqedit.engine.checkpoint import LoadedModel, load
-from vqedit.engine.corpus import bbc_articles
+from vqedit.engine.checkpoint import LoadedModel
+from vqedit.engine.corpus import Article, bbc_articles
+from vqedit.engine.heads import pooled
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.kmeans import fit_codebooks
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.verify import verify
 from vqedit.main import CliError
+from vqedit.model_choice import add_model_arguments, load_model, model_name
 
 FIT_ARTICLES = range(0, 400, 20)  # k-means codebooks are fitted on these articles...
 BENCH_ARTICLES = range(1000, 2225)  # ...and the benchmark documents come from these
@@ -44,7 +46,7 @@ GROWTH = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="local model directory (default: all-MiniLM-L6-v2)")
+    add_model_arguments(parser)
     parser.add_argument("--tokens", type=int, default=512, help="segment length in tokens")
     parser.add_argument("--edits", type=int, default=200, help="edits in all")
     parser.add_argument("--edits-per-doc", type=int, default=50,
@@ -84,6 +86,8 @@ class Samples:
     cosines: list[float] = field(default_factory=list)
     bytes_per_token: list[float] = field(default_factory=list)
     allocated_per_token: list[float] = field(default_factory=list)
+    embeddings: list[torch.Tensor] = field(default_factory=list)  # (D,) pooled, after each edit
+    full_embeddings: list[torch.Tensor] = field(default_factory=list)  # (D,) by a full VQ pass
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,19 +96,40 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise CliError(f"--threads must be ≥ 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    loaded = load(args.model)
+    loaded = load_model(args)
     window = loaded.model.config.max_positions
     if args.tokens > window:
         raise CliError(f"--tokens {args.tokens} exceeds the model's window of {window}")
     codebooks = _ensure_codebooks(loaded, args.codebook_size)
     mode = Mode(delta=args.delta if args.mode == "sticky" else 0.0, sweep=args.sweep)
+    articles = [bbc_articles()[i] for i in BENCH_ARTICLES]
+    samples, engine = bench(loaded, mode, documents(loaded, args.tokens, articles), args)
+    settings = {"model": model_name(loaded), "codebooks": codebooks, "tokens": args.tokens,
+                "threads": args.threads, "kinds": args.kinds}
+    report = engine_report(settings, loaded, mode, samples, engine)
+    line = json.dumps(report)
+    print(line)
+    if args.json:
+        args.json.write_text(line + "\n")
+    if args.plot:
+        _plot(samples, report, args.plot)
+    return 0
+
+
+def bench(loaded: LoadedModel, mode: Mode, texts: Iterator[str],
+          args: argparse.Namespace) -> tuple[Samples, IncrementalEngine]:
+    """Type `args.edits` random edits into the texts in turn, measuring every one.
+
+    Uses `args.edits`, `edits_per_doc`, `kinds`, `check_every` and `seed`: the same arguments
+    and texts give the same edits in any mode.
+    """
     engine = IncrementalEngine(loaded.model, mode)
     kinds = KINDS if args.kinds == "mixed" else (args.kinds,)
     vocabulary = sorted({w for a in bbc_articles()[:200] for w in a.text.split() if w.isalpha()})
     rng = random.Random(args.seed)
     samples = Samples()
-    with tqdm(total=args.edits, desc="edits", unit="edit") as bar:
-        for text in _documents(loaded, args.tokens):
+    with tqdm(total=args.edits, desc=f"edits ({mode.name})", unit="edit") as bar:
+        for text in texts:
             live = LiveDocument(engine, loaded.tokenizer, text)
             samples.documents += 1
             for _ in range(min(args.edits_per_doc, args.edits - len(samples.edit_ms))):
@@ -119,14 +144,7 @@ def run(args: argparse.Namespace) -> int:
             samples.allocated_per_token.append(state.nbytes(allocated=True) / len(state))
             if len(samples.edit_ms) == args.edits:
                 break
-    report = _report(args, loaded, codebooks, mode, samples, engine)
-    line = json.dumps(report)
-    print(line)
-    if args.json:
-        args.json.write_text(line + "\n")
-    if args.plot:
-        _plot(samples, report, args.plot)
-    return 0
+    return samples, engine
 
 
 def _ensure_codebooks(loaded: LoadedModel, size: int) -> str:
@@ -146,14 +164,13 @@ def _ensure_codebooks(loaded: LoadedModel, size: int) -> str:
             f"({length} tokens each)")
 
 
-def _documents(loaded: LoadedModel, tokens: int) -> Iterator[str]:
-    """BBC text of about `tokens` model-input tokens, one paragraph (a single segment) each."""
+def documents(loaded: LoadedModel, tokens: int, articles: list[Article]) -> Iterator[str]:
+    """Text of about `tokens` model-input tokens, one paragraph (a single segment) each."""
     tokenizer = loaded.tokenizer
     room = tokens - len(tokenizer.prefix) - len(tokenizer.suffix) - GROWTH
-    articles = bbc_articles()
     text = ""
-    for i in BENCH_ARTICLES:
-        text = f"{text} {' '.join(articles[i].text.split())}".strip()
+    for article in articles:
+        text = f"{text} {' '.join(article.text.split())}".strip()
         encoded = tokenizer.encode(text)
         if len(encoded) >= room:
             yield text[:encoded.ends[room - 1]]
@@ -176,7 +193,7 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
         hf(input_ids=ids)
         dense_s = time.perf_counter() - start
         start = time.perf_counter()
-        model(ids)
+        full = model(ids).hidden[0]  # (T, D)
         vq_s = time.perf_counter() - start
     model.counter.reset()
     samples.rebuilt += stats.rebuilt
@@ -186,6 +203,8 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
     samples.dense_ms.append(dense_s * 1000)
     samples.vq_ms.append(vq_s * 1000)
     samples.tokens.append(ids.shape[1])
+    samples.embeddings.append(live.embedding())
+    samples.full_embeddings.append(pooled([full]))
     for edited in stats.edited:
         samples.dirty.append(edited.dirty)
         samples.flipped.append(edited.flipped)
@@ -229,23 +248,25 @@ def _check(live: LiveDocument, samples: Samples) -> None:
     live.engine.model.counter.reset()
 
 
-def _report(args, loaded: LoadedModel, codebooks: str, mode: Mode, samples: Samples,
-            engine: IncrementalEngine) -> dict:
+def engine_report(settings: dict, loaded: LoadedModel, mode: Mode, samples: Samples,
+                  engine: IncrementalEngine) -> dict:
+    """The benchmark's JSON object; `settings` names the model, codebooks, tokens, threads and
+    edit kinds."""
     def pct(values: list[float], q: float) -> float | None:
         return round(float(np.percentile(values, q)), 4) if values else None
 
     c = loaded.model.config
     report = {
         "bench": "engine",
-        "model": "all-MiniLM-L6-v2" if args.model is None else args.model,
+        "model": settings["model"],
         "family": c.family,
-        "codebooks": codebooks,
-        "tokens": args.tokens,
+        "codebooks": settings["codebooks"],
+        "tokens": settings["tokens"],
         "tokens_median": pct(samples.tokens, 50),
-        "threads": args.threads,
+        "threads": settings["threads"],
         "edits": len(samples.edit_ms),
         "documents": samples.documents,
-        "kinds": args.kinds,
+        "kinds": settings["kinds"],
         "mode": mode.name,
         "delta": mode.delta,
         "sweep": mode.sweep if mode.delta > 0 else 0,

@@ -1,8 +1,9 @@
 """`vqedit classify FILE|-`: the label of a whole text.
 
-Labels come from a head made by `vqedit train head` (`--head PATH`), or are named with
-`--labels` for zero-shot use, where the label whose embedding is most similar to the document's
-pooled embedding wins. Until the training issue ships a default head, one of the two is needed.
+By default the shipped BBC topic head (business, entertainment, politics, sport, tech) labels
+the shipped student's embedding. `--head PATH` uses a head made by `vqedit train head`;
+`--labels` names zero-shot labels, where the label whose embedding is most similar to the
+document's pooled embedding wins.
 """
 
 import argparse
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from vqedit.engine.checkpoint import LoadedModel, load
+from vqedit.engine.checkpoint import LoadedModel
 from vqedit.engine.document import Document
-from vqedit.engine.heads import LinearHead, ZeroShotHead, pooled, segment_states
+from vqedit.engine.heads import DEFAULT_HEAD, LinearHead, ZeroShotHead, pooled, segment_states
 from vqedit.main import CliError
+from vqedit.model_choice import load_model
 
 
 def read_text(name: str) -> str:
@@ -58,25 +60,27 @@ def embed(loaded: LoadedModel, text: str) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.labels is None and args.head is None:
-        raise CliError("no trained head ships yet: name zero-shot labels with --labels "
-                       '"a,b,c" or give a head made by `vqedit train head` with --head PATH')
+    custom_model = args.model is not None or args.student is not None or args.dense
+    if args.labels is None and args.head is None and custom_model:
+        raise CliError("the shipped head belongs to the shipped student: with --model, "
+                       "--student or --dense give --head PATH or --labels")
     text = read_text(args.file)
-    if args.head is not None:
+    if args.labels is None:
         try:
-            head: LinearHead | ZeroShotHead = LinearHead.load(args.head)
+            head: LinearHead | ZeroShotHead = LinearHead.load(args.head or DEFAULT_HEAD)
         except ValueError as e:
             raise CliError(str(e)) from None
-        loaded = load(args.model)
+        loaded = load_model(args)
     else:
         labels = parse_labels(args.labels)
-        loaded = load(args.model)
+        loaded = load_model(args)
         head = ZeroShotHead(labels, torch.stack([embed(loaded, label) for label in labels]))
     result = head.classify(embed(loaded, text))
     if args.json:
         print(json.dumps({"label": result.label, "scores": result.scores,
                           "model": loaded.source,
-                          "head": str(args.head) if args.head else "zero-shot"}))
+                          "student": str(loaded.student) if loaded.student else None,
+                          "head": "zero-shot" if args.labels else str(args.head or DEFAULT_HEAD)}))
     else:
         print(f"{result.label}\t{result.scores[result.label]:.3f}")
     return 0

@@ -1,4 +1,4 @@
-"""`vqedit doctor`: check the installation, the model import and the tokenizer.
+"""`vqedit doctor`: check the installation, the model import, the tokenizer and the student.
 
 Exit status 0 when every check passes, 1 otherwise; `--json` prints the findings as one object.
 """
@@ -10,7 +10,7 @@ import platform
 import torch
 
 from vqedit import __version__
-from vqedit.engine.checkpoint import load
+from vqedit.engine.checkpoint import ModelLoadError, load, load_default
 from vqedit.engine.tokens import TextEdit, TokenizedText
 
 SAMPLE = ("Quarterly profits at the media giant jumped 76% to $1.13bn (£600m) for the three "
@@ -19,6 +19,8 @@ SAMPLE = ("Quarterly profits at the media giant jumped 76% to $1.13bn (£600m) f
 EDITS = [TextEdit(0, 9, "Yearly"), TextEdit(40, 40, " suddenly"), TextEdit(120, 124, ""),
          TextEdit(len(SAMPLE) - 1, len(SAMPLE), "!\r\n\r\nNaïve café 😀 résumé.")]
 PARITY_TOLERANCE = 1e-4
+# The shipped student's pooled embedding of SAMPLE stays this close to the base's (MODEL.md).
+STUDENT_COSINE = 0.9
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         "parity_max_abs_diff": parity, "parity_ok": parity <= PARITY_TOLERANCE,
         "tokenizer_ok": tokenizer_ok,
     }
-    ok = report["parity_ok"] and tokenizer_ok
+    if args.model is None:
+        report["student"] = _student_check()
+    ok = report["parity_ok"] and tokenizer_ok and report.get("student", {}).get("ok", True)
     if args.json:
         print(json.dumps(report))
     else:
@@ -52,3 +56,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key:20} {value}")
         print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
+
+
+def _student_check() -> dict:
+    """Does the shipped student load onto the base, and does it still agree with the base?"""
+    try:
+        loaded = load_default()
+    except ModelLoadError as e:
+        return {"ok": False, "error": str(e)}
+    tok = loaded.tokenizer
+    ids = torch.tensor([tok.wrap(tok.encode(SAMPLE).ids)])
+    with torch.no_grad():
+        student = loaded.model(ids).hidden.mean(1)
+        teacher = loaded.hf_model(input_ids=ids).last_hidden_state.mean(1)
+    cosine = float(torch.nn.functional.cosine_similarity(student, teacher)[0])
+    return {"ok": cosine >= STUDENT_COSINE, "file": str(loaded.student),
+            "cosine_to_base": round(cosine, 4), "codewords": loaded.model.config.codebook_size}

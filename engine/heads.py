@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from .document import Document
 from .model import VQTransformer
 
+# The BBC topic head for the shipped student (engine/checkpoint.py: DEFAULT_STUDENT).
+DEFAULT_HEAD = Path(__file__).parent / "default" / "bbc-topics.safetensors"
+
 
 @torch.no_grad()
 def segment_states(model: VQTransformer, doc: Document) -> list[torch.Tensor]:

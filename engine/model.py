@@ -35,7 +35,6 @@ class VQConfig:
     layer_norm_eps: float
     position_offset: int = 0  # OPT keeps two unused rows before position 0 (a fairseq legacy)
     codebook_size: int = 64  # codewords per head; small enough to fit k-means on one document
-    commitment: float = 0.25  # VQ-VAE's β: how hard activations are pulled onto their codewords
 
     def __post_init__(self) -> None:
         if self.family not in ("bert", "opt"):
@@ -89,7 +88,6 @@ class PositionTable(nn.Module):
 class Quantized:
     values: torch.Tensor  # (B, T, H, Dh) codewords in the forward pass, identity gradient to x
     codes: torch.Tensor  # (B, T, H) index of each head's codeword
-    loss: torch.Tensor  # () codebook loss + β · commitment loss
 
 
 class Codebook(nn.Module):
@@ -97,7 +95,6 @@ class Codebook(nn.Module):
 
     def __init__(self, config: VQConfig, counter: MacCounter) -> None:
         super().__init__()
-        self.commitment = config.commitment
         self.counter = counter
         shape = (config.n_heads, config.codebook_size, config.head_dim)
         self.codewords = nn.Parameter(torch.zeros(shape))  # (H, K, Dh)
@@ -115,14 +112,16 @@ class Codebook(nn.Module):
         heads = torch.arange(self.codewords.shape[0], device=codes.device)  # (H,)
         return self.codewords[heads, codes]  # (B, T, H, Dh)
 
-    def forward(self, x: torch.Tensor) -> Quantized:
+    def forward(self, x: torch.Tensor, blend: float = 1.0) -> Quantized:
+        """`blend` < 1 (training only) moves each head output only that far towards its codeword."""
         if not self.fitted:
             raise RuntimeError("this codebook was never fitted: run k-means or load a checkpoint")
         codes = self.distances(x).argmin(-1)  # (B, T, H)
         q = self.lookup(codes)  # (B, T, H, Dh)
-        loss = F.mse_loss(q, x.detach()) + self.commitment * F.mse_loss(x, q.detach())
+        if blend != 1.0:
+            q = torch.lerp(x, q, blend)
         # Straight-through: the value is exactly q (x - x is exactly 0), the gradient reaches x.
-        return Quantized(q.detach() + (x - x.detach()), codes, loss)
+        return Quantized(q.detach() + (x - x.detach()), codes)
 
 
 class Attention(nn.Module):
@@ -172,7 +171,6 @@ class BlockOutput:
     x: torch.Tensor  # (B, T, D) the block's output, the next block's input
     heads: torch.Tensor  # (B, T, H, Dh) head outputs before quantization
     codes: torch.Tensor | None  # (B, T, H) when quantized
-    loss: torch.Tensor  # () codebook + commitment loss, 0 when not quantized
 
 
 class Block(nn.Module):
@@ -209,24 +207,22 @@ class Block(nn.Module):
         x = self.attn_norm(x + a)
         return self.mlp_norm(x + self.mlp(x))
 
-    def forward(self, x: torch.Tensor, quantize: bool,
-                codes: torch.Tensor | None = None) -> BlockOutput:
+    def forward(self, x: torch.Tensor, quantize: bool, codes: torch.Tensor | None = None,
+                blend: float = 1.0) -> BlockOutput:
         """`codes` (B, T, H), when given, replace the nearest codewords (to check a state)."""
         heads = self.head_outputs(x)
         if codes is not None:
-            return BlockOutput(self.finish(x, self.codebook.lookup(codes)), heads, codes,
-                               heads.new_zeros(()))
+            return BlockOutput(self.finish(x, self.codebook.lookup(codes)), heads, codes)
         if not quantize:
-            return BlockOutput(self.finish(x, heads), heads, None, heads.new_zeros(()))
-        q = self.codebook(heads)
-        return BlockOutput(self.finish(x, q.values), heads, q.codes, q.loss)
+            return BlockOutput(self.finish(x, heads), heads, None)
+        q = self.codebook(heads, blend)
+        return BlockOutput(self.finish(x, q.values), heads, q.codes)
 
 
 @dataclass
 class ModelOutput:
     hidden: torch.Tensor  # (B, T, D) final hidden states
     codes: torch.Tensor | None  # (L, B, T, H) head codes when quantized
-    vq_loss: torch.Tensor  # () summed over layers
     heads: list[torch.Tensor]  # L × (B, T, H, Dh) head outputs before quantization
 
 
@@ -258,22 +254,24 @@ class VQTransformer(nn.Module):
         return self.embed_norm(x + self.position_embedding(positions))  # (B, T, D)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
-                quantize: bool = True, codes: torch.Tensor | None = None) -> ModelOutput:
+                quantize: bool = True, codes: torch.Tensor | None = None,
+                blend: float = 1.0) -> ModelOutput:
         """ids (B, T); positions (B, T) real-valued, default 0..T-1 (the canonical model).
 
         `codes` (L, B, T, H) forces every head's codeword instead of the nearest one: a full
-        pass that must reproduce an incremental state holding those codes.
+        pass that must reproduce an incremental state holding those codes. `blend` < 1 is for
+        training: distillation anneals from dense (0) to quantized (1) head outputs.
         """
         if positions is None:
             positions = torch.arange(ids.shape[-1], dtype=torch.float64,
                                      device=ids.device).expand(ids.shape)
         x = self.embed(ids, positions)
-        forced, found, heads, vq_loss = codes, [], [], x.new_zeros(())
+        forced, found, heads = codes, [], []
         for layer, block in enumerate(self.blocks):
-            out = block(x, quantize, None if forced is None else forced[layer])
-            x, vq_loss = out.x, vq_loss + out.loss
+            out = block(x, quantize, None if forced is None else forced[layer], blend)
+            x = out.x
             heads.append(out.heads)
             found.append(out.codes)
         hidden = self.final_norm(x)  # (B, T, D)
         quantized = quantize or forced is not None
-        return ModelOutput(hidden, torch.stack(found) if quantized else None, vq_loss, heads)
+        return ModelOutput(hidden, torch.stack(found) if quantized else None, heads)

@@ -101,20 +101,14 @@ def test_a_codebook_holding_every_head_output_reproduces_the_dense_model():
         assert (model(ids).hidden - model(ids, quantize=False).hidden).abs().max() <= 1e-5
 
 
-def test_straight_through_gradient_and_commitment_loss():
+def test_straight_through_gradient():
     model = fitted("bert")
     codebook = model.blocks[0].codebook
     x = torch.randn(1, 5, 4, 8, requires_grad=True)  # (B, T, H, Dh)
     q = codebook(x)
-    q.values.sum().backward(retain_graph=True)
+    assert torch.equal(q.values, codebook.lookup(q.codes)), "the value is the codeword"
+    q.values.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x)), "the gradient passes straight through"
-    words = codebook.lookup(q.codes)
-    expected = (1 + codebook.commitment) * ((x - words) ** 2).mean()
-    assert torch.allclose(q.loss, expected)
-    x.grad = None
-    q.loss.backward()
-    assert codebook.codewords.grad.abs().sum() > 0, "the codebook learns from the loss"
-    assert x.grad.abs().sum() > 0, "the commitment loss pulls activations"
 
 
 def test_an_unfitted_codebook_refuses_to_quantize():

@@ -1,0 +1,194 @@
+"""`vqedit eval --json PATH`: how good and how incremental a student is, against its teacher.
+
+Usage:
+    vqedit eval --json eval.json                       # the shipped student
+    vqedit eval --student runs/k16/student.safetensors --json k16.json \\
+        --plot tradeoff.png --compare eval.json        # one more point on the trade-off plot
+
+Protocol (MODEL.md): the BBC News corpus's fixed split (`engine/corpus.py: is_test`). Teacher
+(the dense base) and student embed every article by full passes; each gets a linear head fitted
+the same way (`LinearHead.fit`) on its own training-split embeddings; accuracies are on the test
+split. Embedding cosines compare student and teacher pooled embeddings of test articles.
+`flips_per_layer` counts, per layer, the tokens whose codes change after one token of a test
+window is replaced (full passes, mean over windows). The engine figures are `vqedit bench
+engine`'s on test articles in exact and sticky mode; `label_agreement` is the share of edits on
+which the incremental state's label equals a fresh full pass's.
+"""
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vqedit.bench_engine import bench, documents, engine_report
+from vqedit.classify import embed
+from vqedit.engine.checkpoint import LoadedModel, load
+from vqedit.engine.corpus import Article, bbc_articles, is_test
+from vqedit.engine.distill import replace_one
+from vqedit.engine.heads import LinearHead
+from vqedit.engine.incremental import Mode
+from vqedit.engine.student import metadata
+from vqedit.main import CliError
+from vqedit.model_choice import add_model_arguments, load_model, model_name
+
+FLIP_WINDOWS = 32  # test windows for flips_per_layer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--json", type=Path, required=True, help="write the JSON object here")
+    parser.add_argument("--tokens", type=int, default=512, help="segment length for the engine")
+    parser.add_argument("--edits", type=int, default=100, help="edits per engine mode")
+    parser.add_argument("--edits-per-doc", type=int, default=25)
+    parser.add_argument("--delta", type=float, default=1.0, help="sticky mode's hysteresis δ")
+    parser.add_argument("--sweep", type=int, default=2, help="sticky mode's sweep per edit")
+    parser.add_argument("--check-every", type=int, default=5)
+    parser.add_argument("--limit", type=int, help="at most this many articles per split")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--head-out", type=Path, help="also save the student's BBC head here")
+    parser.add_argument("--plot", type=Path, help="write the accuracy / operations trade-off")
+    parser.add_argument("--compare", type=Path, nargs="*", default=[],
+                        help="earlier eval JSON files to draw beside this one")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.dense:
+        raise CliError("eval measures a student: --dense leaves nothing to measure")
+    torch.set_num_threads(args.threads)
+    earlier = [_read_eval(path) for path in args.compare]
+    student = load_model(args)
+    teacher = load(args.model)
+    if not student.model.quantizable:
+        raise CliError("the model has no trained codebooks: give --student FILE")
+    articles = bbc_articles()
+    train = _subset([a for a in articles if not is_test(a)], args.limit)
+    test = _subset([a for a in articles if is_test(a)], args.limit)
+
+    teacher_head, teacher_test = _fit_head(teacher, train, test, "teacher")
+    student_head, student_test = _fit_head(student, train, test, "student")
+    cosines = F.cosine_similarity(student_test, teacher_test).numpy()  # (M,)
+    labels = [a.label for a in test]
+    report = {
+        "eval": "student", "model": model_name(student),
+        "codebook_size": student.model.config.codebook_size,
+        "training": _training(student), "train_articles": len(train),
+        "test_articles": len(test),
+        "teacher_accuracy": _accuracy(teacher_head, teacher_test, labels),
+        "student_accuracy": _accuracy(student_head, student_test, labels),
+        "embedding_cosine_median": round(float(np.median(cosines)), 4),
+        "embedding_cosine_p10": round(float(np.percentile(cosines, 10)), 4),
+        "embedding_cosine_min": round(float(cosines.min()), 4),
+        "flips_per_layer": _flips(student, test, args.tokens, args.seed),
+        "tokens": args.tokens, "threads": args.threads,
+    }
+    settings = {"model": report["model"], "codebooks": "trained", "tokens": args.tokens,
+                "threads": args.threads, "kinds": "mixed"}
+    for mode in (Mode(), Mode(delta=args.delta, sweep=args.sweep)):
+        texts = documents(student, args.tokens, test)
+        samples, engine = bench(student, mode, texts, _bench_args(args))
+        figures = engine_report(settings, student, mode, samples, engine)
+        agree = [student_head.classify(live).label == student_head.classify(full).label
+                 for live, full in zip(samples.embeddings, samples.full_embeddings, strict=True)]
+        figures["label_agreement"] = round(sum(agree) / len(agree), 4)
+        report[mode.name] = figures
+    line = json.dumps(report)
+    print(line)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(line + "\n")
+    if args.head_out:
+        args.head_out.parent.mkdir(parents=True, exist_ok=True)
+        student_head.save(args.head_out)
+    if args.plot:
+        _plot([*earlier, report], args.plot)
+    return 0
+
+
+def _subset(articles: list[Article], limit: int | None) -> list[Article]:
+    if limit is None or limit >= len(articles):
+        return articles
+    return [articles[i * len(articles) // limit] for i in range(limit)]
+
+
+def _fit_head(loaded: LoadedModel, train: list[Article], test: list[Article],
+              who: str) -> tuple[LinearHead, torch.Tensor]:
+    """The head protocol: fit on the training split's embeddings; return the test embeddings."""
+    fit = torch.stack([embed(loaded, a.text) for a in tqdm(train, desc=f"{who}: train split")])
+    head = LinearHead.fit(fit, [a.label for a in train])
+    return head, torch.stack([embed(loaded, a.text) for a in tqdm(test, desc=f"{who}: test")])
+
+
+def _accuracy(head: LinearHead, embeddings: torch.Tensor, labels: list[str]) -> float:
+    hits = sum(head.classify(e).label == label for e, label in zip(embeddings, labels, strict=True))
+    return round(hits / len(labels), 4)
+
+
+@torch.no_grad()
+def _flips(loaded: LoadedModel, test: list[Article], tokens: int, seed: int) -> list[float]:
+    """Per layer, mean tokens (of `tokens`) whose codes flip when one other token is replaced."""
+    tok, model = loaded.tokenizer, loaded.model
+    inner = tokens - len(tok.wrap([]))
+    stream = [i for a in test[:200] for i in tok.encode(a.text).ids]
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    starts = [rng.randrange(len(stream) - inner) for _ in range(FLIP_WINDOWS)]
+    ids = torch.tensor([tok.wrap(stream[s:s + inner]) for s in starts])  # (W, T)
+    edited, at = replace_one(ids, generator)
+    before, after = model(ids).codes, model(edited).codes  # (L, W, T, H)
+    flipped = (before != after).any(-1)  # (L, W, T)
+    flipped[:, torch.arange(len(at)), at] = False
+    return [round(float(v), 2) for v in flipped.sum(-1).float().mean(-1)]
+
+
+def _training(loaded: LoadedModel) -> dict:
+    """How the student was made, from its file's metadata."""
+    meta = metadata(loaded.student)
+    return {key: json.loads(meta[key]) for key in ("settings", "objective") if key in meta} | {
+        "steps": int(meta.get("steps", 0))}
+
+
+def _bench_args(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(edits=args.edits, edits_per_doc=args.edits_per_doc, kinds="mixed",
+                              check_every=args.check_every, seed=args.seed)
+
+
+def _read_eval(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path} is not an eval JSON file: {e}") from None
+    if report.get("eval") != "student":
+        raise CliError(f"{path} is not an eval JSON file")
+    return report
+
+
+def _plot(reports: list[dict], path: Path) -> None:
+    """Student accuracy against operations saved, one point per student and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for mode, marker in (("exact", "o"), ("sticky", "s")):
+        xs = [r[mode]["ops_ratio_median"] for r in reports]
+        ys = [100 * r["student_accuracy"] for r in reports]
+        ax.scatter(xs, ys, marker=marker, label=f"{mode} mode")
+        for r, x, y in zip(reports, xs, ys, strict=True):
+            settings = r["training"].get("settings", {})
+            ax.annotate(f"K={r['codebook_size']}, stability={settings.get('stability', '?')}",
+                        (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    teacher = 100 * reports[-1]["teacher_accuracy"]
+    ax.axhline(teacher, color="black", linestyle="--", label=f"teacher {teacher:.1f}%")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"dense MACs / incremental MACs per edit (median, {reports[-1]['tokens']} "
+                  f"tokens, {reports[-1]['threads']} threads)")
+    ax.set_ylabel("BBC test accuracy (%)")
+    ax.set_title("accuracy / operations trade-off over codebook size and stability weight")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,51 @@
+"""`vqedit train distill` as a user runs it: a tiny OPT base, a few steps, an exact resume."""
+
+import json
+
+import pytest
+import safetensors.torch
+from transformers import PreTrainedTokenizerFast
+
+from tests.test_cli import vqedit
+from tests.tiny import byte_level_bpe, tiny_opt
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-opt")
+    tiny_opt().save_pretrained(path)
+    PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(), bos_token="</s>",
+                            eos_token="</s>", pad_token="<pad>").save_pretrained(path)
+    return path
+
+
+def distill(base, out, *args: str):
+    run = vqedit("train", "distill", "--model", str(base), "--out", str(out),
+                 "--codebook-size", "8", "--tokens-per-step", "128", "--save-every", "2",
+                 "--threads", "1", *args)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    return run
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(base, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    report = json.loads(distill(base, straight, "--steps", "4").stdout.decode().splitlines()[-1])
+    assert report["steps"] == 4 and report["bytes"] > 0
+    distill(base, resumed, "--steps", "4", "--stop-after", "2")
+    distill(base, resumed, "--steps", "4", "--resume")
+    a = safetensors.torch.load_file(straight / "student.safetensors")
+    b = safetensors.torch.load_file(resumed / "student.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    log = [json.loads(line) for line in (resumed / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+
+
+def test_a_finished_run_is_not_overwritten_and_bad_text_is_refused(base, tmp_path):
+    distill(base, tmp_path / "run", "--steps", "1")
+    again = vqedit("train", "distill", "--model", str(base), "--out", str(tmp_path / "run"))
+    assert again.returncode == 2 and b"already holds a run" in again.stderr
+    binary = tmp_path / "notes.txt"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    bad = vqedit("train", "distill", "--model", str(base), "--out", str(tmp_path / "other"),
+                 "--text", str(binary))
+    assert bad.returncode == 2 and b"not a UTF-8 text file" in bad.stderr
