@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/vqedit doctor
-	$(VENV)/bin/vqedit classify docs/sample.md --labels "business,entertainment,politics,sport,tech"
+	$(VENV)/bin/vqedit classify docs/sample.md
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -24,7 +24,8 @@ def bench(*args: str) -> dict:
 @pytest.mark.parametrize("mode", ["exact", "sticky"])
 def test_minilm_bench_reports_savings_and_verified_edits(tmp_path, mode):
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    report = bench("--tokens", "64", "--mode", mode, "--json", str(out), "--plot", str(plot))
+    report = bench("--tokens", "64", "--mode", mode, "--dense", "--json", str(out),
+                   "--plot", str(plot))
     assert set(report) >= FIELDS
     assert json.loads(out.read_text()) == report
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -32,6 +33,12 @@ def test_minilm_bench_reports_savings_and_verified_edits(tmp_path, mode):
     assert report["exact_agreement"] == 1.0
     assert report["ops_ratio_median"] > 1 and len(report["dirty_tokens_per_layer"]) == 6
     assert "k-means" in report["codebooks"]
+
+
+def test_the_default_bench_measures_the_shipped_student():
+    report = bench("--tokens", "64", "--mode", "exact")
+    assert report["codebooks"] == "trained" and "student.safetensors" in report["model"]
+    assert report["exact_agreement"] == 1.0
 
 
 def test_causal_models_are_also_measured_against_prefix_reuse(tmp_path):

@@ -36,6 +36,18 @@ def test_classify_labels_a_sport_article_as_sport(tmp_path):
     assert set(result["scores"]) == set(LABELS.split(","))
 
 
+def test_classify_uses_the_shipped_student_and_topic_head_by_default(tmp_path):
+    path = tmp_path / "article.txt"
+    path.write_text(next(a for a in bbc_articles() if a.label == "tech").text)
+    run = vqedit("classify", str(path), "--json")
+    assert run.returncode == 0, run.stderr.decode()
+    result = json.loads(run.stdout)
+    assert result["label"] == "tech"
+    assert result["student"].endswith("student.safetensors")
+    assert result["head"].endswith("bbc-topics.safetensors")
+    assert set(result["scores"]) == set(LABELS.split(","))
+
+
 def test_classify_reads_standard_input():
     run = vqedit("classify", "-", "--labels", "cooking,football",
                  stdin=b"The striker scored twice as the home side won the cup final.")
@@ -47,7 +59,10 @@ def test_classify_reads_standard_input():
     (None, ["classify", "{tmp}/missing.txt", "--labels", LABELS], "no such file"),
     (b"\x00\x01\xffELF", ["classify", "{file}", "--labels", LABELS], "not a UTF-8 text file"),
     (b"  \n\n ", ["classify", "{file}", "--labels", LABELS], "empty"),
-    (b"Some text.", ["classify", "{file}"], "--labels"),
+    (b"Some text.", ["classify", "{file}", "--dense"], "the shipped head belongs"),
+    (b"Some text.", ["classify", "{file}", "--student", "{tmp}/none.safetensors",
+                     "--labels", LABELS], "no such student file"),
+    (b"Some text.", ["classify", "{file}", "--head", "{file}"], "not a vqedit head"),
     (b"Some text.", ["classify", "{file}", "--labels", "sport,sport"], "duplicates"),
     (b"Some text.", ["classify", "{file}", "--labels", LABELS, "--model", "{tmp}/no-model"],
      "neither a local model directory"),
