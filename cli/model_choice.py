@@ -36,5 +36,4 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
 
 def model_name(loaded: LoadedModel) -> str:
     """A short name for reports: the base's folder name, and the student's file if any."""
-    base = loaded.source.rstrip("/").rsplit("/", 1)[-1]
-    return f"{base} + {loaded.student.name}" if loaded.student else base
+    return f"{loaded.name} + {loaded.student.name}" if loaded.student else loaded.name

@@ -18,7 +18,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -126,6 +126,32 @@ def _optimizer(student: VQTransformer, lr: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(weights, lr=lr, weight_decay=0.0)
 
 
+@dataclass
+class Run:
+    """What a checkpoint holds: restoring it continues the run exactly."""
+
+    student: VQTransformer
+    optimizer: torch.optim.Optimizer
+    rng: random.Random  # window lengths, starts and simulated positions
+    generator: torch.Generator  # edited copies
+    step: int = 0
+    elapsed: float = 0.0  # seconds of training, start-up excluded
+
+    def checkpoint(self, settings: dict) -> dict:
+        return {"settings": settings, "student": self.student.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "elapsed": self.elapsed, "rng": self.rng.getstate(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def restore(self, saved: dict) -> None:
+        self.student.load_state_dict(saved["student"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.step, self.elapsed = saved["step"], saved["elapsed"]
+        self.rng.setstate(saved["rng"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+
+
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.codebook_size < 2 or (args.stop_after or 1) < 1:
         raise CliError("need --steps ≥ 1, --stop-after ≥ 1 and --codebook-size ≥ 2")
@@ -138,8 +164,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and checkpoint_path.exists():
         raise CliError(f"{args.out} already holds a run: pass --resume, or another --out")
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
 
     loaded = load(args.model)
     window = loaded.model.config.max_positions
@@ -149,76 +173,72 @@ def run(args: argparse.Namespace) -> int:
     windows = Windows(loaded, _texts(args.text))
     teacher = loaded.model.to(device)
     student = from_hf(loaded.hf_model, args.codebook_size)
-    objective = Objective(stability=args.stability, ratio=args.ratio)
-    step, elapsed = 0, 0.0
-    if args.resume:
-        saved = torch.load(checkpoint_path, weights_only=False)
-        if saved["settings"] != _settings(args):
-            raise CliError(f"{checkpoint_path} was made with other settings: {saved['settings']}")
-        student.load_state_dict(saved["student"])
-        step, elapsed = saved["step"], saved["elapsed"]
-        _truncate_log(args.out / "log.jsonl", step)
-        rng.setstate(saved["rng"])
-        generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-    else:
+    rng = random.Random(args.seed)
+    if not args.resume:
         print("fitting codebooks by k-means on the base model's head outputs")
         fit_codebooks(student, list(windows.batch(min(256, window), 16, rng).split(1)))
     student = student.to(device).train()
-    optimizer = _optimizer(student, args.lr)
+    state = Run(student, _optimizer(student, args.lr), rng,
+                torch.Generator().manual_seed(args.seed))
     if args.resume:
-        optimizer.load_state_dict(saved["optimizer"])
+        saved = torch.load(checkpoint_path, weights_only=False, map_location=device)
+        if saved["settings"] != _settings(args):
+            raise CliError(f"{checkpoint_path} was made with other settings: {saved['settings']}")
+        state.restore(saved)
+        _truncate_log(args.out / "log.jsonl", state.step)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    last = min(args.steps, step + (args.stop_after or args.steps))
+    objective = Objective(stability=args.stability, ratio=args.ratio)
+    last = min(args.steps, state.step + (args.stop_after or args.steps))
     with (args.out / "log.jsonl").open("a") as log, \
-            tqdm(total=args.steps, initial=step, desc="distilling") as bar:
-        while step < last:
-            started = time.perf_counter()
-            length = rng.choice(lengths)
-            ids = windows.batch(length, args.tokens_per_step // length, rng)
-            positions = torch.stack([
-                simulated_positions(length, student.config.max_positions, rng)
-                if rng.random() < 0.5 else torch.arange(length, dtype=torch.float64)
-                for _ in range(len(ids))])  # (B, T) half edited, half canonical
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(step, args.steps, args.lr)
-            losses = objective_losses(student, teacher, ids.to(device), positions.to(device),
-                                      objective, step / args.steps, generator)
-            optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            optimizer.step()
-            update_codewords(student, losses.heads, losses.codes, objective.decay)
-            step += 1
-            elapsed += time.perf_counter() - started
-            record = {"step": step, "length": length, "loss": round(losses.total.item(), 5),
-                      **{k: round(v, 5) for k, v in losses.parts.items()},
-                      "flips_per_layer": round(losses.flips, 2), "elapsed_s": round(elapsed)}
+            tqdm(total=args.steps, initial=state.step, desc="distilling") as bar:
+        while state.step < last:
+            record = _train_step(state, teacher, windows, rng.choice(lengths), objective, args,
+                                 device)
             log.write(json.dumps(record) + "\n")
-            bar.set_postfix(pooled=f"{losses.parts['pooled']:.4f}",
-                            blend=f"{losses.parts['blend']:.2f}",
-                            flips=f"{losses.flips:.1f}/{length}")
+            bar.set_postfix(pooled=f"{record['pooled']:.4f}", blend=f"{record['blend']:.2f}",
+                            flips=f"{record['flips_per_layer']:.1f}/{record['length']}")
             bar.update()
-            if step % args.save_every == 0 or step == last:
+            if state.step % args.save_every == 0 or state.step == last:
                 log.flush()
-                _save_checkpoint(checkpoint_path, {
-                    "settings": _settings(args), "student": student.state_dict(),
-                    "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed,
-                    "rng": rng.getstate(), "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state()})
+                _save_checkpoint(checkpoint_path, state.checkpoint(_settings(args)))
 
-    if step < args.steps:
-        print(json.dumps({"checkpoint": str(checkpoint_path), "steps": step,
-                          "train_seconds": round(elapsed)}))
+    if state.step < args.steps:
+        print(json.dumps({"checkpoint": str(checkpoint_path), "steps": state.step,
+                          "train_seconds": round(state.elapsed)}))
         return 0
-    student = student.cpu().eval()
-    size = students.save(student, loaded.model.cpu(), args.out / "student.safetensors", {
-        "base": loaded.source.rsplit("/", 1)[-1], "objective": json.dumps(asdict(objective)),
-        "settings": json.dumps(_settings(args)), "steps": str(step)})
-    print(json.dumps({"student": str(args.out / "student.safetensors"), "bytes": size,
-                      "steps": step, "train_seconds": round(elapsed)}))
+    path = args.out / "student.safetensors"
+    size = students.save(student.cpu().eval(), loaded.model.cpu(), path, {
+        "base": loaded.name, "objective": json.dumps(asdict(objective)),
+        "settings": json.dumps(_settings(args)), "steps": str(state.step)})
+    print(json.dumps({"student": str(path), "bytes": size, "steps": state.step,
+                      "train_seconds": round(state.elapsed)}))
     return 0
+
+
+def _train_step(state: Run, teacher: VQTransformer, windows: Windows, length: int,
+                objective: Objective, args: argparse.Namespace, device: torch.device) -> dict:
+    """One optimizer step on a batch of `length`-token windows; returns its log record."""
+    started = time.perf_counter()
+    ids = windows.batch(length, args.tokens_per_step // length, state.rng)  # (B, T)
+    positions = torch.stack([
+        simulated_positions(length, state.student.config.max_positions, state.rng)
+        if state.rng.random() < 0.5 else torch.arange(length, dtype=torch.float64)
+        for _ in range(len(ids))])  # (B, T) half as edits leave them, half canonical
+    for group in state.optimizer.param_groups:
+        group["lr"] = _learning_rate(state.step, args.steps, args.lr)
+    losses = objective_losses(state.student, teacher, ids.to(device), positions.to(device),
+                              objective, state.step / args.steps, state.generator)
+    state.optimizer.zero_grad(set_to_none=True)
+    losses.total.backward()
+    torch.nn.utils.clip_grad_norm_(state.student.parameters(), 1.0)
+    state.optimizer.step()
+    update_codewords(state.student, losses.heads, losses.codes, objective.decay)
+    state.step += 1
+    state.elapsed += time.perf_counter() - started
+    return {"step": state.step, "length": length, "loss": round(losses.total.item(), 5),
+            **{k: round(v, 5) for k, v in losses.parts.items()},
+            "flips_per_layer": round(losses.flips, 2), "elapsed_s": round(state.elapsed)}
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

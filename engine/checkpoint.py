@@ -33,6 +33,13 @@ class LoadedModel:
     hf_model: nn.Module  # the `transformers` model the weights came from, for parity checks
     student: Path | None = None  # the distilled student applied to the base, if any
 
+    @property
+    def name(self) -> str:
+        """The base model's name for reports: its folder's (or hub name's) last part."""
+        if Path(self.source) == default_model_path():
+            return "all-MiniLM-L6-v2"
+        return self.source.rstrip("/").rsplit("/", 1)[-1]
+
 # The distilled all-MiniLM-L6-v2 student that vqedit runs by default (MODEL.md).
 DEFAULT_STUDENT = Path(__file__).parent / "default" / "student.safetensors"
 
