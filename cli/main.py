@@ -7,6 +7,7 @@ Usage:
     vqedit train head --bbc|--csv FILE --out PATH
     vqedit eval --json PATH [--student FILE] [--plot PNG --compare JSON...]
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
+    vqedit daemon run|start|stop|status [--student FILE] [--head FILE] [--idle-exit-s S] ...
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
 ends with a one-line message on stderr and exit status 2, never a traceback.
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
     bench_engine.add_arguments(benches.add_parser(
         "engine", help="incremental edits against full passes, side by side"))
+
+    from vqedit import daemon_command
+
+    daemon_command.add_arguments(commands.add_parser(
+        "daemon", help="the per-user inference daemon: run, start, stop, status"))
     return parser
 
 
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             from vqedit.evaluate import run
         elif args.command == "bench":
             from vqedit.bench_engine import run
+        elif args.command == "daemon":
+            from vqedit.daemon_command import run
         elif args.command == "train" and args.trainer == "distill":
             from vqedit.train_distill import run
         elif args.command == "train":
