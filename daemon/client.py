@@ -20,6 +20,7 @@ Thread-safety: every method may be called from any thread. Results arrive on a r
 `on_results`, if given, is called there and must not call the client (it would wait on itself).
 """
 
+import contextlib
 import itertools
 import logging
 import os
@@ -154,6 +155,10 @@ class DaemonClient:
     def disconnect(self) -> None:
         with self._lock:
             if self._sock is not None:
+                # shutdown, not just close: the reader thread's blocked recv keeps the socket
+                # open otherwise, and the daemon would think we are still there.
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
                 self._sock.close()
                 self._sock = None
 

@@ -131,6 +131,7 @@ class RawConnection:
         self.sock.settimeout(30)
         self.sock.connect(str(path))
         self.next_id = 0
+        self.notifications: list[dict] = []  # pushed while we waited for a response
 
     def send_bytes(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -141,17 +142,27 @@ class RawConnection:
         return self.reply()
 
     def reply(self) -> dict | None:
-        """The next response (notifications skipped); None when the daemon closed us."""
+        """The next response (notifications put aside); None when the daemon closed us."""
         while True:
-            try:
-                payload = wire.recv_frame(self.sock)
-            except ConnectionError:
-                return None
-            if payload is None:
-                return None
-            message = wire.decode(payload)
-            if "id" in message:
+            message = self.receive()
+            if message is None or "id" in message:
                 return message
+            self.notifications.append(message)
+
+    def notification(self) -> dict:
+        """The next pushed notification, one put aside first."""
+        while not self.notifications:
+            message = self.receive()
+            assert message is not None, "the daemon closed the connection"
+            self.notifications.append(message)
+        return self.notifications.pop(0)
+
+    def receive(self) -> dict | None:
+        try:
+            payload = wire.recv_frame(self.sock)
+        except ConnectionError:
+            return None
+        return None if payload is None else wire.decode(payload)
 
     def hello(self) -> dict:
         return self.request("hello", {"protocol": wire.PROTOCOL_VERSION, "client": "raw"})
