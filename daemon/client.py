@@ -86,7 +86,7 @@ class DaemonClient:
     def open(self, uri: str, text: str, version: int) -> None:
         with self._lock:
             self._docs[uri] = (text, version)
-            self._call("open", {"uri": uri, "version": version, "text": text}, resend=False)
+            self._call("open", {"uri": uri, "version": version, "text": text}, resync_covers=True)
 
     def change(self, uri: str, version: int, edits: list[wire.WireEdit]) -> None:
         """Apply edits to our copy (ValueError if one misfits, nothing sent) and send them."""
@@ -99,12 +99,12 @@ class DaemonClient:
                 text = text[:edit.start] + edit.text + text[edit.end:]
             self._docs[uri] = (text, version)
             self._call("change", {"uri": uri, "version": version,
-                                  "edits": [wire.to_wire(e) for e in edits]}, resend=False)
+                                  "edits": [wire.to_wire(e) for e in edits]}, resync_covers=True)
 
     def close(self, uri: str) -> None:
         with self._lock:
             self._docs.pop(uri)
-            self._call("close", {"uri": uri}, resend=False)
+            self._call("close", {"uri": uri}, resync_covers=True)
 
     def text(self, uri: str) -> str:
         return self._docs[uri][0]
@@ -137,7 +137,7 @@ class DaemonClient:
 
     def shutdown(self) -> None:
         """Stop the daemon for every client, and wait until it is gone."""
-        self._call("shutdown", {}, resend=False)
+        self._call("shutdown", {})
         wait_for_exit(self.paths, self.spawn_timeout)
         self.disconnect()
 
@@ -145,12 +145,18 @@ class DaemonClient:
 
     def connect(self) -> wire.Welcome:
         """Connect, starting a daemon if there is none, and reopen our documents."""
+        self._ensure_connected()
+        return self.welcome
+
+    def _ensure_connected(self) -> bool:
+        """True if this made a new connection (and so reopened every document)."""
         with self._lock:
-            if self._sock is None:
-                self._establish(restarted=False)
-                for uri, (text, version) in self._docs.items():
-                    self._request("open", {"uri": uri, "version": version, "text": text})
-            return self.welcome
+            if self._sock is not None:
+                return False
+            self._establish(restarted=False)
+            for uri, (text, version) in self._docs.items():
+                self._request("open", {"uri": uri, "version": version, "text": text})
+            return True
 
     def disconnect(self) -> None:
         with self._lock:
@@ -268,19 +274,21 @@ class DaemonClient:
         if self.on_results is not None:
             self.on_results(results)
 
-    def _call(self, method: str, params: dict[str, Any], resend: bool = True) -> Any:
-        """A request; on a lost connection, reconnect (resyncing documents) and maybe resend.
+    def _call(self, method: str, params: dict[str, Any], resync_covers: bool = False) -> Any:
+        """A request; on a lost connection, reconnect (resyncing documents) and resend it.
 
-        Document methods pass resend=False: the reconnect's reopen already carries them.
+        Document methods pass resync_covers=True: a reconnect reopens every document at its
+        newest text and version, which already carries them, so they are not sent again.
         """
         with self._lock:
             try:
-                self.connect()
+                if self._ensure_connected() and resync_covers:
+                    return None
                 return self._request(method, params)
             except ConnectionError:
                 self.disconnect()
-                self.connect()
-                return self._request(method, params) if resend else None
+                self._ensure_connected()
+                return None if resync_covers else self._request(method, params)
 
     def _request(self, method: str, params: dict[str, Any]) -> Any:
         rid, future = next(self._ids), Future()
