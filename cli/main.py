@@ -7,6 +7,7 @@ Usage:
     vqedit train head --bbc|--csv FILE --out PATH
     vqedit eval --json PATH [--student FILE] [--plot PNG --compare JSON...]
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
+    vqedit bench daemon [--tokens 512] [--clients 8] [--documents 10] [--json PATH]
     vqedit daemon run|start|stop|status [--student FILE] [--head FILE] [--idle-exit-s S] ...
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
 
     bench_engine.add_arguments(benches.add_parser(
         "engine", help="incremental edits against full passes, side by side"))
+    from vqedit import bench_daemon
+
+    bench_daemon.add_arguments(benches.add_parser(
+        "daemon", help="edit-to-result latency through a real daemon, alone and under load"))
 
     from vqedit import daemon_command
 
@@ -81,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             from vqedit.classify import run
         elif args.command == "eval":
             from vqedit.evaluate import run
+        elif args.command == "bench" and args.bench == "daemon":
+            from vqedit.bench_daemon import run
         elif args.command == "bench":
             from vqedit.bench_engine import run
         elif args.command == "daemon":
