@@ -118,7 +118,9 @@ def test_garbage_gets_errors_or_a_closed_connection_and_nobody_else_notices(shar
     def check(reply, codes):
         assert reply is None or reply["error"]["code"] in codes, reply
 
-    values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+    # Every integer msgpack can carry, so that the daemon sees the edges (beyond ±2^53 too).
+    integers = st.integers(-2**63, 2**64 - 1)
+    values = st.recursive(st.none() | st.booleans() | integers | st.floats() | st.text()
                           | st.binary(), lambda inner: st.lists(inner, max_size=4)
                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=8)
     methods = st.sampled_from([*wire.METHODS, "", "open ", "nonsense"])
