@@ -7,6 +7,8 @@ Usage:
     vqedit train head --bbc|--csv FILE --out PATH
     vqedit eval --json PATH [--student FILE] [--plot PNG --compare JSON...]
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
+    vqedit bench daemon [--tokens 512] [--clients 8] [--documents 10] [--json PATH]
+    vqedit daemon run|start|stop|status [--student FILE] [--head FILE] [--idle-exit-s S] ...
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
 ends with a one-line message on stderr and exit status 2, never a traceback.
@@ -63,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
 
     bench_engine.add_arguments(benches.add_parser(
         "engine", help="incremental edits against full passes, side by side"))
+    from vqedit import bench_daemon
+
+    bench_daemon.add_arguments(benches.add_parser(
+        "daemon", help="edit-to-result latency through a real daemon, alone and under load"))
+
+    from vqedit import daemon_command
+
+    daemon_command.add_arguments(commands.add_parser(
+        "daemon", help="the per-user inference daemon: run, start, stop, status"))
     return parser
 
 
@@ -75,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             from vqedit.classify import run
         elif args.command == "eval":
             from vqedit.evaluate import run
+        elif args.command == "bench" and args.bench == "daemon":
+            from vqedit.bench_daemon import run
         elif args.command == "bench":
             from vqedit.bench_engine import run
+        elif args.command == "daemon":
+            from vqedit.daemon_command import run
         elif args.command == "train" and args.trainer == "distill":
             from vqedit.train_distill import run
         elif args.command == "train":

@@ -9,8 +9,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # What each layer may not import, and why (ARCHITECTURE.md).
 FORBIDDEN = {
     "engine": ["vqedit.daemon", "vqedit.lsp", "vqedit.main", "pygls", "msgpack", "lsprotocol"],
-    "daemon": ["vqedit.lsp", "pygls", "lsprotocol"],
+    "daemon": ["vqedit.lsp", "vqedit.main", "pygls", "lsprotocol"],
 }
+# Within the daemon only the protocol module knows the wire format, so it can change in one place.
+WIRE_MODULE = ROOT / "daemon" / "protocol.py"
 
 
 def imports(source: str) -> set[str]:
@@ -36,3 +38,10 @@ def test_layer_does_not_reach_up(layer):
 def test_the_check_sees_imports():
     assert imports("import vqedit.lsp.server\nfrom vqedit.daemon import protocol\n") == {
         "vqedit.lsp.server", "vqedit.daemon"}
+
+
+def test_only_the_daemon_protocol_module_imports_msgpack():
+    for path in sorted(ROOT.rglob("*.py")):
+        if ".venv" in path.parts or path == WIRE_MODULE or path.parent.name == "tests":
+            continue
+        assert "msgpack" not in imports(path.read_text()), f"{path.relative_to(ROOT)}"

@@ -1,0 +1,313 @@
+"""The Python client library: connect to the user's daemon, or start one, and keep documents.
+
+Usage:
+
+    from vqedit.daemon.client import DaemonClient
+    from vqedit.daemon.protocol import WireEdit
+
+    with DaemonClient(daemon_args=["--idle-exit-s", "600"]) as client:
+        client.open("file:///notes.md", "Some prose.", version=1)
+        client.change("file:///notes.md", 2, [WireEdit(5, 5, "more ")])
+        print(client.wait_for("file:///notes.md", 2).label)
+
+The client keeps its own copy of every document it opened. If the daemon goes away (a crash,
+`kill -9`, idle exit), the next call starts a new one and reopens every document at its newest
+text and version, so the caller never resends anything. Starting is done under a file lock, so
+that clients starting at once end up sharing one daemon; a stale socket or pid file left by a
+dead daemon is removed; a daemon of another vqedit version is stopped and replaced (once).
+
+Thread-safety: every method may be called from any thread. Results arrive on a reader thread;
+`on_results`, if given, is called there and must not call the client (it would wait on itself).
+"""
+
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from filelock import FileLock
+
+from vqedit import __version__
+
+from . import protocol as wire
+from .lifecycle import SpawnError, log_tail, remove_stale, running_pid, spawn, wait_for_exit
+from .paths import Paths
+
+log = logging.getLogger("vqedit.client")
+
+
+class DaemonError(Exception):
+    """The daemon answered a request with an error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{message} (code {code})")
+        self.code = code
+
+
+class DaemonClient:
+    def __init__(self, daemon_args: list[str] | None = None, paths: Paths | None = None,
+                 spawn_timeout: float = 120.0, request_timeout: float = 120.0,
+                 on_results: Callable[[wire.Results], None] | None = None,
+                 version: str = __version__, auto_spawn: bool = True) -> None:
+        self.paths = paths or Paths.default()
+        self.daemon_args = daemon_args or []  # options for a daemon this client starts
+        self.spawn_timeout = spawn_timeout
+        self.request_timeout = request_timeout
+        self.on_results = on_results
+        self.version = version  # a daemon reporting another version is replaced
+        self.auto_spawn = auto_spawn
+        self.welcome: wire.Welcome | None = None
+        self.spawned: list[subprocess.Popen] = []  # daemons this client started
+        self._docs: dict[str, tuple[str, int]] = {}  # uri → (text, version), for resyncs
+        self._latest: dict[str, wire.Results] = {}  # uri → newest results received
+        self._lock = threading.RLock()  # guards the connection and _docs
+        self._results = threading.Condition()  # guards _latest
+        self._sock: socket.socket | None = None
+        self._pending: dict[int, Future] = {}  # this connection's requests awaiting replies
+        self._lost = threading.Event()  # the current connection's reader has stopped
+        self._ids = itertools.count(1)
+
+    def __enter__(self) -> "DaemonClient":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    # --- documents -------------------------------------------------------------------------
+
+    def open(self, uri: str, text: str, version: int) -> None:
+        with self._lock:
+            self._docs[uri] = (text, version)
+            self._call("open", {"uri": uri, "version": version, "text": text}, resync_covers=True)
+
+    def change(self, uri: str, version: int, edits: list[wire.WireEdit]) -> None:
+        """Apply edits to our copy (ValueError if one misfits, nothing sent) and send them."""
+        with self._lock:
+            text, _ = self._docs[uri]
+            for edit in edits:
+                if not 0 <= edit.start <= edit.end <= len(text):
+                    raise ValueError(f"edit [{edit.start}, {edit.end}) outside a text of "
+                                     f"{len(text)} characters")
+                text = text[:edit.start] + edit.text + text[edit.end:]
+            self._docs[uri] = (text, version)
+            self._call("change", {"uri": uri, "version": version,
+                                  "edits": [wire.to_wire(e) for e in edits]}, resync_covers=True)
+
+    def close(self, uri: str) -> None:
+        with self._lock:
+            self._docs.pop(uri)
+            self._call("close", {"uri": uri}, resync_covers=True)
+
+    def text(self, uri: str) -> str:
+        return self._docs[uri][0]
+
+    def results(self, uri: str) -> wire.Results | None:
+        """Ask for the newest computed results (maybe older than the newest version)."""
+        found = self._call("results", {"uri": uri})
+        return None if found is None else _results(found)
+
+    def wait_for(self, uri: str, version: int, timeout: float = 120.0) -> wire.Results:
+        """Block until results for `version` (or newer) of `uri` have been pushed."""
+        deadline = time.monotonic() + timeout
+        with self._results:
+            while (found := self._latest.get(uri)) is None or found.version < version:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no results for {uri} version {version} in {timeout} s")
+                self._results.wait(left)
+            return found
+
+    def latest(self, uri: str) -> wire.Results | None:
+        with self._results:
+            return self._latest.get(uri)
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("stats", {})
+
+    def reload(self) -> None:
+        self._call("reload", {})
+
+    def shutdown(self) -> None:
+        """Stop the daemon for every client, and wait until it is gone."""
+        self._call("shutdown", {})
+        wait_for_exit(self.paths, self.spawn_timeout)
+        self.disconnect()
+
+    # --- the connection --------------------------------------------------------------------
+
+    def connect(self) -> wire.Welcome:
+        """Connect, starting a daemon if there is none, and reopen our documents."""
+        self._ensure_connected()
+        return self.welcome
+
+    def _ensure_connected(self) -> bool:
+        """True if this made a new connection (and so reopened every document)."""
+        with self._lock:
+            if self._sock is not None:
+                return False
+            self._establish(restarted=False)
+            for uri, (text, version) in self._docs.items():
+                self._request("open", {"uri": uri, "version": version, "text": text})
+            return True
+
+    def disconnect(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                # shutdown, not just close: the reader thread's blocked recv keeps the socket
+                # open otherwise, and the daemon would think we are still there.
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                self._sock.close()
+                self._sock = None
+
+    def _establish(self, restarted: bool) -> None:
+        sock = self._try_connect()
+        if sock is None:
+            if not self.auto_spawn:
+                raise ConnectionError(f"no daemon is listening on {self.paths.socket}")
+            sock = self._start_daemon()
+        self._attach(sock)
+        try:
+            welcome = wire.Welcome(**self._request(
+                "hello", {"protocol": wire.PROTOCOL_VERSION,
+                          "client": f"vqedit-client {self.version} (pid {os.getpid()})"}))
+        except DaemonError as e:
+            if e.code != wire.ErrorCode.PROTOCOL_MISMATCH:
+                raise
+            welcome = None
+        if welcome is not None and welcome.version == self.version:
+            self.welcome = welcome
+            return
+        if restarted:
+            raise DaemonError(wire.ErrorCode.PROTOCOL_MISMATCH,
+                              "the daemon started for this client reports another version "
+                              f"({welcome.version if welcome else 'another protocol'})")
+        log.info("replacing a daemon of another version")
+        self._stop_daemon()
+        self._establish(restarted=True)
+
+    def _try_connect(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.paths.socket))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        return sock
+
+    def _start_daemon(self) -> socket.socket:
+        """Under the spawn lock: connect if another client won the race, else start one."""
+        self.paths.make_private()
+        with FileLock(str(self.paths.lock), timeout=self.spawn_timeout):
+            sock = self._try_connect()
+            if sock is not None:
+                return sock
+            if running_pid(self.paths) is None:
+                remove_stale(self.paths)
+                process = spawn(self.paths, self.daemon_args)
+                self.spawned.append(process)
+            else:
+                process = None  # starting up, not listening yet
+            deadline = time.monotonic() + self.spawn_timeout
+            while (sock := self._try_connect()) is None:
+                if process is not None and process.poll() is not None:
+                    raise SpawnError(f"the daemon exited with status {process.returncode}: "
+                                     f"{log_tail(self.paths.log)}")
+                if time.monotonic() > deadline:
+                    raise SpawnError(f"the daemon did not listen within {self.spawn_timeout} s: "
+                                     f"{log_tail(self.paths.log)}")
+                time.sleep(0.05)
+            return sock
+
+    def _stop_daemon(self) -> None:
+        pid = running_pid(self.paths)
+        self.disconnect()
+        if pid and pid > 0:
+            os.kill(pid, 15)
+            if not wait_for_exit(self.paths, self.spawn_timeout):
+                raise SpawnError(f"the old daemon (pid {pid}) did not exit")
+
+    def _attach(self, sock: socket.socket) -> None:
+        self._sock, self._lost, self._pending = sock, threading.Event(), {}
+        threading.Thread(target=self._read, args=(sock, self._lost, self._pending),
+                         name="vqedit-client-reader", daemon=True).start()
+
+    def _read(self, sock: socket.socket, lost: threading.Event,
+              pending: dict[int, Future]) -> None:
+        """Reader thread: responses to their futures, results to `_latest` and `on_results`."""
+        try:
+            while (payload := wire.recv_frame(sock)) is not None:
+                message = wire.decode(payload)
+                if "id" in message:
+                    future = pending.pop(message["id"], None)
+                    if future is not None:
+                        future.set_result(message)
+                elif message.get("method") == "results":
+                    self._received(_results(message["params"]))
+        except (OSError, wire.ProtocolError, ConnectionError):
+            pass
+        finally:
+            # Fail waiting requests before taking the lock: a caller holds it while it waits.
+            lost.set()
+            for rid in list(pending):
+                future = pending.pop(rid, None)
+                if future is not None and not future.done():
+                    future.set_exception(ConnectionError("daemon connection lost"))
+            with self._lock:
+                if self._sock is sock:
+                    self._sock = None
+
+    def _received(self, results: wire.Results) -> None:
+        with self._results:
+            known = self._latest.get(results.uri)
+            if known is None or results.version >= known.version:
+                self._latest[results.uri] = results
+            self._results.notify_all()
+        if self.on_results is not None:
+            self.on_results(results)
+
+    def _call(self, method: str, params: dict[str, Any], resync_covers: bool = False) -> Any:
+        """A request; on a lost connection, reconnect (resyncing documents) and resend it.
+
+        Document methods pass resync_covers=True: a reconnect reopens every document at its
+        newest text and version, which already carries them, so they are not sent again.
+        """
+        with self._lock:
+            try:
+                if self._ensure_connected() and resync_covers:
+                    return None
+                return self._request(method, params)
+            except ConnectionError:
+                self.disconnect()
+                self._ensure_connected()
+                return None if resync_covers else self._request(method, params)
+
+    def _request(self, method: str, params: dict[str, Any]) -> Any:
+        rid, future = next(self._ids), Future()
+        self._pending[rid] = future
+        sock = self._sock
+        if sock is None or self._lost.is_set():
+            self._pending.pop(rid, None)
+            raise ConnectionError("not connected")
+        try:
+            sock.sendall(wire.encode({"id": rid, "method": method, "params": params}))
+        except OSError as e:
+            self._pending.pop(rid, None)
+            raise ConnectionError(str(e)) from e
+        reply = future.result(timeout=self.request_timeout)
+        if "error" in reply:
+            raise DaemonError(reply["error"]["code"], reply["error"]["message"])
+        return reply.get("result")
+
+
+def _results(value: dict[str, Any]) -> wire.Results:
+    paragraphs = [wire.Paragraph(**p) for p in value["paragraphs"]]
+    return wire.Results(**{**value, "paragraphs": paragraphs})

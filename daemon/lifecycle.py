@@ -1,0 +1,71 @@
+"""Is a daemon running, and starting one: shared by the client library and `vqedit daemon`.
+
+A live daemon holds an exclusive lock (flock) on its pid file for as long as it runs, so a pid
+file nobody locks is stale whatever pid it names (a crash, `kill -9`, a reused pid), and so is
+a socket file next to it.
+"""
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .paths import Paths
+
+
+class SpawnError(RuntimeError):
+    """The daemon could not be started; the message quotes the end of its log."""
+
+
+def running_pid(paths: Paths) -> int | None:
+    """The pid of the live daemon, or None when there is none (the pid file is not locked)."""
+    try:
+        fd = os.open(paths.pid, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1  # -1: alive, pid not yet written
+    else:
+        return None
+    finally:
+        os.close(fd)
+
+
+def remove_stale(paths: Paths) -> None:
+    """Delete the socket and pid file a dead daemon left (call only when none is running)."""
+    for path in (paths.socket, paths.pid, paths.tcp):
+        path.unlink(missing_ok=True)
+
+
+def spawn(paths: Paths, daemon_args: list[str]) -> subprocess.Popen:
+    """Start `vqedit daemon run` in its own session, detached from our terminal.
+
+    Its standard error goes to the log file, so a crash before logging starts is still seen.
+    """
+    paths.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(paths.log, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "vqedit", "daemon", "run", *daemon_args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                start_new_session=True, close_fds=True)
+
+
+def wait_for_exit(paths: Paths, timeout: float) -> bool:
+    """Wait until no daemon holds the pid file; True if it went away in time."""
+    deadline = time.monotonic() + timeout
+    while running_pid(paths) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

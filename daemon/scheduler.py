@@ -1,0 +1,391 @@
+"""Scheduling: every open document's state and the one inference worker that updates it.
+
+Threads and who calls what:
+- The server's event loop calls `open`, `change`, `close`, `results`, `close_session`,
+  `request_reload` and `stats`. They only check the request against the document's text (so a
+  bad edit is refused at once, changing nothing), record it and wake the worker: never model work.
+- One worker thread does all model work: loading, applying edits, computing results, compaction,
+  eviction and unloading. `LiveDocument`s and the model are touched by the worker only.
+- Everything both sides read or write is guarded by one condition variable, `_cond`.
+
+Pending changes of a document are coalesced: the worker takes all of them at once and computes
+results for the newest version only, so a newer version supersedes older queued work. Results
+are pushed through `publish` (called on the worker thread) and carry their version; per document
+they are computed, and so pushed, in increasing version order.
+"""
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from vqedit.engine.checkpoint import ModelLoadError
+from vqedit.engine.live import LiveDocument
+from vqedit.engine.tokens import TextEdit
+
+from .cache import SharedModel, load_shared
+from .protocol import ErrorCode, Paragraph, ProtocolError, Results
+from .settings import Settings
+
+log = logging.getLogger("vqedit.daemon")
+
+MERGE_SPAN = 256  # coalesced edits become one engine edit when they replace at most this many
+# characters in all; farther-apart edits are applied one by one, so each dirties only its tokens.
+
+Key = tuple[int, str]  # (session, uri): each editor connection has its own documents
+
+
+@dataclass
+class Entry:
+    """One open document. Fields above `live` are guarded by the scheduler's lock."""
+
+    key: Key
+    text: str  # the newest accepted text
+    version: int  # its version
+    pending: list[TextEdit] = field(default_factory=list)  # accepted, not yet applied by the worker
+    pending_versions: int = 0  # how many versions `pending` spans (for the superseded count)
+    snapshot: Results | None = None  # immutable results of the newest computed version
+    state_bytes: int = 0  # memory of `live`'s segment states
+    last_used: float = 0.0  # monotonic time of the last edit or computation, for the LRU
+    needs_compaction: bool = False  # edited since the last compaction (idle work to do)
+    closed: bool = False  # closed while the worker held it: its work is dropped
+    live: LiveDocument | None = None  # worker only: None before the first pass, when evicted or
+    # after the model was unloaded or reloaded; then rebuilt from `text`
+    live_version: int = -1  # worker only: the version `live` holds
+
+
+@dataclass
+class Counters:
+    edits: int = 0  # change requests accepted
+    passes: int = 0  # worker passes over a document
+    superseded: int = 0  # versions never computed because a newer one came first
+    results_sent: int = 0  # results pushed
+    compactions: int = 0  # documents compacted in idle time
+    evictions: int = 0  # documents whose states were dropped to keep within the budget
+    reloads: int = 0  # successful model reloads
+    resyncs: int = 0  # documents rebuilt from their text after an internal error
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, publish: Callable[[int, Results], None],
+                 loader: Callable[[Settings], SharedModel] = load_shared) -> None:
+        self.settings = settings
+        self._publish = publish  # (session, results), called on the worker thread
+        self._loader = loader
+        self._cond = threading.Condition()
+        self._docs: dict[Key, Entry] = {}
+        self._ready: OrderedDict[Key, None] = OrderedDict()  # documents with work, oldest first
+        self._reload: Settings | None = None  # a reload asked for, with the settings to use
+        self._stop = False
+        self._busy = False  # the worker is inside a job
+        self._last_work = time.monotonic()  # for idle compaction and unloading
+        self.model: SharedModel | None = None  # worker writes; others only read the name
+        self.model_error: str | None = None  # why the last load failed
+        self.counters = Counters()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+
+    # --- called on the event loop ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    def open(self, key: Key, text: str, version: int) -> None:
+        """Open (or reopen, replacing) a document; its results follow as a notification."""
+        with self._cond:
+            old = self._docs.get(key)
+            if old is not None:
+                old.closed = True
+            self._docs[key] = Entry(key, text, version, last_used=time.monotonic())
+            self._wake(key)
+
+    def change(self, key: Key, version: int, edits: list[TextEdit]) -> None:
+        """Accept edits for a new version, or raise ProtocolError changing nothing."""
+        with self._cond:
+            entry = self._entry(key)
+            if version <= entry.version:
+                raise ProtocolError(ErrorCode.STALE_VERSION,
+                                    f"version {version} is not above the document's "
+                                    f"{entry.version}")
+            text = entry.text
+            for i, edit in enumerate(edits):
+                if not 0 <= edit.start <= edit.end <= len(text):
+                    raise ProtocolError(ErrorCode.EDIT_OUT_OF_RANGE,
+                                        f"edit {i} replaces [{edit.start}, {edit.end}) but the "
+                                        f"text has {len(text)} characters at that point")
+                text = text[:edit.start] + edit.text + text[edit.end:]
+            entry.text, entry.version = text, version
+            entry.pending.extend(edits)
+            entry.pending_versions += 1
+            entry.last_used = time.monotonic()
+            self.counters.edits += 1
+            self._wake(key)
+
+    def close(self, key: Key) -> None:
+        with self._cond:
+            self._entry(key).closed = True
+            del self._docs[key]
+            self._ready.pop(key, None)
+
+    def close_session(self, session: int) -> None:
+        """Close every document of a connection that went away."""
+        with self._cond:
+            for key in [k for k in self._docs if k[0] == session]:
+                self._docs.pop(key).closed = True
+                self._ready.pop(key, None)
+
+    def results(self, key: Key) -> Results | None:
+        """The newest computed results (maybe for an older version), None before the first."""
+        with self._cond:
+            entry = self._entry(key)
+            if entry.snapshot is None and self.model_error is not None:
+                raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, self.model_error)
+            return entry.snapshot
+
+    def request_reload(self, settings: Settings | None = None) -> None:
+        """Reload the model (and head) and recompute every open document, on the worker."""
+        with self._cond:
+            self._reload = settings or self.settings
+            self._cond.notify()
+
+    def document_count(self) -> tuple[int, int, int]:
+        """(open documents, documents with states in memory, bytes of those states)."""
+        with self._cond:
+            resident = [e for e in self._docs.values() if e.state_bytes]
+            return len(self._docs), len(resident), sum(e.state_bytes for e in resident)
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until no document has pending work (tests and benchmarks); True if settled."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._ready or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def _entry(self, key: Key) -> Entry:
+        entry = self._docs.get(key)
+        if entry is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_DOCUMENT,
+                                f"{key[1]!r} is not open in this session; open it first")
+        return entry
+
+    def _wake(self, key: Key) -> None:
+        self._ready[key] = None  # keeps its place in line if it was already waiting
+        self._last_work = time.monotonic()
+        self._cond.notify()
+
+    # --- the worker ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        with torch.no_grad():
+            self._load(self.settings)
+            while True:
+                job = self._next_job()
+                if job is None:
+                    return
+                try:
+                    job()
+                except Exception:
+                    log.exception("worker job failed; the daemon carries on")
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
+
+    def _next_job(self) -> Callable[[], None] | None:
+        """Wait for the next thing to do: stop, reload, a document, idle work."""
+        with self._cond:
+            while True:
+                if self._stop:
+                    return None
+                self._busy = True
+                if self._reload is not None:
+                    settings, self._reload = self._reload, None
+                    return lambda: self._do_reload(settings)
+                if self._ready:
+                    key, _ = self._ready.popitem(last=False)
+                    entry = self._docs[key]
+                    edits, entry.pending = entry.pending, []
+                    versions, entry.pending_versions = entry.pending_versions, 0
+                    self.counters.superseded += max(versions - 1, 0)
+                    text, version = entry.text, entry.version
+                    return lambda: self._compute(entry, text, version, edits)
+                idle = time.monotonic() - self._last_work
+                if idle >= self.settings.compact_after_s:
+                    for entry in self._docs.values():
+                        if entry.needs_compaction and entry.live is not None:
+                            entry.needs_compaction = False
+                            return lambda e=entry: self._compact(e)
+                if self.model is not None and idle >= self.settings.idle_unload_s:
+                    return self._unload
+                self._busy = False
+                self._cond.notify_all()
+                waits = [self.settings.compact_after_s - idle, self.settings.idle_unload_s - idle]
+                self._cond.wait(max(min([w for w in waits if w > 0], default=1.0), 0.05))
+
+    def _load(self, settings: Settings) -> SharedModel | None:
+        """Load the model for `settings`; on failure keep what there is and record why."""
+        try:
+            started = time.monotonic()
+            model = self._loader(settings)
+        except (ModelLoadError, ValueError, OSError, RuntimeError) as e:
+            self.model_error = str(e)
+            log.error("model load failed: %s", e)
+            return None
+        log.info("loaded %s on %s in %.1f s (%s)", model.name, model.device,
+                 time.monotonic() - started, settings.mode_name)
+        self.model, self.model_error, self.settings = model, None, settings
+        return model
+
+    def _model(self) -> SharedModel | None:
+        """The loaded model, loading it again after an idle unload (not after a failure)."""
+        if self.model is None and self.model_error is None:
+            self._load(self.settings)
+        return self.model
+
+    def _compute(self, entry: Entry, text: str, version: int, edits: list[TextEdit]) -> None:
+        model = self._model()
+        if model is None:
+            return
+        with torch.device(model.device):
+            live = self._bring_up_to_date(model, entry, text, edits)
+            results = self._results(model, entry.key[1], version, live, exact=False)
+        now = time.monotonic()
+        with self._cond:
+            self.counters.passes += 1
+            if entry.closed:
+                return
+            entry.live, entry.live_version, entry.snapshot = live, version, results
+            entry.state_bytes = sum(s.nbytes(allocated=True) for s in live.states)
+            entry.last_used, entry.needs_compaction = now, True
+            self._evict(keep=entry)
+            self.counters.results_sent += 1
+        self._publish(entry.key[0], results)
+
+    def _bring_up_to_date(self, model: SharedModel, entry: Entry, text: str,
+                          edits: list[TextEdit]) -> LiveDocument:
+        """`entry.live` with `edits` applied, or a fresh document where there is none."""
+        live = entry.live
+        if live is None:
+            return LiveDocument(model.engine, model.tokenizer, text)
+        try:
+            for edit in coalesce(live.text, text, edits):
+                live.apply(edit)
+            if live.text != text:
+                raise RuntimeError("document text diverged from the accepted text")
+            return live
+        except Exception:
+            # The state may be half-updated: rebuild this document only, from its text.
+            log.exception("edit failed on %s; resyncing it from its text", entry.key[1])
+            with self._cond:
+                self.counters.resyncs += 1
+            return LiveDocument(model.engine, model.tokenizer, text)
+
+    @staticmethod
+    def _results(model: SharedModel, uri: str, version: int, live: LiveDocument,
+                 exact: bool) -> Results:
+        exact = exact or model.engine.mode.delta == 0
+        if not live.states:
+            return Results(uri, version, None, {}, [], exact)
+        document = model.head.classify(live.embedding())
+        tokens, paragraphs = live.document.tokens, []
+        for segment, embedding in zip(live.document.segments, live.segment_embeddings(),
+                                      strict=True):
+            if segment.end > segment.start:
+                found = model.head.classify(embedding)
+                paragraphs.append(Paragraph(tokens.starts[segment.start],
+                                            tokens.ends[segment.end - 1], found.label,
+                                            found.scores[found.label]))
+        return Results(uri, version, document.label, document.scores, paragraphs, exact)
+
+    def _compact(self, entry: Entry) -> None:
+        """Idle time: renumber positions and recompute exactly; push the exact results."""
+        model, live = self.model, entry.live
+        if model is None or live is None:
+            return
+        with torch.device(model.device):
+            live.compact()
+            results = self._results(model, entry.key[1], entry.live_version, live, exact=True)
+        with self._cond:
+            self.counters.compactions += 1
+            if entry.closed or entry.snapshot is None:
+                return
+            # A version accepted meanwhile is computed next; these results are still newer
+            # than or equal to the last ones pushed for this document.
+            entry.snapshot = results
+            self.counters.results_sent += 1
+        self._publish(entry.key[0], results)
+
+    def _evict(self, keep: Entry) -> None:
+        """Drop least-recently-used documents' states until within the budget (under the lock)."""
+        budget = self.settings.memory_mb * 2**20
+        resident = sorted((e for e in self._docs.values() if e.live is not None and e is not keep),
+                          key=lambda e: e.last_used)
+        total = keep.state_bytes + sum(e.state_bytes for e in resident)
+        for entry in resident:
+            if total <= budget:
+                break
+            total -= entry.state_bytes
+            entry.live, entry.state_bytes = None, 0
+            self.counters.evictions += 1
+
+    def _unload(self) -> None:
+        """Idle: give the memory back; texts and last results stay, states are rebuilt later."""
+        with self._cond:
+            for entry in self._docs.values():
+                entry.live, entry.state_bytes = None, 0
+            self.model = None
+        log.info("idle for %.0f s: model unloaded", self.settings.idle_unload_s)
+
+    def _do_reload(self, settings: Settings) -> None:
+        if self._load(settings) is None:
+            return
+        with self._cond:
+            self.counters.reloads += 1
+            for key, entry in self._docs.items():
+                entry.live, entry.state_bytes = None, 0
+                entry.pending, entry.pending_versions = [], 0
+                self._ready[key] = None
+
+
+def coalesce(before: str, after: str, edits: list[TextEdit]) -> list[TextEdit]:
+    """The edits turning `before` into `after`, merged into one where that stays small.
+
+    Typing produces runs of neighbouring one-character edits; one edit replacing the span that
+    differs costs the engine one pass instead of many. Edits far apart stay separate.
+    """
+    if len(edits) <= 1:
+        return edits
+    prefix = _common_prefix(before, after)
+    suffix = _common_prefix(before[prefix:][::-1], after[prefix:][::-1])
+    merged = TextEdit(prefix, len(before) - suffix, after[prefix:len(after) - suffix])
+    if (merged.end - merged.start) + len(merged.text) <= MERGE_SPAN:
+        return [merged]
+    return edits
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the common prefix, by bisection on slice equality (C speed on long texts)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
