@@ -19,8 +19,9 @@ SAMPLE = ("Quarterly profits at the media giant jumped 76% to $1.13bn (£600m) f
 EDITS = [TextEdit(0, 9, "Yearly"), TextEdit(40, 40, " suddenly"), TextEdit(120, 124, ""),
          TextEdit(len(SAMPLE) - 1, len(SAMPLE), "!\r\n\r\nNaïve café 😀 résumé.")]
 PARITY_TOLERANCE = 1e-4
-# The shipped student's pooled embedding of SAMPLE stays this close to the base's (MODEL.md).
-STUDENT_COSINE = 0.9
+# The shipped student's pooled embedding of SAMPLE keeps cosine 0.83 to the base's; its eval's
+# 10th percentile over BBC test articles is 0.78 (MODEL.md). Far less means a damaged file.
+STUDENT_COSINE = 0.7
 
 
 def run(args: argparse.Namespace) -> int:

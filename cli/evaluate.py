@@ -41,7 +41,8 @@ FLIP_WINDOWS = 32  # test windows for flips_per_layer
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--json", type=Path, required=True, help="write the JSON object here")
+    parser.add_argument("--json", type=Path, help="write the JSON object here (required unless "
+                                                  "--plot-only)")
     parser.add_argument("--tokens", type=int, default=512, help="segment length for the engine")
     parser.add_argument("--edits", type=int, default=100, help="edits per engine mode")
     parser.add_argument("--edits-per-doc", type=int, default=25)
@@ -55,13 +56,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, help="write the accuracy / operations trade-off")
     parser.add_argument("--compare", type=Path, nargs="*", default=[],
                         help="earlier eval JSON files to draw beside this one")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="evaluate nothing: draw --plot from the --compare files")
 
 
 def run(args: argparse.Namespace) -> int:
+    earlier = [_read_eval(path) for path in args.compare]
+    if args.plot_only:
+        if not args.plot or not earlier:
+            raise CliError("--plot-only needs --plot PNG and at least one --compare JSON")
+        _plot(earlier, args.plot)
+        return 0
+    if args.json is None:
+        raise CliError("--json PATH is required")
     if args.dense:
         raise CliError("eval measures a student: --dense leaves nothing to measure")
     torch.set_num_threads(args.threads)
-    earlier = [_read_eval(path) for path in args.compare]
     student = load_model(args)
     teacher = load(args.model)
     if not student.model.quantizable:

@@ -37,6 +37,9 @@ def test_eval_reports_accuracy_embeddings_flips_and_both_modes(tmp_path):
         assert set(report[mode]) >= MODE_FIELDS and report[mode]["edits"] == 4
     assert report["exact"]["exact_agreement"] == 1.0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = tmp_path / "again.png"
+    replot = vqedit("eval", "--plot-only", "--plot", str(again), "--compare", str(out), str(out))
+    assert replot.returncode == 0 and again.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert LinearHead.load(head).labels == ["business", "entertainment", "politics", "sport",
                                             "tech"]
 
