@@ -36,7 +36,7 @@ from vqedit.engine.kmeans import fit_codebooks
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.verify import verify
 from vqedit.main import CliError
-from vqedit.model_choice import add_model_arguments, load_model, model_name
+from vqedit.model_choice import add_model_arguments, load_model
 
 FIT_ARTICLES = range(0, 400, 20)  # k-means codebooks are fitted on these articles...
 BENCH_ARTICLES = range(1000, 2225)  # ...and the benchmark documents come from these
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     mode = Mode(delta=args.delta if args.mode == "sticky" else 0.0, sweep=args.sweep)
     articles = [bbc_articles()[i] for i in BENCH_ARTICLES]
     samples, engine = bench(loaded, mode, documents(loaded, args.tokens, articles), args)
-    settings = {"model": model_name(loaded), "codebooks": codebooks, "tokens": args.tokens,
+    settings = {"model": loaded.description, "codebooks": codebooks, "tokens": args.tokens,
                 "threads": args.threads, "kinds": args.kinds}
     report = engine_report(settings, loaded, mode, samples, engine)
     line = json.dumps(report)

@@ -34,7 +34,7 @@ from vqedit.engine.heads import LinearHead
 from vqedit.engine.incremental import Mode
 from vqedit.engine.student import metadata
 from vqedit.main import CliError
-from vqedit.model_choice import add_model_arguments, load_model, model_name
+from vqedit.model_choice import add_model_arguments, load_model
 
 FLIP_WINDOWS = 32  # test windows for flips_per_layer
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     cosines = F.cosine_similarity(student_test, teacher_test).numpy()  # (M,)
     labels = [a.label for a in test]
     report = {
-        "eval": "student", "model": model_name(student),
+        "eval": "student", "model": student.description,
         "codebook_size": student.model.config.codebook_size,
         "training": _training(student), "train_articles": len(train),
         "test_articles": len(test),

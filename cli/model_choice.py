@@ -33,7 +33,3 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
         return load(args.model)
     return load_default()
 
-
-def model_name(loaded: LoadedModel) -> str:
-    """A short name for reports: the base's folder name, and the student's file if any."""
-    return f"{loaded.name} + {loaded.student.name}" if loaded.student else loaded.name

@@ -57,6 +57,5 @@ def load_shared(settings: Settings) -> SharedModel:
     device = pick_device(settings.device)
     model = loaded.model.to(device)
     head = LinearHead(head.labels, head.weight.to(device), head.bias.to(device))
-    name = Path(loaded.source).name + (f" + {loaded.student.name}" if loaded.student else "")
-    return SharedModel(IncrementalEngine(model, settings.mode), loaded.tokenizer, head, name,
-                       head_path, device)
+    return SharedModel(IncrementalEngine(model, settings.mode), loaded.tokenizer, head,
+                       loaded.description, head_path, device)

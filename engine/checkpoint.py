@@ -40,6 +40,11 @@ class LoadedModel:
             return "all-MiniLM-L6-v2"
         return self.source.rstrip("/").rsplit("/", 1)[-1]
 
+    @property
+    def description(self) -> str:
+        """The base's name and, when one is applied, the student file's: for reports and logs."""
+        return f"{self.name} + {self.student.name}" if self.student else self.name
+
 # The distilled all-MiniLM-L6-v2 student that vqedit runs by default (MODEL.md).
 DEFAULT_STUDENT = Path(__file__).parent / "default" / "student.safetensors"
 
