@@ -15,6 +15,7 @@ ends with a one-line message on stderr and exit status 2, never a traceback.
 """
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -31,7 +32,6 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     from vqedit.model_choice import add_model_arguments
 
-
     classify = commands.add_parser("classify", help="label a text (default: BBC topics)")
     classify.add_argument("file", help="a UTF-8 text file, or - for standard input")
     labels = classify.add_mutually_exclusive_group()
@@ -39,42 +39,35 @@ def _parser() -> argparse.ArgumentParser:
     labels.add_argument("--head", type=Path, help="a head made by `vqedit train head`")
     add_model_arguments(classify)
     classify.add_argument("--json", action="store_true", help="print a JSON object")
+    classify.set_defaults(module="classify")
 
     doctor = commands.add_parser("doctor", help="check the installation and the model import")
     doctor.add_argument("--model", help="the model to check (default: the default model)")
     doctor.add_argument("--json", action="store_true", help="print a JSON object")
+    doctor.set_defaults(module="doctor")
 
     train = commands.add_parser("train", help="distill the VQ student, train label heads")
     trainers = train.add_subparsers(dest="trainer", required=True)
-    from vqedit import train_distill, train_head
-
-    train_distill.add_arguments(trainers.add_parser(
-        "distill", help="a VQ student distilled from a dense base model"))
-    train_head.add_arguments(trainers.add_parser(
-        "head", help="a linear label head on pooled embeddings"))
-
-    evaluate = commands.add_parser("eval", help="a student against its teacher: accuracy, "
-                                                "embeddings, code flips, engine figures")
-    from vqedit import evaluate as evaluation
-
-    evaluation.add_arguments(evaluate)
-
+    _command(trainers, "distill", "train_distill", "a VQ student distilled from a dense base model")
+    _command(trainers, "head", "train_head", "a linear label head on pooled embeddings")
+    _command(commands, "eval", "evaluate",
+             "a student against its teacher: accuracy, embeddings, code flips, engine figures")
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench.add_subparsers(dest="bench", required=True)
-    from vqedit import bench_engine
-
-    bench_engine.add_arguments(benches.add_parser(
-        "engine", help="incremental edits against full passes, side by side"))
-    from vqedit import bench_daemon
-
-    bench_daemon.add_arguments(benches.add_parser(
-        "daemon", help="edit-to-result latency through a real daemon, alone and under load"))
-
-    from vqedit import daemon_command
-
-    daemon_command.add_arguments(commands.add_parser(
-        "daemon", help="the per-user inference daemon: run, start, stop, status"))
+    _command(benches, "engine", "bench_engine",
+             "incremental edits against full passes, side by side")
+    _command(benches, "daemon", "bench_daemon",
+             "edit-to-result latency through a real daemon, alone and under load")
+    _command(commands, "daemon", "daemon_command",
+             "the per-user inference daemon: run, start, stop, status")
     return parser
+
+
+def _command(commands, name: str, module: str, summary: str) -> None:
+    """A subcommand whose options and `run` live in the module `vqedit.<module>`."""
+    parser = commands.add_parser(name, help=summary)
+    importlib.import_module(f"vqedit.{module}").add_arguments(parser)
+    parser.set_defaults(module=module)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,23 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from vqedit.engine.checkpoint import ModelLoadError
 
     try:
-        if args.command == "classify":
-            from vqedit.classify import run
-        elif args.command == "eval":
-            from vqedit.evaluate import run
-        elif args.command == "bench" and args.bench == "daemon":
-            from vqedit.bench_daemon import run
-        elif args.command == "bench":
-            from vqedit.bench_engine import run
-        elif args.command == "daemon":
-            from vqedit.daemon_command import run
-        elif args.command == "train" and args.trainer == "distill":
-            from vqedit.train_distill import run
-        elif args.command == "train":
-            from vqedit.train_head import run
-        else:
-            from vqedit.doctor import run
-        return run(args)
+        return importlib.import_module(f"vqedit.{args.module}").run(args)
     except (CliError, ModelLoadError) as e:
         print(f"vqedit {args.command}: error: {e}", file=sys.stderr)
         return 2
