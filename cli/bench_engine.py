@@ -187,7 +187,7 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
     if len(live.states) != 1:
         raise CliError("an edit split the benchmark segment in two")
     ids = live.states[0].ids.unsqueeze(0)  # (1, T)
-    dense_macs = _dense_macs(model, ids.shape[1])
+    dense = dense_macs(model, ids.shape[1])
     with torch.no_grad():
         start = time.perf_counter()
         hf(input_ids=ids)
@@ -197,7 +197,7 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
         vq_s = time.perf_counter() - start
     model.counter.reset()
     samples.rebuilt += stats.rebuilt
-    samples.ops_ratio.append(dense_macs / max(stats.macs, 1))
+    samples.ops_ratio.append(dense / max(stats.macs, 1))
     samples.wall_ratio.append(dense_s / edit_s)
     samples.edit_ms.append(edit_s * 1000)
     samples.dense_ms.append(dense_s * 1000)
@@ -209,11 +209,11 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
         samples.dirty.append(edited.dirty)
         samples.flipped.append(edited.flipped)
     if model.config.causal and old_ids is not None:
-        _measure_prefix_reuse(loaded, old_ids, ids[0], dense_macs, samples)
+        _measure_prefix_reuse(loaded, old_ids, ids[0], dense, samples)
 
 
 @functools.cache
-def _dense_macs(model, length: int) -> int:
+def dense_macs(model, length: int) -> int:
     """MACs of a dense full pass: they depend only on the length, so each is counted once."""
     model.counter.reset()
     with torch.no_grad():

@@ -8,6 +8,9 @@ Usage:
     vqedit eval --json PATH [--student FILE] [--plot PNG --compare JSON...]
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
     vqedit bench daemon [--tokens 512] [--clients 8] [--documents 10] [--json PATH]
+    vqedit edits synth --out LOG [--edits 1000] [--articles 1 | --text FILE]
+    vqedit edits from-git FILE --out LOG
+    vqedit replay LOG [--via engine|daemon|lsp] [--verify N] [--json PATH] [--plot PATH] ...
     vqedit daemon run|start|stop|status [--student FILE] [--head FILE] [--idle-exit-s S] ...
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
@@ -58,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
              "incremental edits against full passes, side by side")
     _command(benches, "daemon", "bench_daemon",
              "edit-to-result latency through a real daemon, alone and under load")
+    edits = commands.add_parser("edits", help="make edit logs (docs/edit-log.md)")
+    makers = edits.add_subparsers(dest="maker", required=True)
+    _command(makers, "synth", "edits_synth", "atomic edits typed into BBC articles or files")
+    _command(makers, "from-git", "edits_git", "a file's git history as atomic edits")
+    _command(commands, "replay", "replay",
+             "run an edit log through the engine, a daemon or the language server")
     _command(commands, "daemon", "daemon_command",
              "the per-user inference daemon: run, start, stop, status")
     return parser

@@ -263,7 +263,7 @@ class Scheduler:
             return
         with torch.device(model.device):
             live = self._bring_up_to_date(model, entry, text, edits)
-            results = self._results(model, entry.key[1], version, live, exact=False)
+            results = self.results_of(model, entry.key[1], version, live, exact=False)
         now = time.monotonic()
         with self._cond:
             self.counters.passes += 1
@@ -296,8 +296,9 @@ class Scheduler:
             return LiveDocument(model.engine, model.tokenizer, text)
 
     @staticmethod
-    def _results(model: SharedModel, uri: str, version: int, live: LiveDocument,
-                 exact: bool) -> Results:
+    def results_of(model: SharedModel, uri: str, version: int, live: LiveDocument,
+                   exact: bool) -> Results:
+        """A document's results from its live state (also what `vqedit replay` reports)."""
         exact = exact or model.engine.mode.delta == 0
         if not live.states:
             return Results(uri, version, None, {}, [], exact)
@@ -319,7 +320,7 @@ class Scheduler:
             return
         with torch.device(model.device):
             live.compact()
-            results = self._results(model, entry.key[1], entry.live_version, live, exact=True)
+            results = self.results_of(model, entry.key[1], entry.live_version, live, exact=True)
         with self._cond:
             self.counters.compactions += 1
             if entry.closed or entry.snapshot is None:

@@ -1,0 +1,315 @@
+"""`vqedit replay LOG`: run an edit log through the engine, a daemon or the language server.
+
+Usage:
+    vqedit replay demo.jsonl --via engine --verify 50 --json out.json --csv out.csv --plot out.png
+    vqedit replay demo.jsonl --via daemon             # a private daemon started for the run
+    vqedit replay demo.jsonl --via daemon --shared-daemon   # the user's own daemon
+    vqedit replay demo.jsonl --via lsp --savings      # `vqedit lsp` over stdio, as an editor
+
+The log is read and checked whole before anything starts: a bad record (a truncated last line,
+an unknown field, an edit outside the text, a version going backwards) stops the replay with
+an error naming its line, or with `--skip-bad` is left out and counted. Each change is sent
+alone and its results awaited before the next, so a latency is one edit's. Every `--verify N`
+edits the target is checked against a full recomputation (`replay_targets.py` says how per
+target). The document's label is printed whenever it changes.
+
+Operation counts come from the engine's counter, so only `--via engine` measures them; with
+`--savings` a daemon or LSP replay is followed by an engine replay of the same log in this
+process, after the timing is done, for the savings and dirty-token figures.
+"""
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vqedit.daemon.settings import Settings, SettingsError, resolve
+from vqedit.engine import editlog
+from vqedit.engine.checkpoint import ModelLoadError
+from vqedit.main import CliError
+from vqedit.private_daemon import private_daemon_dirs
+from vqedit.replay_targets import DaemonTarget, EngineTarget, Outcome, Target
+
+VIAS = ("engine", "daemon", "lsp")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("log", type=Path, help="an edit log (docs/edit-log.md)")
+    parser.add_argument("--via", choices=VIAS, default="engine")
+    parser.add_argument("--verify", type=int, default=0, metavar="N",
+                        help="check against a full recomputation every N edits (0: never)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out bad records (counted) instead of stopping")
+    parser.add_argument("--savings", action="store_true",
+                        help="daemon/lsp: also measure operations through the engine after")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--csv", type=Path, help="write one row per edit here")
+    parser.add_argument("--plot", type=Path, help="write a PNG: latency, savings, dirty tokens")
+    parser.add_argument("--quiet", action="store_true", help="do not print label changes")
+    parser.add_argument("--shared-daemon", action="store_true",
+                        help="daemon/lsp: use the user's daemon instead of a private one")
+    model = parser.add_argument_group("model (as `vqedit daemon run` takes them)")
+    model.add_argument("--model", help="base model directory (needs --student)")
+    model.add_argument("--student", type=Path, help="student file (default: the shipped one)")
+    model.add_argument("--head", type=Path, help="head file (default: the shipped BBC head)")
+    model.add_argument("--delta", type=float, help="sticky hysteresis; 0 is exact mode")
+    model.add_argument("--sweep", type=int, help="sticky refresh tokens per layer and edit")
+    model.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    model.add_argument("--threads", type=int, help="torch threads (engine, daemon worker)")
+    parser.add_argument("--debounce-ms", type=int, default=0,
+                        help="lsp: the server's debounceMs setting during the replay")
+
+
+@dataclass
+class Row:
+    line: int  # the change record's line in the log
+    uri: str
+    version: int
+    outcome: Outcome
+
+
+@dataclass
+class Run:
+    rows: list[Row] = field(default_factory=list)
+    verified: int = 0
+    failures: list[str] = field(default_factory=list)  # "uri vN (line L)" of failed checks
+    label_changes: int = 0
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    names = ("model", "student", "head", "delta", "sweep", "device", "threads")
+    try:
+        return resolve(None, {name: getattr(args, name) for name in names})
+    except SettingsError as e:
+        raise CliError(str(e)) from None
+
+
+def daemon_args(args: argparse.Namespace, verify: bool) -> list[str]:
+    """Options for a private daemon: the model options given, and quick compaction when
+    verifying (a verification waits for it)."""
+    names = ("model", "student", "head", "delta", "sweep", "device", "threads")
+    found = [part for name in names if getattr(args, name) is not None
+             for part in (f"--{name}", str(getattr(args, name)))]
+    return [*found, "--compact-after-s", "0.3" if verify else "3600"]
+
+
+def play(loaded: editlog.Loaded, target: Target, verify_every: int, quiet: bool = True) -> Run:
+    """Send every step to `target`; verify every `verify_every` changes."""
+    run, labels = Run(), {}
+    changes = sum(isinstance(s.record, editlog.Change) for s in loaded.steps)
+    with tqdm(total=changes, desc="replay", unit="edit") as bar:
+        for step in loaded.steps:
+            record = step.record
+            if isinstance(record, editlog.Open):
+                target.open(step)
+            elif isinstance(record, editlog.Close):
+                target.close(step)
+            else:
+                outcome = target.change(step)
+                run.rows.append(Row(step.line, record.uri, record.version, outcome))
+                if labels.get(record.uri) != outcome.label:
+                    if record.uri in labels:
+                        run.label_changes += 1
+                    labels[record.uri] = outcome.label
+                    if not quiet:
+                        tqdm.write(f"{record.uri} v{record.version}: {outcome.label} "
+                                   f"({outcome.score:.2f})")
+                bar.update()
+                if verify_every and len(run.rows) % verify_every == 0:
+                    run.verified += 1
+                    if not target.verify(record.uri, step.text):
+                        run.failures.append(f"{record.uri} v{record.version} (line {step.line})")
+    return run
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described: dict,
+           final: dict, savings: Run | None) -> dict[str, Any]:
+    measured = savings or run
+    latency = [r.outcome.latency_ms for r in run.rows]
+    ratios = [r.outcome.dense_macs / max(r.outcome.macs, 1) for r in measured.rows
+              if r.outcome.macs is not None]
+    dirty = [d for r in measured.rows for d in r.outcome.dirty]
+    tokens = [r.outcome.tokens for r in measured.rows if r.outcome.tokens is not None]
+    return {
+        "replay": str(args.log), "via": args.via, **described,
+        "edits": len(run.rows),
+        "documents": len(loaded.uris),
+        "bad_records": len(loaded.bad),
+        "tokens_median": _pct(tokens, 50),
+        "latency_ms_p50": _pct(latency, 50),
+        "latency_ms_p90": _pct(latency, 90),
+        "latency_ms_p99": _pct(latency, 99),
+        "ops_ratio_median": _pct(ratios, 50),
+        "ops_ratio_p10": _pct(ratios, 10),
+        "ops_ratio_p90": _pct(ratios, 90),
+        "ops_baseline": "a dense pass over the whole document, per edit",
+        "savings_measured_by": None if not ratios else "engine" if savings is None or
+        args.via == "engine" else "engine, replayed after the timed run",
+        "dirty_tokens_per_layer": [round(float(v), 2) for v in np.mean(dirty, 0)]
+        if dirty else [],
+        "verified": run.verified,
+        "verify_failures": len(run.failures),
+        "failed_checks": run.failures,
+        "label_changes": run.label_changes,
+        "final": final,
+    }
+
+
+def write_csv(run: Run, path: Path) -> None:
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["line", "uri", "version", "latency_ms", "label", "score", "macs",
+                         "dense_macs", "ops_ratio", "tokens", "dirty_per_layer"])
+        for row in run.rows:
+            o = row.outcome
+            ratio = o.dense_macs / max(o.macs, 1) if o.macs is not None else ""
+            dirty = ";".join("/".join(map(str, d)) for d in o.dirty)
+            writer.writerow([row.line, row.uri, row.version, round(o.latency_ms, 3), o.label,
+                             "" if o.score is None else round(o.score, 4),
+                             "" if o.macs is None else o.macs,
+                             "" if o.dense_macs is None else o.dense_macs,
+                             ratio and round(ratio, 3), "" if o.tokens is None else o.tokens,
+                             dirty])
+
+
+def plot(run: Run, savings: Run | None, result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = savings or run
+    fig, (latency, ops, dirty) = plt.subplots(1, 3, figsize=(15, 4))
+    values = np.sort([r.outcome.latency_ms for r in run.rows])
+    latency.plot(values, np.linspace(0, 1, len(values)))
+    latency.set_xscale("log")
+    latency.set_xlabel(f"ms per edit, change → results (via {result['via']})")
+    latency.set_ylabel("share of edits (ECDF)")
+    latency.axvline(result["latency_ms_p50"], color="black", linestyle="--",
+                    label=f"p50 {result['latency_ms_p50']:.1f} ms")
+    latency.legend()
+    rows = [r for r in measured.rows if r.outcome.macs is not None]
+    if rows:
+        ratios = [r.outcome.dense_macs / max(r.outcome.macs, 1) for r in rows]
+        ops.scatter(range(len(ratios)), ratios, s=4)
+        ops.set_yscale("log")
+        ops.axhline(result["ops_ratio_median"], color="black", linestyle="--",
+                    label=f"median {result['ops_ratio_median']:.0f}x")
+        ops.legend()
+    else:
+        ops.text(0.5, 0.5, "not measured (--savings)", ha="center", transform=ops.transAxes)
+    ops.set_xlabel("edit")
+    ops.set_ylabel("dense MACs (document) / incremental")
+    per_layer = [d for r in measured.rows for d in r.outcome.dirty]
+    if per_layer:
+        layers = np.array(per_layer)  # (edits, L)
+        x = np.arange(layers.shape[1])
+        dirty.bar(x, layers.mean(0), label="mean")
+        dirty.plot(x, np.percentile(layers, 90, axis=0), "k_", markersize=20, label="p90")
+        dirty.legend()
+    else:
+        dirty.text(0.5, 0.5, "not measured (--savings)", ha="center", transform=dirty.transAxes)
+    dirty.set_xlabel("layer")
+    dirty.set_ylabel("dirty tokens per edited segment")
+    fig.suptitle(f"replay of {Path(result['replay']).name}: {result['edits']} edits via "
+                 f"{result['via']}, {result['model']}, {result['mode']}, "
+                 f"{result['threads'] or 'default'} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary(result: dict) -> str:
+    ops = result["ops_ratio_median"]
+    saved = "not measured" if ops is None else f"{ops:.1f}x fewer than a dense pass (median)"
+    checks = (f"{result['verified'] - result['verify_failures']}/{result['verified']} "
+              f"checks passed" if result["verified"] else "not verified")
+    return (f"{result['edits']} edits via {result['via']}: keystroke latency p50 "
+            f"{result['latency_ms_p50']} ms, p99 {result['latency_ms_p99']} ms; operations: "
+            f"{saved}; {checks}")
+
+
+def load_log(path: Path, skip_bad: bool) -> editlog.Loaded:
+    try:
+        loaded = editlog.read(path, skip_bad)
+    except FileNotFoundError:
+        raise CliError(f"no such edit log: {path}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path} is not UTF-8 text") from None
+    except editlog.LogError as e:
+        raise CliError(f"{path}: {e} (--skip-bad leaves such records out)") from None
+    for error in loaded.bad:
+        tqdm.write(f"skipped {path}: {error}")
+    if not any(isinstance(s.record, editlog.Change) for s in loaded.steps):
+        raise CliError(f"{path} has no usable change records")
+    return loaded
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.verify < 0:
+        raise CliError(f"--verify must be ≥ 0, got {args.verify}")
+    loaded = load_log(args.log, args.skip_bad)
+    settings = settings_of(args)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        if args.via == "engine":
+            target: Target = EngineTarget(settings)
+            replay = _play(target, loaded, args)
+        elif args.shared_daemon:
+            replay = _remote(args, settings, loaded, None)
+        else:
+            with private_daemon_dirs() as paths:
+                replay = _remote(args, settings, loaded, paths)
+    except ModelLoadError as e:
+        raise CliError(str(e)) from None
+    savings = None
+    if args.savings and args.via != "engine":
+        savings = play(loaded, EngineTarget(settings), 0)
+    result = report(args, loaded, replay[0], replay[1], replay[2], savings)
+    line = json.dumps(result, ensure_ascii=False)
+    if args.json:
+        args.json.write_text(line + "\n")
+    if args.csv:
+        write_csv(replay[0], args.csv)
+    if args.plot:
+        plot(replay[0], savings, result, args.plot)
+    if not args.quiet:
+        print(summary(result))
+    print(line)
+    return 0 if not result["verify_failures"] else 1
+
+
+def _play(target: Target, loaded: editlog.Loaded, args: argparse.Namespace
+          ) -> tuple[Run, dict, dict]:
+    try:
+        described = target.describe()
+        played = play(loaded, target, args.verify, args.quiet)
+        return played, described, target.final()
+    finally:
+        target.stop()
+
+
+def _remote(args: argparse.Namespace, settings: Settings, loaded: editlog.Loaded,
+            paths) -> tuple[Run, dict, dict]:
+    from vqedit.daemon.paths import Paths
+
+    extra = daemon_args(args, args.verify > 0) if paths is not None else []
+    if args.via == "daemon":
+        target: Target = DaemonTarget(settings, extra, paths or Paths.default())
+    else:
+        from vqedit.lsp_driver import LspTarget
+
+        target = LspTarget(settings, extra, args.debounce_ms)
+    return _play(target, loaded, args)
+

@@ -1,0 +1,187 @@
+"""What `vqedit replay` drives: the engine in process, a daemon, or a language server.
+
+Every target takes the checked steps of an edit log (`engine/editlog.py`) one at a time and
+waits for the results of each version before the next is sent, so a latency is one edit's
+alone: from the change leaving the replay to its results arriving.
+
+    target.open(step)              # an open record
+    outcome = target.change(step)  # a change record: latency, label, and what it cost
+    target.verify(uri, text)       # the target's results against a full recomputation
+    target.close(step)
+    target.final()                 # {uri: results} of every document still open
+"""
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from vqedit.bench_engine import dense_macs
+from vqedit.daemon.cache import SharedModel, load_shared
+from vqedit.daemon.client import DaemonClient
+from vqedit.daemon.paths import Paths
+from vqedit.daemon.protocol import Results, WireEdit
+from vqedit.daemon.scheduler import Scheduler
+from vqedit.daemon.settings import Settings
+from vqedit.engine.editlog import Step
+from vqedit.engine.live import LiveDocument
+from vqedit.engine.verify import verify
+
+SCORE_TOLERANCE = 1e-3  # compacted daemon results against a fresh pass in this process
+
+
+@dataclass
+class Outcome:
+    latency_ms: float  # change sent → its results received
+    label: str | None  # the document's label after the change
+    score: float | None  # that label's score
+    macs: int | None = None  # multiply-accumulates of the incremental update (engine only)
+    dense_macs: int | None = None  # those of a dense pass over the whole document
+    dirty: list[list[int]] = field(default_factory=list)  # |D| per layer, per edited segment
+    tokens: int | None = None  # the document's model-input tokens after the change
+
+
+class Target(Protocol):
+    def describe(self) -> dict[str, Any]: ...
+    def open(self, step: Step) -> None: ...
+    def change(self, step: Step) -> Outcome: ...
+    def verify(self, uri: str, text: str) -> bool: ...
+    def close(self, step: Step) -> None: ...
+    def final(self) -> dict[str, dict[str, Any]]: ...
+    def stop(self) -> None: ...
+
+
+def results_json(results: Results) -> dict[str, Any]:
+    value = asdict(results)
+    value.pop("uri")
+    return value
+
+
+def _best(results: Results) -> float | None:
+    return results.scores[results.label] if results.label is not None else None
+
+
+class EngineTarget:
+    """`LiveDocument`s in this process, loaded and run exactly as the daemon's worker does."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model: SharedModel = load_shared(settings)
+        self.documents: dict[str, tuple[LiveDocument, int]] = {}  # uri → (document, version)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model.name, "mode": self.settings.mode_name,
+                "device": str(self.model.device), "threads": torch.get_num_threads()}
+
+    def open(self, step: Step) -> None:
+        with torch.device(self.model.device):
+            live = LiveDocument(self.model.engine, self.model.tokenizer, step.text)
+        self.documents[step.record.uri] = (live, step.record.version)
+
+    def change(self, step: Step) -> Outcome:
+        uri = step.record.uri
+        live, _ = self.documents[uri]
+        with torch.device(self.model.device):
+            started = time.perf_counter()
+            stats = [live.apply(edit) for edit in step.edits]
+            results = Scheduler.results_of(self.model, uri, step.record.version, live, False)
+            latency = (time.perf_counter() - started) * 1000
+            dense = sum(dense_macs(self.model.engine.model, len(s)) for s in live.states)
+        self.documents[uri] = (live, step.record.version)
+        return Outcome(latency, results.label, _best(results), sum(s.macs for s in stats), dense,
+                       [e.dirty for s in stats for e in s.edited],
+                       sum(len(s) for s in live.states))
+
+    def verify(self, uri: str, text: str) -> bool:
+        """The text is the log's, and every segment's state is what a full pass computes
+        (exact mode), or what a full pass forced to its codes computes with every code obeying
+        the hysteresis rule (sticky mode)."""
+        live, _ = self.documents[uri]
+        exact = self.model.engine.mode.delta == 0
+        with torch.device(self.model.device):
+            verdicts = [verify(self.model.engine, state) for state in live.states]
+        return live.text == text and all(v.exact() if exact else v.mechanics() for v in verdicts)
+
+    def close(self, step: Step) -> None:
+        del self.documents[step.record.uri]
+
+    def final(self) -> dict[str, dict[str, Any]]:
+        return {uri: results_json(Scheduler.results_of(self.model, uri, version, live, False))
+                for uri, (live, version) in self.documents.items()}
+
+    def stop(self) -> None:
+        self.documents.clear()
+
+
+class Reference:
+    """Fresh exact passes in this process: what a compacted daemon's results must equal."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.model = load_shared(Settings(model=settings.model, student=settings.student,
+                                          head=settings.head, device="cpu", delta=0.0))
+
+    def agrees(self, results: Results, text: str) -> bool:
+        live = LiveDocument(self.model.engine, self.model.tokenizer, text)
+        fresh = Scheduler.results_of(self.model, results.uri, results.version, live, True)
+        return (results.label == fresh.label
+                and [(p.start, p.end, p.label) for p in results.paragraphs]
+                == [(p.start, p.end, p.label) for p in fresh.paragraphs]
+                and all(abs(results.scores[k] - v) <= SCORE_TOLERANCE
+                        for k, v in fresh.scores.items()))
+
+
+class DaemonTarget:
+    """A daemon reached through `DaemonClient` (started by it when none runs at `paths`)."""
+
+    def __init__(self, settings: Settings, daemon_args: list[str], paths: Paths,
+                 timeout: float = 600.0) -> None:
+        self.settings = settings
+        self.client = DaemonClient(daemon_args=daemon_args, paths=paths, request_timeout=timeout)
+        self.client.connect()
+        self.timeout = timeout
+        self.reference: Reference | None = None  # loaded at the first verification
+        self.versions: dict[str, int] = {}
+
+    def describe(self) -> dict[str, Any]:
+        stats = self.client.stats()
+        return {"model": stats["model"], "mode": stats["mode"], "device": stats["device"],
+                "threads": self.settings.threads or None, "daemon_pid": stats["pid"]}
+
+    def open(self, step: Step) -> None:
+        self.client.open(step.record.uri, step.text, step.record.version)
+        self.client.wait_for(step.record.uri, step.record.version, self.timeout)
+        self.versions[step.record.uri] = step.record.version
+
+    def change(self, step: Step) -> Outcome:
+        uri, version = step.record.uri, step.record.version
+        started = time.perf_counter()
+        self.client.change(uri, version, [WireEdit(e.start, e.end, e.text) for e in step.edits])
+        results = self.client.wait_for(uri, version, self.timeout)
+        latency = (time.perf_counter() - started) * 1000
+        self.versions[uri] = version
+        return Outcome(latency, results.label, _best(results))
+
+    def verify(self, uri: str, text: str) -> bool:
+        """Wait for the daemon's idle compaction of this version; its exact results must equal
+        a fresh pass of the log's text in this process."""
+        version = self.versions[uri]
+        deadline = time.monotonic() + self.timeout
+        while not ((r := self.client.latest(uri)) and r.version == version and r.exact):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the daemon did not compact {uri} version {version}")
+            time.sleep(0.02)
+        if self.reference is None:
+            self.reference = Reference(self.settings)
+        return self.client.text(uri) == text and self.reference.agrees(r, text)
+
+    def close(self, step: Step) -> None:
+        self.client.close(step.record.uri)
+        self.versions.pop(step.record.uri)
+
+    def final(self) -> dict[str, dict[str, Any]]:
+        return {uri: results_json(self.client.wait_for(uri, version, self.timeout))
+                for uri, version in self.versions.items()}
+
+    def stop(self) -> None:
+        self.client.disconnect()
