@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def revisions(path: Path, rev: str) -> list[tuple[str, float, str]]:
-    """(commit, commit time, text) of every revision that changed `path`, oldest first."""
+    """(commit, commit time, text) of every revision that changed `path`'s text, oldest
+    first."""
     path = path.resolve()
     if not path.parent.is_dir():
         raise CliError(f"no such directory: {path.parent}")
@@ -59,7 +60,9 @@ def revisions(path: Path, rev: str) -> list[tuple[str, float, str]]:
         found.append((commit, float(time), text))
     if not found:
         raise CliError(f"{relative} has no history at {rev}")
-    return found[::-1]
+    found.reverse()
+    # A rename or a mode change alone leaves the text as it was: nothing to type.
+    return [r for i, r in enumerate(found) if i == 0 or r[2] != found[i - 1][2]]
 
 
 def _git(cwd: Path, *args: str) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vqedit.daemon.paths import Paths
 from vqedit.daemon.settings import Settings, SettingsError, resolve
 from vqedit.engine import editlog
 from vqedit.engine.checkpoint import ModelLoadError
@@ -264,13 +265,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(settings.threads)
     try:
         if args.via == "engine":
-            target: Target = EngineTarget(settings)
-            replay = _play(target, loaded, args)
+            replay = _play(EngineTarget(settings), loaded, args)
         elif args.shared_daemon:
-            replay = _remote(args, settings, loaded, None)
+            replay = _play(_remote(args, settings, None), loaded, args)
         else:
             with private_daemon_dirs() as paths:
-                replay = _remote(args, settings, loaded, paths)
+                replay = _play(_remote(args, settings, paths), loaded, args)
     except ModelLoadError as e:
         raise CliError(str(e)) from None
     savings = None
@@ -293,23 +293,17 @@ def run(args: argparse.Namespace) -> int:
 def _play(target: Target, loaded: editlog.Loaded, args: argparse.Namespace
           ) -> tuple[Run, dict, dict]:
     try:
-        described = target.describe()
         played = play(loaded, target, args.verify, args.quiet)
-        return played, described, target.final()
+        return played, target.describe(), target.final()  # a daemon loads its model lazily
     finally:
         target.stop()
 
 
-def _remote(args: argparse.Namespace, settings: Settings, loaded: editlog.Loaded,
-            paths) -> tuple[Run, dict, dict]:
-    from vqedit.daemon.paths import Paths
-
+def _remote(args: argparse.Namespace, settings: Settings, paths: Paths | None) -> Target:
+    """The daemon or LSP target: with `paths`, one that starts a private daemon there."""
     extra = daemon_args(args, args.verify > 0) if paths is not None else []
     if args.via == "daemon":
-        target: Target = DaemonTarget(settings, extra, paths or Paths.default())
-    else:
-        from vqedit.lsp_driver import LspTarget
+        return DaemonTarget(settings, extra, paths or Paths.default(), private=paths is not None)
+    from vqedit.lsp_driver import LspTarget
 
-        target = LspTarget(settings, extra, args.debounce_ms)
-    return _play(target, loaded, args)
-
+    return LspTarget(settings, extra, args.debounce_ms)

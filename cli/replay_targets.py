@@ -132,11 +132,15 @@ class Reference:
 
 
 class DaemonTarget:
-    """A daemon reached through `DaemonClient` (started by it when none runs at `paths`)."""
+    """A daemon reached through `DaemonClient` (started by it when none runs at `paths`).
+
+    A private daemon (the replay's own) is shut down at the end, the user's is left running.
+    """
 
     def __init__(self, settings: Settings, daemon_args: list[str], paths: Paths,
-                 timeout: float = 600.0) -> None:
+                 private: bool, timeout: float = 600.0) -> None:
         self.settings = settings
+        self.private = private
         self.client = DaemonClient(daemon_args=daemon_args, paths=paths, request_timeout=timeout)
         self.client.connect()
         self.timeout = timeout
@@ -184,4 +188,9 @@ class DaemonTarget:
                 for uri, version in self.versions.items()}
 
     def stop(self) -> None:
-        self.client.disconnect()
+        if not self.private:
+            self.client.disconnect()
+            return
+        self.client.shutdown()
+        for process in self.client.spawned:
+            process.wait(self.timeout)  # reaped here, so no zombie outlives the replay

@@ -1,0 +1,83 @@
+"""`vqedit replay` as a user runs it: a real process, a tiny student, a real daemon.
+
+A synthesised log replayed through the engine or a private daemon must verify against full
+recomputation at every check, report what the issue asks for, and leave no daemon behind.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.daemon_harness import PROSE, Expected, make_tiny_model
+from vqedit.edits_synth import synthesize, write
+from vqedit.engine import editlog
+
+EDITS = 40
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory):
+    path = tmp_path_factory.mktemp("log") / "synth.jsonl"
+    write(synthesize(PROSE + "\n", EDITS, seed=1, uri="file:///p.md", encoding="utf-16"), path)
+    return path
+
+
+def replay(tiny, log, tmp_path, *options: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "replay.json"
+    run = subprocess.run([sys.executable, "-m", "vqedit", "replay", str(log), "--json", str(out),
+                          "--model", str(tiny.base), "--student", str(tiny.student),
+                          "--head", str(tiny.head), "--threads", "1", *options],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("delta", ["0", "1.0"])
+def test_engine_replay_verifies_at_every_check_and_reports_the_issues_fields(tiny, log,
+                                                                            tmp_path, delta):
+    _, result = replay(tiny, log, tmp_path, "--via", "engine", "--verify", "5", "--delta", delta,
+                       "--csv", str(tmp_path / "rows.csv"), "--plot", str(tmp_path / "r.png"))
+    assert result["edits"] == EDITS and result["verified"] == EDITS // 5
+    assert result["verify_failures"] == 0
+    assert result["latency_ms_p50"] > 0 and result["latency_ms_p99"] >= result["latency_ms_p50"]
+    assert result["ops_ratio_median"] > 1  # fewer operations than a dense pass
+    assert len(result["dirty_tokens_per_layer"]) == 2  # the tiny model's layers
+    final_text = editlog.read(log).steps[-1].text
+    label, _, paragraphs = Expected(tiny)(final_text)
+    final = result["final"]["file:///p.md"]
+    assert final["version"] == EDITS
+    if delta == "0":
+        assert final["label"] == label and [p["label"] for p in final["paragraphs"]] == paragraphs
+    assert len((tmp_path / "rows.csv").read_text().splitlines()) == EDITS + 1
+    assert (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_daemon_replay_verifies_against_a_fresh_pass_and_stops_its_daemon(tiny, log, tmp_path):
+    _, result = replay(tiny, log, tmp_path, "--via", "daemon", "--verify", "20", "--savings")
+    assert result["edits"] == EDITS and result["verified"] == 2
+    assert result["verify_failures"] == 0
+    assert result["ops_ratio_median"] > 1 and result["savings_measured_by"].startswith("engine")
+    with pytest.raises(ProcessLookupError):
+        os.kill(result["daemon_pid"], 0)  # the private daemon is gone
+
+
+def test_a_bad_log_stops_the_replay_with_its_line_or_is_skipped_with_skip_bad(tiny, log,
+                                                                              tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    lines = log.read_text().splitlines()
+    lines.insert(4, lines[2])  # version 2 again, after version 3
+    bad.write_text("\n".join(lines) + "\n")
+    run = subprocess.run([sys.executable, "-m", "vqedit", "replay", str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "line 5: version 2 of file:///p.md goes backwards" in run.stderr
+    _, result = replay(tiny, bad, tmp_path, "--skip-bad", "--quiet")
+    assert result["bad_records"] == 1 and result["edits"] == EDITS
