@@ -5,12 +5,14 @@ Usage:
     vqedit edits synth --out notes.jsonl --text notes.md --edits 300
 
 The starting text is BBC News articles (from `--first`, `--articles` of them, as one Markdown
-document with each title as a heading) or the text files named with `--text`. A `Typist` then
-makes atomic edits (one character or one word inserted, deleted or replaced) with a cursor that
-moves as a person's does: a word typed character by character at one place, a typo and its
-backspace, a word deleted or replaced, and now and then a jump to another word. Every edit is
-one `change` record with its own version; times advance by typing-like pauses. The same seed
-gives the same log.
+document with each title as a heading) or the text files named with `--text`, optionally cut to
+its first `--paragraphs`. A `Typist` then makes atomic edits (one character or one word
+inserted, deleted or replaced) with a cursor that starts at the end of the text and moves as a
+person's does: a word typed character by character at one place, a typo and its backspace, a
+word deleted or replaced, and now and then a jump to another word. The words typed are the
+text's own, or those of twenty BBC articles of one topic (`--words-from sport`), which moves
+the labels as the typing goes on. Every edit is one `change` record with its own version;
+times advance by typing-like pauses. The same seed gives the same log.
 """
 
 import argparse
@@ -23,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vqedit.engine import editlog
-from vqedit.engine.corpus import bbc_articles
+from vqedit.engine.corpus import LABELS, bbc_articles
 from vqedit.engine.tokens import TextEdit
 from vqedit.main import CliError
 
@@ -40,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--articles", type=int, default=1,
                         help="start from this many BBC News articles")
     parser.add_argument("--first", type=int, default=0, help="index of the first BBC article")
+    parser.add_argument("--paragraphs", type=int,
+                        help="keep only the first N paragraphs of the starting text")
+    parser.add_argument("--words-from", choices=LABELS,
+                        help="type words from BBC articles of this topic (default: the text's)")
     parser.add_argument("--uri", default="file:///synth.md", help="the document's URI")
     parser.add_argument("--encoding", choices=editlog.ENCODINGS, default="utf-16",
                         help="position encoding of the log")
@@ -128,9 +134,11 @@ def vocabulary(text: str) -> list[str]:
     return words
 
 
-def synthesize(text: str, edits: int, seed: int, uri: str, encoding: str) -> list[editlog.Record]:
-    """An open record and `edits` one-edit change records; deterministic for a seed."""
-    typist = Typist(random.Random(seed), vocabulary(text))
+def synthesize(text: str, edits: int, seed: int, uri: str, encoding: str,
+               words: list[str] | None = None) -> list[editlog.Record]:
+    """An open record and `edits` one-edit change records typing `words` (default: the text's
+    own); deterministic for a seed."""
+    typist = Typist(random.Random(seed), words or vocabulary(text), cursor=len(text))
     now = START_TIME
     records: list[editlog.Record] = [editlog.Open(now, uri, 0, text, encoding, "markdown")]
     for version in tqdm(range(1, edits + 1), desc="edits", unit="edit"):
@@ -161,6 +169,14 @@ def run(args: argparse.Namespace) -> int:
         text = "\n\n".join(read_text(str(p)) for p in args.text)
     else:
         text = bbc_document(args.first, args.articles)
-    write(synthesize(text, args.edits, args.seed, args.uri, args.encoding), args.out)
+    if args.paragraphs is not None:
+        if args.paragraphs < 1:
+            raise CliError(f"--paragraphs must be ≥ 1, got {args.paragraphs}")
+        text = "\n\n".join(re.split(r"\n\s*\n", text.strip())[:args.paragraphs]) + "\n\n"
+    words = None
+    if args.words_from:  # the same articles every time, so the log stays reproducible
+        topic = [a.text for a in bbc_articles() if a.label == args.words_from][:20]
+        words = vocabulary(" ".join(topic))
+    write(synthesize(text, args.edits, args.seed, args.uri, args.encoding, words), args.out)
     print(f"wrote {args.edits} edits of {args.uri} to {args.out}")
     return 0

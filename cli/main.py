@@ -8,6 +8,7 @@ Usage:
     vqedit eval --json PATH [--student FILE] [--plot PNG --compare JSON...]
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
     vqedit bench daemon [--tokens 512] [--clients 8] [--documents 10] [--json PATH]
+    vqedit bench lsp [--words 2000] [--edits 200] [--debounce-ms 100] [--json PATH]
     vqedit edits synth --out LOG [--edits 1000] [--articles 1 | --text FILE]
     vqedit edits from-git FILE --out LOG
     vqedit replay LOG [--via engine|daemon|lsp] [--verify N] [--json PATH] [--plot PATH] ...
@@ -61,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
              "incremental edits against full passes, side by side")
     _command(benches, "daemon", "bench_daemon",
              "edit-to-result latency through a real daemon, alone and under load")
+    _command(benches, "lsp", "bench_lsp",
+             "change-to-diagnostics latency of `vqedit lsp` over stdio, typed into")
     edits = commands.add_parser("edits", help="make edit logs (docs/edit-log.md)")
     makers = edits.add_subparsers(dest="maker", required=True)
     _command(makers, "synth", "edits_synth", "atomic edits typed into BBC articles or files")

@@ -11,7 +11,7 @@ an unknown field, an edit outside the text, a version going backwards) stops the
 an error naming its line, or with `--skip-bad` is left out and counted. Each change is sent
 alone and its results awaited before the next, so a latency is one edit's. Every `--verify N`
 edits the target is checked against a full recomputation (`replay_targets.py` says how per
-target). The document's label is printed whenever it changes.
+target). The document's label is printed whenever it changes, or its score by 0.1.
 
 Operation counts come from the engine's counter, so only `--via engine` measures them; with
 `--savings` a daemon or LSP replay is followed by an engine replay of the same log in this
@@ -35,9 +35,10 @@ from vqedit.engine import editlog
 from vqedit.engine.checkpoint import ModelLoadError
 from vqedit.main import CliError
 from vqedit.private_daemon import private_daemon_dirs
-from vqedit.replay_targets import DaemonTarget, EngineTarget, Outcome, Target
+from vqedit.replay_targets import DaemonTarget, EngineTarget, LspTarget, Outcome, Target
 
 VIAS = ("engine", "daemon", "lsp")
+SCORE_STEP = 0.1  # the label is printed again when its score has moved this much
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +103,7 @@ def daemon_args(args: argparse.Namespace, verify: bool) -> list[str]:
 
 def play(loaded: editlog.Loaded, target: Target, verify_every: int, quiet: bool = True) -> Run:
     """Send every step to `target`; verify every `verify_every` changes."""
-    run, labels = Run(), {}
+    run, labels = Run(), {}  # uri → the (label, score) printed last
     changes = sum(isinstance(s.record, editlog.Change) for s in loaded.steps)
     with tqdm(total=changes, desc="replay", unit="edit") as bar:
         for step in loaded.steps:
@@ -114,10 +115,12 @@ def play(loaded: editlog.Loaded, target: Target, verify_every: int, quiet: bool 
             else:
                 outcome = target.change(step)
                 run.rows.append(Row(step.line, record.uri, record.version, outcome))
-                if labels.get(record.uri) != outcome.label:
-                    if record.uri in labels:
-                        run.label_changes += 1
-                    labels[record.uri] = outcome.label
+                shown = labels.get(record.uri)
+                if shown is None or shown[0] != outcome.label:
+                    run.label_changes += shown is not None
+                if shown is None or shown[0] != outcome.label or abs(
+                        (outcome.score or 0) - (shown[1] or 0)) >= SCORE_STEP:
+                    labels[record.uri] = (outcome.label, outcome.score)
                     if not quiet:
                         tqdm.write(f"{record.uri} v{record.version}: {outcome.label} "
                                    f"({outcome.score:.2f})")
@@ -304,6 +307,5 @@ def _remote(args: argparse.Namespace, settings: Settings, paths: Paths | None) -
     extra = daemon_args(args, args.verify > 0) if paths is not None else []
     if args.via == "daemon":
         return DaemonTarget(settings, extra, paths or Paths.default(), private=paths is not None)
-    from vqedit.lsp_driver import LspTarget
-
-    return LspTarget(settings, extra, args.debounce_ms)
+    return LspTarget(settings, extra, paths or Paths.default(), paths is not None,
+                     args.debounce_ms)

@@ -27,6 +27,7 @@ from vqedit.daemon.settings import Settings
 from vqedit.engine.editlog import Step
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.verify import verify
+from vqedit.lsp_driver import LspDriver
 
 SCORE_TOLERANCE = 1e-3  # compacted daemon results against a fresh pass in this process
 
@@ -121,9 +122,12 @@ class Reference:
         self.model = load_shared(Settings(model=settings.model, student=settings.student,
                                           head=settings.head, device="cpu", delta=0.0))
 
-    def agrees(self, results: Results, text: str) -> bool:
+    def fresh(self, uri: str, text: str) -> Results:
         live = LiveDocument(self.model.engine, self.model.tokenizer, text)
-        fresh = Scheduler.results_of(self.model, results.uri, results.version, live, True)
+        return Scheduler.results_of(self.model, uri, 0, live, True)
+
+    def agrees(self, results: Results, text: str) -> bool:
+        fresh = self.fresh(results.uri, text)
         return (results.label == fresh.label
                 and [(p.start, p.end, p.label) for p in results.paragraphs]
                 == [(p.start, p.end, p.label) for p in fresh.paragraphs]
@@ -194,3 +198,68 @@ class DaemonTarget:
         self.client.shutdown()
         for process in self.client.spawned:
             process.wait(self.timeout)  # reaped here, so no zombie outlives the replay
+
+
+class LspTarget:
+    """`vqedit lsp` over stdio, driven as an editor drives it, in front of a daemon that this
+    target starts first (so the model options apply), which the server then connects to."""
+
+    def __init__(self, settings: Settings, daemon_args: list[str], paths: Paths, private: bool,
+                 debounce_ms: int, timeout: float = 600.0) -> None:
+        self.daemon = DaemonTarget(settings, daemon_args, paths, private, timeout)
+        self.driver = LspDriver({"debounceMs": debounce_ms}, timeout=timeout,
+                                stderr=paths.log.with_name("lsp.log"))
+        self.driver.start()
+        self.texts: dict[str, tuple[str, int]] = {}  # uri → (text, version) the server has
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.daemon.describe(), "position_encoding": self.driver.encoding}
+
+    def open(self, step: Step) -> None:
+        record = step.record
+        self.driver.open(record.uri, step.text, record.version, record.language or "markdown")
+        self.driver.wait_status(record.uri, record.version)
+        self.texts[record.uri] = (step.text, record.version)
+
+    def change(self, step: Step) -> Outcome:
+        uri, version = step.record.uri, step.record.version
+        contents = self.driver.content_changes(self.texts[uri][0], step.edits)
+        sent = self.driver.change(uri, version, contents)
+        published = self.driver.wait_published(uri, version)
+        status = self.driver.wait_status(uri, version)
+        self.texts[uri] = (step.text, version)
+        return Outcome((published.at - sent) * 1000, status.get("label"), status.get("score"))
+
+    def verify(self, uri: str, text: str) -> bool:
+        """Have the server recompute the document from scratch (`vqedit.recompute`); the label
+        and score it then reports must equal a fresh pass of the log's text in this process."""
+        seen = len(self.driver.documents[uri].status)
+        self.driver.command("vqedit.recompute", uri)
+        status = self.driver.wait_status(uri, self.texts[uri][1], after=seen)
+        if self.daemon.reference is None:
+            self.daemon.reference = Reference(self.settings)
+        fresh = self.daemon.reference.fresh(uri, text)
+        return (self.texts[uri][0] == text and status.get("label") == fresh.label
+                and abs(status.get("score", 0.0) - fresh.scores[fresh.label]) <= SCORE_TOLERANCE)
+
+    def close(self, step: Step) -> None:
+        self.driver.close(step.record.uri)
+        del self.texts[step.record.uri]
+
+    def final(self) -> dict[str, dict[str, Any]]:
+        found = {}
+        for uri, (_, version) in self.texts.items():
+            status = self.driver.wait_status(uri, version)
+            found[uri] = {"version": status["version"], "label": status.get("label"),
+                          "score": status.get("score")}
+        return found
+
+    def stop(self) -> None:
+        try:
+            self.driver.stop()
+        finally:
+            self.daemon.stop()
+
+    @property
+    def settings(self) -> Settings:
+        return self.daemon.settings

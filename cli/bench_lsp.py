@@ -1,0 +1,119 @@
+"""`vqedit bench lsp`: change-to-diagnostics latency of `vqedit lsp`, typed into as an editor does.
+
+Usage:
+    vqedit bench lsp --words 2000 --edits 200 --interval-ms 150 --debounce-ms 100 --json out.json
+
+A real LSP client process (`lsp_driver.py`, the driver `vqedit replay --via lsp` uses) starts
+`vqedit lsp` over stdio in front of a private daemon, opens a Markdown document of `--words`
+words of BBC News, and types atomic edits into it (`edits synth`'s typist) one every
+`--interval-ms`, without waiting for results, as a person types. For every version the server
+publishes, the latency is from the didChange that produced that version to its
+publishDiagnostics, minus the configured debounce. Versions overtaken by newer ones while the
+server waited are superseded, never published; a publish older than one already sent is stale.
+Prints one JSON line.
+"""
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vqedit.daemon.client import DaemonClient
+from vqedit.edits_synth import Typist, bbc_document, vocabulary
+from vqedit.engine.checkpoint import load_default
+from vqedit.lsp_driver import LspDriver
+from vqedit.main import CliError
+from vqedit.private_daemon import private_daemon_dirs
+
+URI = "file:///bench.md"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--words", type=int, default=2000, help="document length in words")
+    parser.add_argument("--edits", type=int, default=200, help="atomic edits typed")
+    parser.add_argument("--interval-ms", type=float, default=150.0,
+                        help="time between keystrokes (a brisk typist: 150)")
+    parser.add_argument("--debounce-ms", type=int, default=100,
+                        help="the server's debounceMs setting, subtracted from latencies")
+    parser.add_argument("--threads", type=int, help="torch threads of the daemon's worker")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
+
+
+def document(words: int) -> str:
+    """At least `words` words of BBC News as Markdown, cut at a paragraph's end."""
+    paragraphs, count, first = [], 0, 0
+    while count < words:
+        for paragraph in bbc_document(first, 1).split("\n\n"):
+            if count >= words:
+                break
+            paragraphs.append(paragraph.strip())
+            count += len(paragraph.split())
+        first += 1
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.words < 10 or args.edits < 1 or args.interval_ms < 0 or args.debounce_ms < 0:
+        raise CliError("--words ≥ 10, --edits ≥ 1, --interval-ms and --debounce-ms ≥ 0")
+    text = document(args.words)
+    tokens = len(load_default().tokenizer.encode(text).ids)
+    typist = Typist(random.Random(args.seed), vocabulary(text))
+    daemon_args = ["--compact-after-s", "3600"]
+    if args.threads:
+        daemon_args += ["--threads", str(args.threads)]
+    with private_daemon_dirs() as paths:
+        daemon = DaemonClient(daemon_args=daemon_args, paths=paths)
+        daemon.connect()
+        try:
+            with LspDriver({"debounceMs": args.debounce_ms},
+                           stderr=paths.log.with_name("lsp.log")) as lsp:
+                sent = _type(lsp, typist, text, args)
+                published = lsp.documents[URI].published
+                stale = lsp.documents[URI].stale
+            stats = daemon.stats()
+            daemon.shutdown()
+        finally:
+            daemon.disconnect()
+    latency = [(p.at - sent[p.version]) * 1000 - args.debounce_ms
+               for p in published if p.version in sent]
+    report = {
+        "bench": "lsp",
+        "change_to_diagnostics_ms_p50": round(float(np.percentile(latency, 50)), 3),
+        "change_to_diagnostics_ms_p99": round(float(np.percentile(latency, 99)), 3),
+        "stale_publishes": stale,
+        "edits": args.edits,
+        "published_versions": len({p.version for p in published if p.version in sent}),
+        "interval_ms": args.interval_ms,
+        "debounce_ms": args.debounce_ms,
+        "words": len(text.split()),
+        "tokens": tokens,
+        "model": stats["model"],
+        "mode": stats["mode"],
+        "device": stats["device"],
+        "threads": args.threads,
+    }
+    line = json.dumps(report, ensure_ascii=False)
+    if args.json:
+        args.json.write_text(line + "\n")
+    print(line)
+    return 0
+
+
+def _type(lsp: LspDriver, typist: Typist, text: str, args: argparse.Namespace) -> dict[int, float]:
+    """Open the document, wait until it is computed, then type; {version: didChange sent}."""
+    lsp.open(URI, text, 0)
+    lsp.wait_published(URI, 0)
+    sent, next_at = {}, time.perf_counter()
+    for version in tqdm(range(1, args.edits + 1), desc="typing", unit="edit"):
+        edit, _ = typist.next_edit(text)
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+        sent[version] = lsp.change(URI, version, lsp.content_changes(text, (edit,)))
+        text = text[:edit.start] + edit.text + text[edit.end:]
+        next_at = sent[version] + args.interval_ms / 1000
+    lsp.wait_published(URI, args.edits)
+    return sent

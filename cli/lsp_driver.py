@@ -1,0 +1,267 @@
+"""Driving `vqedit lsp` over stdio as an editor does: the one driver behind `vqedit replay --via
+lsp` and `vqedit bench lsp`.
+
+Usage:
+
+    with LspDriver(settings={"debounceMs": 0}) as lsp:   # starts `vqedit lsp`, initializes
+        lsp.open("file:///a.md", "Some prose.", 1)
+        lsp.change("file:///a.md", 2, [editlog.Content("x", editlog.Range.at(0, 4))])
+        published = lsp.wait_published("file:///a.md", 2)   # its publishDiagnostics
+
+The client is pygls's `LanguageClient`, run on an event loop in a thread of its own, so that
+notifications are timestamped when they arrive, whatever the caller is doing. Positions are sent
+in the encoding the server negotiated (`encoding`); `content_changes` converts code-point edits.
+"""
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+from vqedit import __version__
+from vqedit.engine import editlog
+from vqedit.engine.tokens import TextEdit
+
+log = logging.getLogger("vqedit.lsp_driver")
+_ENCODINGS = {"utf-16": types.PositionEncodingKind.Utf16, "utf-8": types.PositionEncodingKind.Utf8,
+              "utf-32": types.PositionEncodingKind.Utf32}
+
+
+@dataclass(frozen=True)
+class Published:
+    version: int | None  # the document version the diagnostics are for
+    at: float  # time.perf_counter() when they arrived
+    diagnostics: int  # how many
+
+
+@dataclass
+class DocumentLog:
+    """What the server sent about one document, in arrival order."""
+
+    published: list[Published] = field(default_factory=list)
+    status: list[dict[str, Any]] = field(default_factory=list)  # vqedit/status params
+    stale: int = 0  # publishes for a version older than one already published
+
+
+class LspDriver:
+    def __init__(self, settings: dict[str, Any] | None = None,
+                 command: list[str] | None = None, encodings: tuple[str, ...] = ("utf-16",),
+                 stderr: Path | None = None, timeout: float = 600.0) -> None:
+        self.settings = settings or {}  # the `vqedit` section, as an editor would send it
+        self.command = command or [sys.executable, "-m", "vqedit", "lsp"]
+        self.offered = encodings  # position encodings offered, preferred first
+        self.stderr_path = stderr  # the server's standard error goes here (else the log)
+        self.timeout = timeout
+        self.encoding = "utf-16"  # as negotiated in initialize
+        self.documents: dict[str, DocumentLog] = {}
+        self.messages: list[str] = []  # window/showMessage texts (errors the user would see)
+        self._changed = threading.Condition()  # notified on every publish and status
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vqedit-lsp-client",
+                                        daemon=True)
+        self._client = LanguageClient("vqedit-driver", __version__)
+        self._stderr_task: asyncio.Future | None = None
+        self._register()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> "LspDriver":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> types.InitializeResult:
+        self._thread.start()
+        self._run(self._client.start_io(*self.command))
+        self._run(self._drain_stderr())
+        capabilities = types.ClientCapabilities(
+            general=types.GeneralClientCapabilities(
+                position_encodings=[_ENCODINGS[e] for e in self.offered]),
+            workspace=types.WorkspaceClientCapabilities(configuration=True),
+            window=types.WindowClientCapabilities(work_done_progress=True),
+            text_document=types.TextDocumentClientCapabilities(
+                synchronization=types.TextDocumentSyncClientCapabilities(),
+                publish_diagnostics=types.PublishDiagnosticsClientCapabilities(
+                    version_support=True)))
+        result = self._run(self._client.initialize_async(types.InitializeParams(
+            capabilities=capabilities, process_id=None, root_uri=None,
+            initialization_options=self.settings,
+            client_info=types.ClientInfo("vqedit-driver", __version__))))
+        negotiated = result.capabilities.position_encoding or "utf-16"
+        self.encoding = str(getattr(negotiated, "value", negotiated))
+        self._client.initialized(types.InitializedParams())
+        return result
+
+    def stop(self) -> None:
+        """Shut the server down the LSP way (shutdown, exit) and wait for its process."""
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            self._run(self._client.shutdown_async(None), timeout=30)
+            self._client.exit(None)
+        with contextlib.suppress(Exception):
+            self._run(self._client.stop(), timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def returncode(self) -> int | None:
+        server = self._client._server  # pygls keeps the process there; no public accessor
+        return None if server is None else server.returncode
+
+    # --- documents --------------------------------------------------------------------------
+
+    def open(self, uri: str, text: str, version: int, language: str = "markdown") -> None:
+        self.documents.setdefault(uri, DocumentLog())
+        self._call(self._client.text_document_did_open, types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(uri, language, version, text)))
+
+    def change(self, uri: str, version: int, contents: list[editlog.Content]) -> float:
+        """Send one didChange; returns when it was sent (time.perf_counter())."""
+        changes = [types.TextDocumentContentChangeWholeDocument(c.text) if c.range is None
+                   else types.TextDocumentContentChangePartial(_range(c.range), c.text)
+                   for c in contents]
+        params = types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri, version), changes)
+        sent = time.perf_counter()
+        self._call(self._client.text_document_did_change, params)
+        return sent
+
+    def close(self, uri: str) -> None:
+        self._call(self._client.text_document_did_close, types.DidCloseTextDocumentParams(
+            types.TextDocumentIdentifier(uri)))
+
+    def command(self, name: str, *arguments: Any) -> Any:
+        return self._run(self._client.workspace_execute_command_async(
+            types.ExecuteCommandParams(name, list(arguments))))
+
+    def content_changes(self, text: str, edits: tuple[TextEdit, ...]) -> list[editlog.Content]:
+        """Code-point edits of `text`, in order, as content changes in the negotiated encoding."""
+        contents = []
+        for edit in edits:
+            contents.append(editlog.content_for(text, edit, self.encoding))
+            text = text[:edit.start] + edit.text + text[edit.end:]
+        return contents
+
+    # --- waiting for the server ---------------------------------------------------------------
+
+    def wait_published(self, uri: str, version: int) -> Published:
+        """The first publishDiagnostics of `uri` for `version` or a newer one."""
+        return self._wait(lambda: next((p for p in self.documents[uri].published
+                                        if p.version is not None and p.version >= version),
+                                       None), f"diagnostics of {uri} version {version}")
+
+    def wait_status(self, uri: str, version: int, after: int = 0) -> dict[str, Any]:
+        """The first vqedit/status of `uri` for `version` or newer, among those after the
+        first `after` received."""
+        def ready(s: dict[str, Any]) -> bool:
+            return (s.get("state") != "loading" and s.get("version") is not None
+                    and s["version"] >= version)
+
+        return self._wait(lambda: next((s for s in self.documents[uri].status[after:] if ready(s)),
+                                       None), f"status of {uri} version {version}")
+
+    def _wait(self, found, what: str):
+        deadline = time.monotonic() + self.timeout
+        with self._changed:
+            while (value := found()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.returncode is not None:
+                    raise TimeoutError(f"no {what} from the language server "
+                                       f"(exit status {self.returncode}); messages: "
+                                       f"{self.messages[-3:]}")
+                self._changed.wait(min(left, 1.0))
+            return value
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        client = self._client
+
+        @client.feature(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        def publish_diagnostics(params: types.PublishDiagnosticsParams) -> None:
+            """textDocument/publishDiagnostics: timestamped, and counted when stale."""
+            at = time.perf_counter()
+            with self._changed:
+                doc = self.documents.setdefault(params.uri, DocumentLog())
+                newest = max((p.version for p in doc.published if p.version is not None),
+                             default=None)
+                if params.version is not None and newest is not None and params.version < newest:
+                    doc.stale += 1
+                doc.published.append(Published(params.version, at, len(params.diagnostics)))
+                self._changed.notify_all()
+
+        @client.feature("vqedit/status")
+        def status(params: Any) -> None:
+            """vqedit/status: the document label for status lines (docs/lsp.md)."""
+            value = params if isinstance(params, dict) else client.protocol._converter.unstructure(
+                params)
+            with self._changed:
+                self.documents.setdefault(value.get("uri"), DocumentLog()).status.append(value)
+                self._changed.notify_all()
+
+        @client.feature(types.WORKSPACE_CONFIGURATION)
+        def configuration(params: types.ConfigurationParams) -> list[Any]:
+            """workspace/configuration: our settings for the `vqedit` section."""
+            return [self.settings if item.section == "vqedit" else None for item in params.items]
+
+        @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
+        def progress_create(params: types.WorkDoneProgressCreateParams) -> None:
+            """window/workDoneProgress/create: accepted; the progress itself is only logged."""
+
+        @client.feature(types.PROGRESS)
+        def progress(params: types.ProgressParams) -> None:
+            """$/progress: logged."""
+            log.debug("progress %s", params.value)
+
+        @client.feature(types.WINDOW_SHOW_MESSAGE)
+        def show_message(params: types.ShowMessageParams) -> None:
+            """window/showMessage: kept, so a failure can say what the server told the user."""
+            self.messages.append(params.message)
+
+        @client.feature(types.WINDOW_LOG_MESSAGE)
+        def log_message(params: types.LogMessageParams) -> None:
+            """window/logMessage: to our log."""
+            log.debug("server: %s", params.message)
+
+    async def _drain_stderr(self) -> None:
+        """Read the server's standard error as it comes: a full pipe would block the server."""
+        stream = self._client._server.stderr
+        sink = self.stderr_path.open("ab") if self.stderr_path else None
+
+        async def pump() -> None:
+            while line := await stream.readline():
+                if sink is not None:
+                    sink.write(line)
+                    sink.flush()
+                else:
+                    log.debug("server stderr: %s", line.decode(errors="replace").rstrip())
+
+        self._stderr_task = asyncio.ensure_future(pump())
+
+    def _run(self, coroutine: Coroutine, timeout: float | None = None) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout or self.timeout)
+
+    def _call(self, method, params: Any) -> None:
+        """A notification, sent from the loop's thread (pygls is not thread-safe)."""
+        async def send() -> None:
+            method(params)
+
+        self._run(send())
+
+
+def _range(r: editlog.Range) -> types.Range:
+    return types.Range(types.Position(r.start.line, r.start.character),
+                       types.Position(r.end.line, r.end.character))
