@@ -44,7 +44,7 @@ def revisions(path: Path, rev: str) -> list[tuple[str, float, str]]:
         raise CliError(f"no such directory: {path.parent}")
     top = _git(path.parent, "rev-parse", "--show-toplevel").strip()
     relative = path.relative_to(Path(top).resolve()).as_posix()
-    log = _git(path.parent, "log", "--follow", "--format=%x00%H %ct", "--name-only", rev, "--",
+    log = _git(Path(top), "log", "--follow", "--format=%x00%H %ct", "--name-only", rev, "--",
                relative)
     found, name = [], relative
     for chunk in log.split("\0")[1:]:

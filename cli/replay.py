@@ -93,12 +93,13 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 def daemon_args(args: argparse.Namespace, verify: bool) -> list[str]:
-    """Options for a private daemon: the model options given, and quick compaction when
-    verifying (a verification waits for it)."""
+    """Options for a private daemon: the model options given; idle compaction, which a
+    verification waits for, only when verifying (at the daemon's usual delay, so that it does
+    not start between two edits of the replay)."""
     names = ("model", "student", "head", "delta", "sweep", "device", "threads")
     found = [part for name in names if getattr(args, name) is not None
              for part in (f"--{name}", str(getattr(args, name)))]
-    return [*found, "--compact-after-s", "0.3" if verify else "3600"]
+    return found if verify else [*found, "--compact-after-s", "3600"]
 
 
 def play(loaded: editlog.Loaded, target: Target, verify_every: int, quiet: bool = True) -> Run:

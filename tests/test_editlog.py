@@ -154,14 +154,15 @@ def test_from_git_types_a_files_history_and_follows_a_rename(tmp_path):
     git(repo, "init", "-q")
     versions = ["First draft.\n", "First draft, longer now.\n\nA second paragraph.\n",
                 "A better first draft.\n\nA second paragraph, edited.\n"]
+    (repo / "docs").mkdir()  # a file below the top: git paths are relative to the top
     for i, text in enumerate(versions):
         if i == 2:  # a rename on its own, as git sees renames
-            git(repo, "mv", "notes.md", "renamed.md")
+            git(repo, "mv", "docs/notes.md", "docs/renamed.md")
             git(repo, "commit", "-q", "-m", "rename")
-        (repo / ("notes.md" if i < 2 else "renamed.md")).write_text(text)
+        (repo / "docs" / ("notes.md" if i < 2 else "renamed.md")).write_text(text)
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", f"v{i}")
-    found = revisions(repo / "renamed.md", "HEAD")
+    found = revisions(repo / "docs" / "renamed.md", "HEAD")
     assert [text for _, _, text in found] == versions
     write(history_log(found, "file:///notes.md", "utf-8"), tmp_path / "git.jsonl")
     loaded = editlog.read(tmp_path / "git.jsonl")
