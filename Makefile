@@ -12,9 +12,14 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo replays a bundled edit log (docs/demo/, made by `vqedit edits synth`) through the
+# language server, a private daemon and the engine, as an editor would drive them.
 demo: $(STAMP)
 	$(VENV)/bin/vqedit doctor
-	$(VENV)/bin/vqedit classify docs/sample.md
+	mkdir -p build/demo
+	$(VENV)/bin/vqedit replay docs/demo/bbc-sport.jsonl --via lsp --verify 100 --savings \
+		--json build/demo/replay.json --csv build/demo/replay.csv --plot build/demo/replay.png
+	@echo "plots: build/demo/replay.png; every figure: build/demo/replay.json"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vqedit.daemon.cache import load_shared
 from vqedit.daemon.client import DaemonClient
 from vqedit.edits_synth import Typist, bbc_document, vocabulary
-from vqedit.engine.checkpoint import load_default
 from vqedit.lsp_driver import LspDriver
 from vqedit.main import CliError
 from vqedit.private_daemon import private_daemon_dirs
+from vqedit.replay import add_daemon_model_arguments, daemon_args, settings_of
 
 URI = "file:///bench.md"
 
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time between keystrokes (a brisk typist: 150)")
     parser.add_argument("--debounce-ms", type=int, default=100,
                         help="the server's debounceMs setting, subtracted from latencies")
-    parser.add_argument("--threads", type=int, help="torch threads of the daemon's worker")
+    add_daemon_model_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the JSON here")
 
@@ -61,13 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if args.words < 10 or args.edits < 1 or args.interval_ms < 0 or args.debounce_ms < 0:
         raise CliError("--words ≥ 10, --edits ≥ 1, --interval-ms and --debounce-ms ≥ 0")
     text = document(args.words)
-    tokens = len(load_default().tokenizer.encode(text).ids)
+    settings = settings_of(args)
+    tokens = len(load_shared(settings).tokenizer.encode(text).ids)
     typist = Typist(random.Random(args.seed), vocabulary(text))
-    daemon_args = ["--compact-after-s", "3600"]
-    if args.threads:
-        daemon_args += ["--threads", str(args.threads)]
     with private_daemon_dirs() as paths:
-        daemon = DaemonClient(daemon_args=daemon_args, paths=paths)
+        daemon = DaemonClient(daemon_args=daemon_args(args, verify=False), paths=paths)
         daemon.connect()
         try:
             with LspDriver({"debounceMs": args.debounce_ms},

@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not print label changes")
     parser.add_argument("--shared-daemon", action="store_true",
                         help="daemon/lsp: use the user's daemon instead of a private one")
+    add_daemon_model_arguments(parser)
+    parser.add_argument("--debounce-ms", type=int, default=0,
+                        help="lsp: the server's debounceMs setting during the replay")
+
+
+def add_daemon_model_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model (as `vqedit daemon run` takes them)")
     model.add_argument("--model", help="base model directory (needs --student)")
     model.add_argument("--student", type=Path, help="student file (default: the shipped one)")
@@ -64,8 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--sweep", type=int, help="sticky refresh tokens per layer and edit")
     model.add_argument("--device", choices=["auto", "cpu", "cuda"])
     model.add_argument("--threads", type=int, help="torch threads (engine, daemon worker)")
-    parser.add_argument("--debounce-ms", type=int, default=0,
-                        help="lsp: the server's debounceMs setting during the replay")
 
 
 @dataclass
@@ -84,10 +88,12 @@ class Run:
     label_changes: int = 0
 
 
+MODEL_OPTIONS = ("model", "student", "head", "delta", "sweep", "device", "threads")
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
-    names = ("model", "student", "head", "delta", "sweep", "device", "threads")
     try:
-        return resolve(None, {name: getattr(args, name) for name in names})
+        return resolve(None, {name: getattr(args, name) for name in MODEL_OPTIONS})
     except SettingsError as e:
         raise CliError(str(e)) from None
 
@@ -96,8 +102,7 @@ def daemon_args(args: argparse.Namespace, verify: bool) -> list[str]:
     """Options for a private daemon: the model options given; idle compaction, which a
     verification waits for, only when verifying (at the daemon's usual delay, so that it does
     not start between two edits of the replay)."""
-    names = ("model", "student", "head", "delta", "sweep", "device", "threads")
-    found = [part for name in names if getattr(args, name) is not None
+    found = [part for name in MODEL_OPTIONS if getattr(args, name) is not None
              for part in (f"--{name}", str(getattr(args, name)))]
     return found if verify else [*found, "--compact-after-s", "3600"]
 
