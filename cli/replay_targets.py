@@ -27,7 +27,7 @@ from vqedit.daemon.settings import Settings
 from vqedit.engine.editlog import Step
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.verify import verify
-from vqedit.lsp_driver import LspDriver
+from vqedit.lsp.driver import LspDriver
 
 SCORE_TOLERANCE = 1e-3  # compacted daemon results against a fresh pass in this process
 

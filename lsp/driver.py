@@ -31,7 +31,7 @@ from vqedit import __version__
 from vqedit.engine import editlog
 from vqedit.engine.tokens import TextEdit
 
-log = logging.getLogger("vqedit.lsp_driver")
+log = logging.getLogger("vqedit.lsp.driver")
 _ENCODINGS = {"utf-16": types.PositionEncodingKind.Utf16, "utf-8": types.PositionEncodingKind.Utf8,
               "utf-32": types.PositionEncodingKind.Utf32}
 
