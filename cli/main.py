@@ -13,6 +13,7 @@ Usage:
     vqedit edits from-git FILE --out LOG
     vqedit replay LOG [--via engine|daemon|lsp] [--verify N] [--json PATH] [--plot PATH] ...
     vqedit daemon run|start|stop|status [--student FILE] [--head FILE] [--idle-exit-s S] ...
+    vqedit lsp [--tcp HOST:PORT] [--in-process] [--log-file PATH]
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
 ends with a one-line message on stderr and exit status 2, never a traceback.
@@ -72,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
              "run an edit log through the engine, a daemon or the language server")
     _command(commands, "daemon", "daemon_command",
              "the per-user inference daemon: run, start, stop, status")
+    _command(commands, "lsp", "lsp.server",
+             "the language server (stdio; --tcp HOST:PORT; --in-process)")
     return parser
 
 
