@@ -28,6 +28,7 @@ from vqedit.engine.editlog import Step
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.verify import verify
 from vqedit.lsp.driver import LspDriver
+from vqedit.lsp.markdown import mask
 
 SCORE_TOLERANCE = 1e-3  # compacted daemon results against a fresh pass in this process
 
@@ -211,15 +212,18 @@ class LspTarget:
                                 stderr=paths.log.with_name("lsp.log"))
         self.driver.start()
         self.texts: dict[str, tuple[str, int]] = {}  # uri → (text, version) the server has
+        self.languages: dict[str, str] = {}  # uri → languageId: Markdown's code is not prose
 
     def describe(self) -> dict[str, Any]:
         return {**self.daemon.describe(), "position_encoding": self.driver.encoding}
 
     def open(self, step: Step) -> None:
         record = step.record
-        self.driver.open(record.uri, step.text, record.version, record.language or "markdown")
-        self.driver.wait_status(record.uri, record.version)
+        language = record.language or "markdown"
+        self.driver.open(record.uri, step.text, record.version, language)
+        self.driver.wait_published(record.uri, record.version)
         self.texts[record.uri] = (step.text, record.version)
+        self.languages[record.uri] = language
 
     def change(self, step: Step) -> Outcome:
         uri, version = step.record.uri, step.record.version
@@ -232,19 +236,21 @@ class LspTarget:
 
     def verify(self, uri: str, text: str) -> bool:
         """Have the server recompute the document from scratch (`vqedit.recompute`); the label
-        and score it then reports must equal a fresh pass of the log's text in this process."""
+        and score it then reports must equal a fresh pass, in this process, of the log's text as
+        the server sends it (Markdown code blanked)."""
         seen = len(self.driver.documents[uri].status)
         self.driver.command("vqedit.recompute", uri)
         status = self.driver.wait_status(uri, self.texts[uri][1], after=seen)
         if self.daemon.reference is None:
             self.daemon.reference = Reference(self.settings)
-        fresh = self.daemon.reference.fresh(uri, text)
+        prose = mask(text) if self.languages[uri] == "markdown" else text
+        fresh = self.daemon.reference.fresh(uri, prose)
         return (self.texts[uri][0] == text and status.get("label") == fresh.label
                 and abs(status.get("score", 0.0) - fresh.scores[fresh.label]) <= SCORE_TOLERANCE)
 
     def close(self, step: Step) -> None:
         self.driver.close(step.record.uri)
-        del self.texts[step.record.uri]
+        del self.texts[step.record.uri], self.languages[step.record.uri]
 
     def final(self) -> dict[str, dict[str, Any]]:
         found = {}

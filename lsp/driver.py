@@ -57,7 +57,7 @@ class LspDriver:
                  command: list[str] | None = None, encodings: tuple[str, ...] = ("utf-16",),
                  stderr: Path | None = None, timeout: float = 600.0) -> None:
         self.settings = settings or {}  # the `vqedit` section, as an editor would send it
-        self.command = command or [sys.executable, "-m", "vqedit", "lsp"]
+        self.server_command = command or [sys.executable, "-m", "vqedit", "lsp"]
         self.offered = encodings  # position encodings offered, preferred first
         self.stderr_path = stderr  # the server's standard error goes here (else the log)
         self.timeout = timeout
@@ -83,7 +83,7 @@ class LspDriver:
 
     def start(self) -> types.InitializeResult:
         self._thread.start()
-        self._run(self._client.start_io(*self.command))
+        self._run(self._client.start_io(*self.server_command))
         self._run(self._drain_stderr())
         capabilities = types.ClientCapabilities(
             general=types.GeneralClientCapabilities(
@@ -124,27 +124,29 @@ class LspDriver:
 
     def open(self, uri: str, text: str, version: int, language: str = "markdown") -> None:
         self.documents.setdefault(uri, DocumentLog())
-        self._call(self._client.text_document_did_open, types.DidOpenTextDocumentParams(
-            types.TextDocumentItem(uri, language, version, text)))
+        item = types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)
+        self._call(self._client.text_document_did_open,
+                   types.DidOpenTextDocumentParams(text_document=item))
 
     def change(self, uri: str, version: int, contents: list[editlog.Content]) -> float:
         """Send one didChange; returns when it was sent (time.perf_counter())."""
-        changes = [types.TextDocumentContentChangeWholeDocument(c.text) if c.range is None
-                   else types.TextDocumentContentChangePartial(_range(c.range), c.text)
+        changes = [types.TextDocumentContentChangeWholeDocument(text=c.text) if c.range is None
+                   else types.TextDocumentContentChangePartial(range=_range(c.range), text=c.text)
                    for c in contents]
         params = types.DidChangeTextDocumentParams(
-            types.VersionedTextDocumentIdentifier(uri, version), changes)
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=changes)
         sent = time.perf_counter()
         self._call(self._client.text_document_did_change, params)
         return sent
 
     def close(self, uri: str) -> None:
         self._call(self._client.text_document_did_close, types.DidCloseTextDocumentParams(
-            types.TextDocumentIdentifier(uri)))
+            text_document=types.TextDocumentIdentifier(uri=uri)))
 
     def command(self, name: str, *arguments: Any) -> Any:
         return self._run(self._client.workspace_execute_command_async(
-            types.ExecuteCommandParams(name, list(arguments))))
+            types.ExecuteCommandParams(command=name, arguments=list(arguments))))
 
     def content_changes(self, text: str, edits: tuple[TextEdit, ...]) -> list[editlog.Content]:
         """Code-point edits of `text`, in order, as content changes in the negotiated encoding."""
@@ -205,8 +207,8 @@ class LspDriver:
         @client.feature("vqedit/status")
         def status(params: Any) -> None:
             """vqedit/status: the document label for status lines (docs/lsp.md)."""
-            value = params if isinstance(params, dict) else client.protocol._converter.unstructure(
-                params)
+            # pygls hands a method it has no type for a namedtuple of the JSON object.
+            value = params if isinstance(params, dict) else params._asdict()
             with self._changed:
                 self.documents.setdefault(value.get("uri"), DocumentLog()).status.append(value)
                 self._changed.notify_all()
@@ -263,5 +265,5 @@ class LspDriver:
 
 
 def _range(r: editlog.Range) -> types.Range:
-    return types.Range(types.Position(r.start.line, r.start.character),
-                       types.Position(r.end.line, r.end.character))
+    return types.Range(start=types.Position(line=r.start.line, character=r.start.character),
+                       end=types.Position(line=r.end.line, character=r.end.character))
