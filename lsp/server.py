@@ -38,6 +38,7 @@ from vqedit.daemon.protocol import Results
 from .backend import Backend, DaemonBackend, ModelState
 from .documents import Document, Documents
 from .features import diagnostics, register_features, status
+from .recorder import Recorder
 from .settings import Settings
 
 log = logging.getLogger("vqedit.lsp")
@@ -77,6 +78,7 @@ class VqeditServer(LanguageServer):
         super().__init__("vqedit", __version__, protocol_cls=Protocol)
         self.documents = Documents()
         self.settings = Settings()
+        self.recorder = Recorder(self.documents)  # the editLog setting
         self.model = ModelState("loading")
         self._make_backend = make_backend
         self._backend: Backend | None = None

@@ -31,13 +31,14 @@ class Settings:
     labels: dict[str, str] = field(default_factory=dict)  # zero-shot {name: description}
     rules: tuple[Rule, ...] = ()  # which paragraph labels become diagnostics
     severity: str = "information"  # of a rule that names none
+    edit_log: str = ""  # append every accepted change to this edit log (recorder.py); "": off
 
     def as_client_json(self) -> dict[str, Any]:
         """The effective settings under their client names, for the log."""
         return {"debounceMs": self.debounce_ms, "labels": self.labels,
                 "rules": [{"label": r.label, "minScore": r.min_score, "severity": r.severity,
                            "message": r.message} for r in self.rules],
-                "severity": self.severity}
+                "severity": self.severity, "editLog": self.edit_log}
 
 
 def update(previous: Settings, raw: Any) -> tuple[Settings, list[str]]:
@@ -115,5 +116,12 @@ def _rules(value: Any) -> tuple[str, tuple[Rule, ...]]:
     return "rules", tuple(_rule(v, i) for i, v in enumerate(value))
 
 
+def _edit_log(value: Any) -> tuple[str, str]:
+    if not isinstance(value, str):
+        raise ValueError(f"a file path (or \"\" for off) is needed, got {value!r}")
+    return "edit_log", value
+
+
 PARSERS = {"debounceMs": _debounce, "labels": _labels, "rules": _rules,
-           "severity": lambda value: ("severity", _severity_name(value, "severity"))}
+           "severity": lambda value: ("severity", _severity_name(value, "severity")),
+           "editLog": _edit_log}

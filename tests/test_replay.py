@@ -11,9 +11,12 @@ import sys
 
 import pytest
 
-from tests.daemon_harness import PROSE, Expected, make_tiny_model
+from tests.daemon_harness import PROSE, Expected, make_tiny_model, private_dirs
+from vqedit.daemon.client import DaemonClient
 from vqedit.edits_synth import synthesize, write
 from vqedit.engine import editlog
+from vqedit.engine.tokens import TextEdit
+from vqedit.lsp.driver import LspDriver
 
 EDITS = 40
 
@@ -81,3 +84,38 @@ def test_a_bad_log_stops_the_replay_with_its_line_or_is_skipped_with_skip_bad(ti
     assert "line 5: version 2 of file:///p.md goes backwards" in run.stderr
     _, result = replay(tiny, bad, tmp_path, "--skip-bad", "--quiet")
     assert result["bad_records"] == 1 and result["edits"] == EDITS
+
+
+def test_lsp_replay_drives_the_real_server_over_stdio_and_verifies(tiny, log, tmp_path):
+    _, result = replay(tiny, log, tmp_path, "--via", "lsp", "--verify", "20")
+    assert result["edits"] == EDITS and result["verified"] == 2
+    assert result["verify_failures"] == 0
+    assert result["position_encoding"] == "utf-16"
+    assert result["final"]["file:///p.md"]["version"] == EDITS
+    with pytest.raises(ProcessLookupError):
+        os.kill(result["daemon_pid"], 0)
+
+
+def test_the_servers_edit_log_replays_to_the_text_the_client_typed(tiny, tmp_path):
+    """editLog: what the server records is a valid log that reaches the client's text, in the
+    negotiated encoding (an emoji counts two UTF-16 units), including a change it repaired."""
+    recorded = tmp_path / "recorded.jsonl"
+    with private_dirs() as paths, DaemonClient(daemon_args=tiny.daemon_args(), paths=paths), \
+            LspDriver({"debounceMs": 0, "editLog": str(recorded)}, timeout=120) as lsp:
+        uri, text = "file:///r.md", "Goal 😀 scored.\n\nThe end.\n"
+        lsp.open(uri, text, 1)
+        typed = [TextEdit(7, 7, "late "), TextEdit(0, 4, "A goal"), TextEdit(len(text), len(text),
+                                                                              "More.")]
+        for version, edit in enumerate(typed, start=2):
+            lsp.change(uri, version, lsp.content_changes(text, (edit,)))
+            text = text[:edit.start] + edit.text + text[edit.end:]
+        past_the_end = editlog.Content("!", editlog.Range.at(99, 0))  # the server clamps it
+        lsp.change(uri, 5, [past_the_end])
+        lsp.wait_published(uri, 5)
+        server_text = lsp.command("vqedit.text", uri)["text"]
+        lsp.close(uri)
+        lsp.wait_published(uri, 5)
+    loaded = editlog.read(recorded)
+    kinds = [type(s.record).__name__ for s in loaded.steps]
+    assert kinds == ["Open", "Change", "Change", "Change", "Change", "Close"]
+    assert loaded.steps[3].text == text and loaded.steps[4].text == server_text

@@ -46,3 +46,4 @@ def apply(ls: "VqeditServer", raw: Any, source: str) -> None:
     log.info("effective settings (from %s): %s", source, json.dumps(new.as_client_json()))
     if (old.rules, old.severity) != (new.rules, new.severity):
         ls.republish()
+    ls.recorder.configure(new.edit_log)

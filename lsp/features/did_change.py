@@ -19,4 +19,5 @@ def register(server: "VqeditServer") -> None:
             log.error("didChange for %s, which is not open; ignored", params.text_document.uri)
             return
         ls.documents.change(document, params.text_document.version, params.content_changes)
+        ls.recorder.changed(document, params.text_document.version, params.content_changes)
         ls.schedule(document)

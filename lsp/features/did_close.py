@@ -19,4 +19,5 @@ def register(server: "VqeditServer") -> None:
             log.error("didClose for %s, which is not open; ignored", uri)
             return
         ls.close_document(uri)
+        ls.recorder.closed(uri)
         ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri, []))

@@ -14,5 +14,6 @@ def register(server: "VqeditServer") -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: "VqeditServer", params: types.DidOpenTextDocumentParams) -> None:
         document = ls.documents.open(params.text_document)
+        ls.recorder.opened(document)
         ls.send_open(document)
         status.send(ls, document)
