@@ -6,7 +6,8 @@ Usage:
 A real LSP client (`lsp/driver.py`, the driver `vqedit replay --via lsp` uses) starts
 `vqedit lsp` over stdio in front of a private daemon, opens a Markdown document of `--words`
 words of BBC News, and types atomic edits into it (`edits synth`'s typist) one every
-`--interval-ms`, without waiting for results, as a person types. For every version the server
+`--interval-ms`, without waiting for results, as a person types (`--wait`: each keystroke waits
+for the previous one's diagnostics, which measures every edit alone). For every version the server
 publishes, the latency is from the didChange that produced that version to its
 publishDiagnostics, minus the configured debounce. Versions overtaken by newer ones while the
 server waited are superseded, never published; a publish older than one already sent is stale.
@@ -38,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edits", type=int, default=200, help="atomic edits typed")
     parser.add_argument("--interval-ms", type=float, default=150.0,
                         help="time between keystrokes (a brisk typist: 150)")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for each version's diagnostics before the next keystroke "
+                             "(one edit's latency alone, however slow the model)")
     parser.add_argument("--debounce-ms", type=int, default=100,
                         help="the server's debounceMs setting, subtracted from latencies")
     add_daemon_model_arguments(parser)
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "edits": args.edits,
         "published_versions": len({p.version for p in published if p.version in sent}),
         "interval_ms": args.interval_ms,
+        "waited_for_each": args.wait,
         "debounce_ms": args.debounce_ms,
         "words": len(text.split()),
         "tokens": tokens,
@@ -114,5 +119,7 @@ def _type(lsp: LspDriver, typist: Typist, text: str, args: argparse.Namespace) -
         sent[version] = lsp.change(URI, version, lsp.content_changes(text, (edit,)))
         text = text[:edit.start] + edit.text + text[edit.end:]
         next_at = sent[version] + args.interval_ms / 1000
+        if args.wait:
+            lsp.wait_published(URI, version)
     lsp.wait_published(URI, args.edits)
     return sent
