@@ -119,3 +119,19 @@ def test_the_servers_edit_log_replays_to_the_text_the_client_typed(tiny, tmp_pat
     kinds = [type(s.record).__name__ for s in loaded.steps]
     assert kinds == ["Open", "Change", "Change", "Change", "Change", "Close"]
     assert loaded.steps[3].text == text and loaded.steps[4].text == server_text
+
+
+def test_bench_lsp_reports_change_to_diagnostics_latency_and_no_stale_publishes(tiny, tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "vqedit", "bench", "lsp", "--words", "80",
+                          "--edits", "15", "--interval-ms", "30", "--debounce-ms", "20",
+                          "--model", str(tiny.base), "--student", str(tiny.student),
+                          "--head", str(tiny.head), "--threads", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["stale_publishes"] == 0
+    assert result["published_versions"] >= 1  # the last version at least
+    assert result["change_to_diagnostics_ms_p99"] >= result["change_to_diagnostics_ms_p50"]
+    assert result["words"] >= 80 and result["tokens"] > result["words"] / 2
+    assert result["model"].startswith("tiny-bert")
