@@ -21,6 +21,7 @@ on one thread of their own (`_backend_thread`), so a slow one never holds up the
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -218,17 +219,18 @@ class ClientLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         loop = self.server.loop
-        if loop is None or loop.is_closed():
+        if loop is None:
             return
         params = types.LogMessageParams(LOG_LEVELS.get(record.levelno, types.MessageType.Error),
                                         self.format(record))
-        loop.call_soon_threadsafe(self.server.window_log_message, params)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the client is gone
+            loop.call_soon_threadsafe(self.server.window_log_message, params)
 
 
 # --- the command line -----------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tcp", metavar="HOST:PORT",
+    parser.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
                         help="listen for one client on TCP instead of stdio (debugging)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the model inside the server instead of the daemon")
@@ -237,20 +239,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["debug", "info", "warning", "error"])
 
 
-def run(args: argparse.Namespace) -> int:
-    from vqedit.main import CliError
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"HOST:PORT is needed, got {value!r}")
+    return host, int(port)
 
-    host = port = None
-    if args.tcp:
-        host, _, port_text = args.tcp.rpartition(":")
-        if not host or not port_text.isdigit():
-            raise CliError(f"--tcp needs HOST:PORT, got {args.tcp!r}")
-        port = int(port_text)
+
+def run(args: argparse.Namespace) -> int:
     _configure_logging(args.log_file, args.log_level)
     server = create_server(args.in_process)
     try:
         if args.tcp:
-            server.start_tcp(host, port)
+            server.start_tcp(*args.tcp)
         else:
             # LSP owns standard output; anything else that prints (a library, a progress bar)
             # goes to standard error instead of corrupting the stream.

@@ -19,6 +19,7 @@ from tests.lsp_harness import (
     stop,
     until,
 )
+from vqedit.daemon.lifecycle import running_pid
 
 TOPICS = ["business", "entertainment", "politics", "sport", "tech"]  # the shipped head's labels
 # Every paragraph label is reported, so the diagnostics show exactly which paragraphs count.
@@ -150,3 +151,18 @@ async def test_bad_input_is_logged_and_the_text_stays_right():
         assert await server_text(client, uri) == "First line.!\nSecond line. Appended."
     finally:
         await stop(client)
+
+
+async def test_in_process_gives_the_same_diagnostics_without_a_daemon():
+    with private_dirs() as paths:
+        client = await start("neovim", options=EVERY_LABEL, server_args=("--in-process",))
+        try:
+            uri = "file:///tmp/in-process.md"
+            open_document(client, uri, MARKDOWN)
+            found = await diagnostics_for(client, uri, 1)
+            assert sorted(d.range.start.line for d in found.diagnostics) == PROSE_LINES
+            stats = await command(client, "vqedit.stats")
+            assert stats["backend"]["in_process"] and stats["backend"]["documents"] == 1
+            assert running_pid(paths) is None
+        finally:
+            await stop(client)
