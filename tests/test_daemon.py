@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_harness import (
+    LABELS,
     PROSE,
     Expected,
     RawConnection,
@@ -102,6 +103,32 @@ def test_a_newer_version_supersedes_queued_work_and_results_arrive_in_order(shar
         final = raw.notification()["params"]
     assert final["version"] == 60
     assert final["label"] == expected(text)[0]
+    raw.close()
+
+
+def test_zero_shot_labels_score_a_document_until_it_goes_back_to_the_head(shared, expected):
+    paths, _, client = shared
+    labels = {"money": "The budget, taxes and the economy.",
+              "games": "Teams playing a match in front of a crowd."}
+    client.open("labelled", PROSE, 1, labels=labels)
+    assert_matches(wait_exact(client, "labelled", 1), expected(PROSE, labels))
+    client.change("labelled", 2, [wire.WireEdit(0, 3, "A")])
+    assert_matches(wait_exact(client, "labelled", 2), expected(client.text("labelled"), labels))
+    client.set_labels("labelled", None)
+    back = wait_until(lambda: (r := client.latest("labelled")).exact
+                      and r.scores.keys() == set(LABELS) and r, what="the head's labels again")
+    assert back.version == 2
+    assert_matches(back, expected(client.text("labelled")))
+
+    raw = RawConnection(paths.socket)
+    raw.hello()
+    raw.request("open", {"uri": "raw", "version": 1, "text": PROSE})
+    for bad in ({"one": "a single label"}, {"a": "fine", "b": 3}, {"a": "fine", "b": "..."},
+                ["a", "b"]):
+        reply = raw.request("labels", {"uri": "raw", "labels": bad})
+        assert reply["error"]["code"] == wire.ErrorCode.INVALID_PARAMS, bad
+    reply = raw.request("labels", {"uri": "nowhere", "labels": None})
+    assert reply["error"]["code"] == wire.ErrorCode.UNKNOWN_DOCUMENT
     raw.close()
 
 
