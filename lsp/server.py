@@ -109,8 +109,9 @@ class VqeditServer(LanguageServer):
         """Send the whole (masked) text: on didOpen, recompute and after a failed change."""
         self._cancel_timer(document.uri)
         document.unsent = []
-        uri, text, revision = document.uri, document.masked, document.revision
-        self._guarded(lambda: self._backend.open(uri, text, revision), uri)
+        uri, text, revision, labels = (document.uri, document.masked, document.revision,
+                                       self.settings.labels or None)
+        self._guarded(lambda: self._backend.open(uri, text, revision, labels), uri)
 
     def send_changes(self, uri: str) -> None:
         """Send every queued edit of `uri` as one change at its newest revision."""
@@ -119,7 +120,7 @@ class VqeditServer(LanguageServer):
         if document is None or not document.unsent:
             return
         edits, document.unsent = document.unsent, []
-        text, revision = document.masked, document.revision
+        text, revision, labels = document.masked, document.revision, self.settings.labels or None
 
         def change() -> None:
             try:
@@ -127,7 +128,7 @@ class VqeditServer(LanguageServer):
             except Exception as e:  # the backend's copy differs: give it ours, whole
                 log.error("%s: the backend refused revision %d (%s); sending the whole text",
                           uri, revision, e)
-                self._backend.open(uri, text, revision)
+                self._backend.open(uri, text, revision, labels)
 
         self._guarded(change, uri)
 
@@ -182,6 +183,12 @@ class VqeditServer(LanguageServer):
         log.info("model state: %s%s", model.state, f" ({model.message})" if model.message else "")
         for document in list(self.documents.open_documents.values()) or [None]:
             status.send(self, document)
+
+    def relabel(self) -> None:
+        """Every open document scored with the `labels` setting (none: the topic head)."""
+        labels = self.settings.labels or None
+        for uri in self.documents.open_documents:
+            self._guarded(lambda uri=uri: self._backend.set_labels(uri, labels), uri)
 
     def republish(self) -> None:
         """Diagnostics again for every document with current results (rules changed)."""

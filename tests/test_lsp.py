@@ -166,3 +166,27 @@ async def test_in_process_gives_the_same_diagnostics_without_a_daemon():
             assert running_pid(paths) is None
         finally:
             await stop(client)
+
+
+async def test_zero_shot_labels_from_the_settings_replace_the_topic_head():
+    client = await start("neovim", options=EVERY_LABEL)
+    try:
+        uri = "file:///tmp/labels.md"
+        open_document(client, uri, MARKDOWN)
+        await diagnostics_for(client, uri, 1)
+        labels = {"football": "football, goals, matches and the cup",
+                  "markets": "shares, profits, companies and stock markets"}
+        client.published.clear()
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={
+            "vqedit": {"labels": labels, "rules": [{"label": name, "minScore": 0.0}
+                                                   for name in labels]}}))
+        found = await until(lambda: next((p for p in client.published if p.diagnostics and all(
+            d.code in labels for d in p.diagnostics)), None), "diagnostics with the new labels")
+        assert found.version == 1
+        assert {d.range.start.line: d.code for d in found.diagnostics} == {
+            3: "football", 11: "markets"}
+        status = await until(lambda: next((s for s in reversed(client.statuses)
+                                           if s.label in labels), None), "status with a label")
+        assert 0.5 <= status.score <= 1
+    finally:
+        await stop(client)
