@@ -87,7 +87,7 @@ class EngineTarget:
         with torch.device(self.model.device):
             started = time.perf_counter()
             stats = [live.apply(edit) for edit in step.edits]
-            results = Scheduler.results_of(self.model, uri, step.record.version, live, False)
+            results = self._results(uri, step.record.version, live)
             latency = (time.perf_counter() - started) * 1000
             dense = sum(dense_macs(self.model.engine.model, len(s)) for s in live.states)
         self.documents[uri] = (live, step.record.version)
@@ -109,8 +109,12 @@ class EngineTarget:
         del self.documents[step.record.uri]
 
     def final(self) -> dict[str, dict[str, Any]]:
-        return {uri: results_json(Scheduler.results_of(self.model, uri, version, live, False))
+        return {uri: results_json(self._results(uri, version, live))
                 for uri, (live, version) in self.documents.items()}
+
+    def _results(self, uri: str, version: int, live: LiveDocument) -> Results:
+        exact = self.model.engine.mode.delta == 0
+        return Scheduler.results_of(self.model.head, uri, version, live, exact)
 
     def stop(self) -> None:
         self.documents.clear()
@@ -125,7 +129,7 @@ class Reference:
 
     def fresh(self, uri: str, text: str) -> Results:
         live = LiveDocument(self.model.engine, self.model.tokenizer, text)
-        return Scheduler.results_of(self.model, uri, 0, live, True)
+        return Scheduler.results_of(self.model.head, uri, 0, live, True)
 
     def agrees(self, results: Results, text: str) -> bool:
         fresh = self.fresh(results.uri, text)

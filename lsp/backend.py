@@ -1,7 +1,7 @@
 """Where results come from: one interface, two implementations.
 
-`Backend` is all the server knows: open, change, close, stats, the model's state, and a
-callback for results. `DaemonBackend` forwards to the per-user daemon through
+`Backend` is all the server knows: open, change, close, zero-shot labels, stats, the model's
+state, and a callback for results. `DaemonBackend` forwards to the per-user daemon through
 `vqedit.daemon.client.DaemonClient` (which starts the daemon when none runs);
 `inprocess.InProcessBackend` (`vqedit lsp --in-process`) runs the daemon's scheduler inside the
 server. Offsets are code points and versions are the server's revisions (documents.py).
@@ -28,14 +28,20 @@ class ModelState:
     message: str | None = None  # why, for "error"
 
 
+Labels = dict[str, str] | None  # zero-shot labels {name: description}; None: the topic head
+
+
 class Backend(Protocol):
-    def open(self, uri: str, text: str, version: int) -> None:
+    def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
         """Open or reopen (from scratch) a document; its results follow through `on_results`."""
 
     def change(self, uri: str, version: int, edits: list[WireEdit]) -> None:
         """Apply edits (code points, in order) for a newer version."""
 
     def close(self, uri: str) -> None: ...
+
+    def set_labels(self, uri: str, labels: Labels) -> None:
+        """Score the document with other labels; its results are pushed again."""
 
     def model_state(self) -> ModelState: ...
 
@@ -50,14 +56,17 @@ class DaemonBackend:
     def __init__(self, on_results: Callable[[Results], None]) -> None:
         self.client = DaemonClient(on_results=on_results)
 
-    def open(self, uri: str, text: str, version: int) -> None:
-        self.client.open(uri, text, version)
+    def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
+        self.client.open(uri, text, version, labels)
 
     def change(self, uri: str, version: int, edits: list[WireEdit]) -> None:
         self.client.change(uri, version, edits)
 
     def close(self, uri: str) -> None:
         self.client.close(uri)
+
+    def set_labels(self, uri: str, labels: Labels) -> None:
+        self.client.set_labels(uri, labels)
 
     def model_state(self) -> ModelState:
         try:

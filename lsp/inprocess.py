@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from vqedit.daemon.paths import Paths
-from vqedit.daemon.protocol import ProtocolError, Results, WireEdit
+from vqedit.daemon.protocol import Results, WireEdit
 from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import resolve
 
-from .backend import ModelState
+from .backend import Labels, ModelState
 
 SESSION = 0  # the scheduler keys documents by (session, uri); the server is one session
 
@@ -26,17 +26,17 @@ class InProcessBackend:
         self.scheduler = Scheduler(settings, lambda session, results: on_results(results))
         self.scheduler.start()
 
-    def open(self, uri: str, text: str, version: int) -> None:
-        self.scheduler.open((SESSION, uri), text, version)
+    def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
+        self.scheduler.open((SESSION, uri), text, version, labels)
 
     def change(self, uri: str, version: int, edits: list[WireEdit]) -> None:
-        try:
-            self.scheduler.change((SESSION, uri), version, [e.to_engine() for e in edits])
-        except ProtocolError as e:
-            raise ValueError(e.message) from None
+        self.scheduler.change((SESSION, uri), version, [e.to_engine() for e in edits])
 
     def close(self, uri: str) -> None:
         self.scheduler.close((SESSION, uri))
+
+    def set_labels(self, uri: str, labels: Labels) -> None:
+        self.scheduler.set_labels((SESSION, uri), labels)
 
     def model_state(self) -> ModelState:
         if self.scheduler.model is not None:

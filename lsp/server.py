@@ -21,6 +21,7 @@ on one thread of their own (`_backend_thread`), so a slow one never holds up the
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -110,8 +111,9 @@ class VqeditServer(LanguageServer):
         """Send the whole (masked) text: on didOpen, recompute and after a failed change."""
         self._cancel_timer(document.uri)
         document.unsent = []
-        uri, text, revision = document.uri, document.masked, document.revision
-        self._guarded(lambda: self._backend.open(uri, text, revision), uri)
+        uri, text, revision, labels = (document.uri, document.masked, document.revision,
+                                       self.settings.labels or None)
+        self._guarded(lambda: self._backend.open(uri, text, revision, labels), uri)
 
     def send_changes(self, uri: str) -> None:
         """Send every queued edit of `uri` as one change at its newest revision."""
@@ -120,7 +122,7 @@ class VqeditServer(LanguageServer):
         if document is None or not document.unsent:
             return
         edits, document.unsent = document.unsent, []
-        text, revision = document.masked, document.revision
+        text, revision, labels = document.masked, document.revision, self.settings.labels or None
 
         def change() -> None:
             try:
@@ -128,7 +130,7 @@ class VqeditServer(LanguageServer):
             except Exception as e:  # the backend's copy differs: give it ours, whole
                 log.error("%s: the backend refused revision %d (%s); sending the whole text",
                           uri, revision, e)
-                self._backend.open(uri, text, revision)
+                self._backend.open(uri, text, revision, labels)
 
         self._guarded(change, uri)
 
@@ -184,6 +186,12 @@ class VqeditServer(LanguageServer):
         for document in list(self.documents.open_documents.values()) or [None]:
             status.send(self, document)
 
+    def relabel(self) -> None:
+        """Every open document scored with the `labels` setting (none: the topic head)."""
+        labels = self.settings.labels or None
+        for uri in self.documents.open_documents:
+            self._guarded(lambda uri=uri: self._backend.set_labels(uri, labels), uri)
+
     def republish(self) -> None:
         """Diagnostics again for every document with current results (rules changed)."""
         for document in self.documents.open_documents.values():
@@ -220,17 +228,18 @@ class ClientLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         loop = self.server.loop
-        if loop is None or loop.is_closed():
+        if loop is None:
             return
         params = types.LogMessageParams(LOG_LEVELS.get(record.levelno, types.MessageType.Error),
                                         self.format(record))
-        loop.call_soon_threadsafe(self.server.window_log_message, params)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the client is gone
+            loop.call_soon_threadsafe(self.server.window_log_message, params)
 
 
 # --- the command line -----------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tcp", metavar="HOST:PORT",
+    parser.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
                         help="listen for one client on TCP instead of stdio (debugging)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the model inside the server instead of the daemon")
@@ -239,20 +248,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["debug", "info", "warning", "error"])
 
 
-def run(args: argparse.Namespace) -> int:
-    from vqedit.main import CliError
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"HOST:PORT is needed, got {value!r}")
+    return host, int(port)
 
-    host = port = None
-    if args.tcp:
-        host, _, port_text = args.tcp.rpartition(":")
-        if not host or not port_text.isdigit():
-            raise CliError(f"--tcp needs HOST:PORT, got {args.tcp!r}")
-        port = int(port_text)
+
+def run(args: argparse.Namespace) -> int:
     _configure_logging(args.log_file, args.log_level)
     server = create_server(args.in_process)
     try:
         if args.tcp:
-            server.start_tcp(host, port)
+            server.start_tcp(*args.tcp)
         else:
             # LSP owns standard output; anything else that prints (a library, a progress bar)
             # goes to standard error instead of corrupting the stream.

@@ -11,6 +11,8 @@ from typing import Any
 
 from lsprotocol import types
 
+from vqedit.daemon.protocol import MAX_LABELS
+
 SEVERITIES = {"error": types.DiagnosticSeverity.Error,
               "warning": types.DiagnosticSeverity.Warning,
               "information": types.DiagnosticSeverity.Information,
@@ -69,11 +71,17 @@ def _debounce(value: Any) -> tuple[str, int]:
 
 
 def _labels(value: Any) -> tuple[str, dict[str, str]]:
+    """The daemon's rules for labels (protocol.py), checked here so the user hears of them."""
     if not isinstance(value, dict) or not all(
-            isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValueError(f"an object {{name: description}} is needed, got {value!r}")
-    if len(value) == 1:
-        raise ValueError("zero-shot labels need at least two names (or {} for the default)")
+    if value and not 2 <= len(value) <= MAX_LABELS:
+        raise ValueError(f"zero-shot labels need 2 to {MAX_LABELS} names (or {{}} for the "
+                         f"topic head), got {len(value)}")
+    wordless = [name for name, text in value.items()
+                if not name.strip() or not any(c.isalnum() for c in text)]
+    if wordless:
+        raise ValueError(f"every label needs a name and a description with words: {wordless}")
     return "labels", dict(value)
 
 

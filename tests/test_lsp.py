@@ -19,6 +19,7 @@ from tests.lsp_harness import (
     stop,
     until,
 )
+from vqedit.daemon.lifecycle import running_pid
 
 TOPICS = ["business", "entertainment", "politics", "sport", "tech"]  # the shipped head's labels
 # Every paragraph label is reported, so the diagnostics show exactly which paragraphs count.
@@ -148,5 +149,44 @@ async def test_bad_input_is_logged_and_the_text_stays_right():
         with pytest.raises(Exception, match="not open"):
             await command(client, "vqedit.ignoreLabel", "file:///nowhere", 0, "sport")
         assert await server_text(client, uri) == "First line.!\nSecond line. Appended."
+    finally:
+        await stop(client)
+
+
+async def test_in_process_gives_the_same_diagnostics_without_a_daemon():
+    with private_dirs() as paths:
+        client = await start("neovim", options=EVERY_LABEL, server_args=("--in-process",))
+        try:
+            uri = "file:///tmp/in-process.md"
+            open_document(client, uri, MARKDOWN)
+            found = await diagnostics_for(client, uri, 1)
+            assert sorted(d.range.start.line for d in found.diagnostics) == PROSE_LINES
+            stats = await command(client, "vqedit.stats")
+            assert stats["backend"]["in_process"] and stats["backend"]["documents"] == 1
+            assert running_pid(paths) is None
+        finally:
+            await stop(client)
+
+
+async def test_zero_shot_labels_from_the_settings_replace_the_topic_head():
+    client = await start("neovim", options=EVERY_LABEL)
+    try:
+        uri = "file:///tmp/labels.md"
+        open_document(client, uri, MARKDOWN)
+        await diagnostics_for(client, uri, 1)
+        labels = {"football": "football, goals, matches and the cup",
+                  "markets": "shares, profits, companies and stock markets"}
+        client.published.clear()
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={
+            "vqedit": {"labels": labels, "rules": [{"label": name, "minScore": 0.0}
+                                                   for name in labels]}}))
+        found = await until(lambda: next((p for p in client.published if p.diagnostics and all(
+            d.code in labels for d in p.diagnostics)), None), "diagnostics with the new labels")
+        assert found.version == 1
+        assert {d.range.start.line: d.code for d in found.diagnostics} == {
+            3: "football", 11: "markets"}
+        status = await until(lambda: next((s for s in reversed(client.statuses)
+                                           if s.label in labels), None), "status with a label")
+        assert 0.5 <= status.score <= 1
     finally:
         await stop(client)
