@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
-from vqedit.engine import editlog
+import vqedit.engine.editlog as editlog
 
 from .documents import Document, Documents
 
