@@ -128,8 +128,8 @@ def play(loaded: editlog.Loaded, target: Target, verify_every: int, quiet: bool 
                         (outcome.score or 0) - (shown[1] or 0)) >= SCORE_STEP:
                     labels[record.uri] = (outcome.label, outcome.score)
                     if not quiet:
-                        tqdm.write(f"{record.uri} v{record.version}: {outcome.label} "
-                                   f"({outcome.score:.2f})")
+                        score = "" if outcome.score is None else f" ({outcome.score:.2f})"
+                        tqdm.write(f"{record.uri} v{record.version}: {outcome.label}{score}")
                 bar.update()
                 if verify_every and len(run.rows) % verify_every == 0:
                     run.verified += 1
