@@ -120,6 +120,7 @@ class VqeditServer(LanguageServer):
         if document is None or not document.unsent:
             return
         edits, document.unsent = document.unsent, []
+        log.debug("sending %d edits of %s at revision %d", len(edits), uri, document.revision)
         text, revision, labels = document.masked, document.revision, self.settings.labels or None
 
         def change() -> None:
@@ -164,6 +165,8 @@ class VqeditServer(LanguageServer):
     def received(self, results: Results) -> None:
         """Keep results unless a newer revision superseded them; publish the current ones."""
         document = self.documents.get(results.uri)
+        log.debug("results for %s revision %d (document at %s)", results.uri, results.version,
+                  document.revision if document else "closed")
         if document is None or results.version < max(document.published, 0):
             return
         if document.results is None or results.version >= document.results.version:

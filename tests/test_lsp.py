@@ -159,7 +159,15 @@ async def test_in_process_gives_the_same_diagnostics_without_a_daemon():
         try:
             uri = "file:///tmp/in-process.md"
             open_document(client, uri, MARKDOWN)
-            found = await diagnostics_for(client, uri, 1)
+            # The model takes seconds to load in a fresh process: meanwhile requests are
+            # answered, the text is kept, and the status says so.
+            hover = await client.text_document_hover_async(types.HoverParams(
+                types.TextDocumentIdentifier(uri), types.Position(3, 5)))
+            assert "no results yet (model loading)" in hover.contents.value
+            change(client, uri, 2, edit(3, 0, 3, 0, "Late on, "))
+            assert await server_text(client, uri) == MARKDOWN.replace("The", "Late on, The", 1)
+            assert client.statuses[0].state == "loading"
+            found = await diagnostics_for(client, uri, 2)
             assert sorted(d.range.start.line for d in found.diagnostics) == PROSE_LINES
             stats = await command(client, "vqedit.stats")
             assert stats["backend"]["in_process"] and stats["backend"]["documents"] == 1
