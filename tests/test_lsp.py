@@ -140,10 +140,16 @@ async def test_bad_input_is_logged_and_the_text_stays_right():
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
             settings={"vqedit": {"debounceMs": -5, "severity": "loud"}}))
         await until(lambda: len(client.messages) >= 2, "showMessage for invalid settings")
-        assert all(m.type == types.MessageType.Error for m in client.messages)
+        assert [m.type for m in client.messages] == [types.MessageType.Error] * 2
         stats = await command(client, "vqedit.stats")
         settings = stats["server"]["settings"]
         assert settings["debounceMs"] == 0 and settings["severity"] == "warning"
+
+        # A rule for a label the results do not have would never fire: the user is told.
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"vqedit": {"rules": [{"label": "poetry"}]}}))
+        await until(lambda: any("not in use: poetry" in m.message for m in client.messages),
+                    "a warning about the unknown rule label")
 
         # A bad command argument is an error reply, and the document is untouched.
         with pytest.raises(Exception, match="not open"):
