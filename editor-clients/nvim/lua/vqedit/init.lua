@@ -68,6 +68,11 @@ function M.setup(opts)
     end,
   })
   vim.lsp.enable("vqedit")
+  -- Servers already running hear of the new settings; the server then pulls them again.
+  for _, client in ipairs(vim.lsp.get_clients({ name = "vqedit" })) do
+    client.settings = { vqedit = settings }
+    client:notify("workspace/didChangeConfiguration", { settings = client.settings })
+  end
   commands.create_user_commands()
 end
 
