@@ -94,6 +94,15 @@ def status_of_version(nvim: pynvim.Nvim) -> str | None:
     return nvim.exec_lua("return require('vqedit').status()")
 
 
+def wait(nvim: pynvim.Nvim, condition, what: str, timeout: float = 60.0):
+    """`wait_until` that, on timeout, also shows what the plugin told the user."""
+    try:
+        return wait_until(condition, timeout, what)
+    except AssertionError as e:
+        messages = nvim.exec_lua("return vim.tbl_map(function(m) return m.msg end, _G.messages)")
+        raise AssertionError(f"{e}; messages in Neovim: {messages}") from None
+
+
 def test_typing_in_markdown_brings_diagnostics_and_status(tiny: TinyModel, tmp_path: Path):
     document = tmp_path / "notes.md"
     document.write_text(PROSE + "\n")  # three paragraphs, on lines 0, 2 and 4
@@ -103,35 +112,39 @@ def test_typing_in_markdown_brings_diagnostics_and_status(tiny: TinyModel, tmp_p
         with headless_nvim() as nvim:
             nvim.command(f"edit {document}")
             assert nvim.current.buffer.options["filetype"] == "markdown"
-
-            found = wait_until(lambda: one_per_paragraph(nvim, [0, 2, 4]), 120,
-                               "a diagnostic on each of the three paragraphs")
+            found = wait(nvim, lambda: one_per_paragraph(nvim, [0, 2, 4]),
+                         "a diagnostic on each of the three paragraphs", timeout=120)
             assert {d["source"] for d in found} == {"vqedit"}
             assert {d["code"] for d in found} <= set(LABELS)
-            assert STATUS_LINE.fullmatch(wait_until(lambda: status_of_version(nvim), 60,
-                                                    "the status of the opened version"))
+            status = wait(nvim, lambda: status_of_version(nvim), "the opened version's status")
+            assert STATUS_LINE.fullmatch(status), status
 
             # Typed in insert mode, so Neovim sends incremental didChange notifications.
             nvim.input("Go<CR>The striker scored twice in the second half.<Esc>")
-            found = wait_until(lambda: one_per_paragraph(nvim, [0, 2, 4, 6]), 60,
-                               "a diagnostic on the typed fourth paragraph")
-            assert STATUS_LINE.fullmatch(wait_until(lambda: status_of_version(nvim), 60,
-                                                    "the status of the typed version"))
+            wait(nvim, lambda: one_per_paragraph(nvim, [0, 2, 4, 6]),
+                 "a diagnostic on the typed fourth paragraph")
+            status = wait(nvim, lambda: status_of_version(nvim), "the typed version's status")
+            assert STATUS_LINE.fullmatch(status), status
 
             # :VqeditIgnore on the new paragraph drops exactly its diagnostic.
             nvim.command("normal! G")
             nvim.command("VqeditIgnore")
-            wait_until(lambda: one_per_paragraph(nvim, [0, 2, 4]), 60,
-                       "the ignored paragraph's diagnostic to go")
+            wait(nvim, lambda: one_per_paragraph(nvim, [0, 2, 4]),
+                 "the ignored paragraph's diagnostic to go")
 
             seen = nvim.exec_lua("return _G.statuses")
             nvim.command("VqeditRecompute")
-            wait_until(lambda: nvim.exec_lua("return _G.statuses") > seen, 60,
-                       "a status after :VqeditRecompute")
+            wait(nvim, lambda: nvim.exec_lua("return _G.statuses") > seen,
+                 "a status after :VqeditRecompute")
 
             nvim.exec_lua("require('vqedit').stats(function(r) _G.stats = r end)")
-            stats = wait_until(lambda: nvim.exec_lua("return _G.stats"), 60, "the stats")
+            stats = wait(nvim, lambda: nvim.exec_lua("return _G.stats"), "the statistics")
             assert isinstance(stats, dict) and stats
+
+            # setup() again with no rules reaches the running server: no diagnostics remain.
+            nvim.exec_lua("require('vqedit').setup({ cmd = ..., settings = { rules = {} } })",
+                          SERVER)
+            wait(nvim, lambda: diagnostics(nvim) == [], "the diagnostics to go")
             assert error_messages(nvim) == []
 
 
