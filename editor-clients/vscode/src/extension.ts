@@ -8,7 +8,7 @@
 import * as os from "node:os";
 import * as vscode from "vscode";
 import {
-  ExecuteCommandRequest, LanguageClient, LanguageClientOptions, ServerOptions, TransportKind,
+  ExecuteCommandRequest, LanguageClient, LanguageClientOptions, ServerOptions,
 } from "vscode-languageclient/node";
 
 import * as commands from "./commands";
@@ -114,10 +114,9 @@ export async function deactivate(): Promise<void> {
 }
 
 function createClient(output: vscode.LogOutputChannel): LanguageClient {
-  const executable = serverCommand(readSection(), os.homedir());
-  const serverOptions: ServerOptions = {
-    command: executable.command, args: executable.args, transport: TransportKind.stdio,
-  };
+  // No `transport`: with TransportKind.stdio the client would append `--stdio`, which
+  // `vqedit lsp` does not take; without one it still speaks over stdin and stdout.
+  const serverOptions: ServerOptions = serverCommand(readSection(), os.homedir());
   const clientOptions: LanguageClientOptions = {
     documentSelector: LANGUAGES.map((language) => ({ language })),
     initializationOptions: serverSettings(readSection()),
@@ -134,6 +133,9 @@ function createClient(output: vscode.LogOutputChannel): LanguageClient {
           return result.map((value, i) => params.items[i]?.section === "vqedit"
             ? serverSettings(value ?? {}) : value);
         },
+        // Push no values (they would include the extension's own): the server then pulls the
+        // section, and `configuration` above answers with the server's part.
+        didChangeConfiguration: (_sections, next) => next(undefined),
       },
     },
   };
