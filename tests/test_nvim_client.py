@@ -154,9 +154,18 @@ def test_commands_without_a_server_say_why():
         for command in ("VqeditRecompute", "VqeditStats", "VqeditIgnore sport"):
             nvim.command(command)
         assert error_messages(nvim) == [
-            "vqedit: the language server is not attached to this buffer (:checkhealth vim.lsp)"
+            "vqedit: the language server is not attached to this buffer (:checkhealth vqedit)"
         ] * 3
         assert nvim.exec_lua("return require('vqedit').status()") == ""
+
+
+def test_checkhealth_names_a_server_command_that_is_missing():
+    with private_dirs(), headless_nvim() as nvim:
+        nvim.exec_lua("require('vqedit').setup({ cmd = { 'no-such-vqedit', 'lsp' } })")
+        nvim.command("checkhealth vqedit")
+        report = "\n".join(nvim.current.buffer[:])
+        assert "no-such-vqedit is not an executable on PATH" in report
+        assert '"/path/to/.venv/bin/vqedit", "lsp"' in report  # the advice
 
 
 def test_statusline_text_for_each_state():

@@ -19,7 +19,7 @@ end
 local function client_for(bufnr)
   local client = vim.lsp.get_clients({ bufnr = bufnr, name = "vqedit" })[1]
   if client == nil then
-    vim.notify("vqedit: the language server is not attached to this buffer (:checkhealth vim.lsp)",
+    vim.notify("vqedit: the language server is not attached to this buffer (:checkhealth vqedit)",
       vim.log.levels.ERROR)
   end
   return client

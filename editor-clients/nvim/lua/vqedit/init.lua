@@ -41,6 +41,10 @@ end
 --- Configure and enable the `vqedit` language server; see `:help vqedit-setup`.
 ---@param opts vqedit.Options|nil
 function M.setup(opts)
+  if vim.fn.has("nvim-0.11") == 0 then
+    vim.notify("vqedit: Neovim 0.11 or newer is needed (vim.lsp.config)", vim.log.levels.ERROR)
+    return
+  end
   opts = vim.tbl_deep_extend("force", M.defaults, opts or {})
   vim.validate("cmd", opts.cmd, "table")
   vim.validate("filetypes", opts.filetypes, "table")
