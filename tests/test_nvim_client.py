@@ -132,6 +132,13 @@ def test_typing_in_markdown_brings_diagnostics_and_status(tiny: TinyModel, tmp_p
             wait(nvim, lambda: one_per_paragraph(nvim, [0, 2, 4]),
                  "the ignored paragraph's diagnostic to go")
 
+            # The server's quick fix, through Neovim's own code action, on the first paragraph.
+            nvim.command("normal! gg")
+            nvim.exec_lua("""vim.lsp.buf.code_action({ apply = true,
+                filter = function(action) return action.kind == "quickfix" end })""")
+            wait(nvim, lambda: one_per_paragraph(nvim, [2, 4]),
+                 "the quick-fixed paragraph's diagnostic to go")
+
             seen = nvim.exec_lua("return _G.statuses")
             nvim.command("VqeditRecompute")
             wait(nvim, lambda: nvim.exec_lua("return _G.statuses") > seen,
