@@ -9,6 +9,7 @@ Usage:
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
     vqedit bench daemon [--tokens 512] [--clients 8] [--documents 10] [--json PATH]
     vqedit daemon run|start|stop|status [--student FILE] [--head FILE] [--idle-exit-s S] ...
+    vqedit lsp [--tcp HOST:PORT] [--in-process] [--log-file PATH]
 
 Every failure a user can cause (a missing file, a binary file, empty text, an unknown model)
 ends with a one-line message on stderr and exit status 2, never a traceback.
@@ -60,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
              "edit-to-result latency through a real daemon, alone and under load")
     _command(commands, "daemon", "daemon_command",
              "the per-user inference daemon: run, start, stop, status")
+    _command(commands, "lsp", "lsp.server",
+             "the language server (stdio; --tcp HOST:PORT; --in-process)")
     return parser
 
 

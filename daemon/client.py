@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass, replace
 from typing import Any
 
 from filelock import FileLock
@@ -65,7 +66,7 @@ class DaemonClient:
         self.auto_spawn = auto_spawn
         self.welcome: wire.Welcome | None = None
         self.spawned: list[subprocess.Popen] = []  # daemons this client started
-        self._docs: dict[str, tuple[str, int]] = {}  # uri → (text, version), for resyncs
+        self._docs: dict[str, _Document] = {}  # what a resync reopens
         self._latest: dict[str, wire.Results] = {}  # uri → newest results received
         self._lock = threading.RLock()  # guards the connection and _docs
         self._results = threading.Condition()  # guards _latest
@@ -83,21 +84,24 @@ class DaemonClient:
 
     # --- documents -------------------------------------------------------------------------
 
-    def open(self, uri: str, text: str, version: int) -> None:
+    def open(self, uri: str, text: str, version: int,
+             labels: dict[str, str] | None = None) -> None:
+        """Open a document, scored by zero-shot `labels` ({name: description}) if given."""
         with self._lock:
-            self._docs[uri] = (text, version)
-            self._call("open", {"uri": uri, "version": version, "text": text}, resync_covers=True)
+            self._docs[uri] = _Document(text, version, labels)
+            self._call("open", self._docs[uri].open_params(uri), resync_covers=True)
 
     def change(self, uri: str, version: int, edits: list[wire.WireEdit]) -> None:
         """Apply edits to our copy (ValueError if one misfits, nothing sent) and send them."""
         with self._lock:
-            text, _ = self._docs[uri]
+            document = self._docs[uri]
+            text = document.text
             for edit in edits:
                 if not 0 <= edit.start <= edit.end <= len(text):
                     raise ValueError(f"edit [{edit.start}, {edit.end}) outside a text of "
                                      f"{len(text)} characters")
                 text = text[:edit.start] + edit.text + text[edit.end:]
-            self._docs[uri] = (text, version)
+            self._docs[uri] = replace(document, text=text, version=version)
             self._call("change", {"uri": uri, "version": version,
                                   "edits": [wire.to_wire(e) for e in edits]}, resync_covers=True)
 
@@ -106,8 +110,14 @@ class DaemonClient:
             self._docs.pop(uri)
             self._call("close", {"uri": uri}, resync_covers=True)
 
+    def set_labels(self, uri: str, labels: dict[str, str] | None) -> None:
+        """Score a document with other zero-shot labels (None: the daemon's head)."""
+        with self._lock:
+            self._docs[uri] = replace(self._docs[uri], labels=labels)
+            self._call("labels", {"uri": uri, "labels": labels}, resync_covers=True)
+
     def text(self, uri: str) -> str:
-        return self._docs[uri][0]
+        return self._docs[uri].text
 
     def results(self, uri: str) -> wire.Results | None:
         """Ask for the newest computed results (maybe older than the newest version)."""
@@ -154,8 +164,8 @@ class DaemonClient:
             if self._sock is not None:
                 return False
             self._establish(restarted=False)
-            for uri, (text, version) in self._docs.items():
-                self._request("open", {"uri": uri, "version": version, "text": text})
+            for uri, document in self._docs.items():
+                self._request("open", document.open_params(uri))
             return True
 
     def disconnect(self) -> None:
@@ -306,6 +316,18 @@ class DaemonClient:
         if "error" in reply:
             raise DaemonError(reply["error"]["code"], reply["error"]["message"])
         return reply.get("result")
+
+
+@dataclass(frozen=True)
+class _Document:
+    """The client's copy of an open document: what reopens it after a reconnect."""
+
+    text: str
+    version: int
+    labels: dict[str, str] | None
+
+    def open_params(self, uri: str) -> dict[str, Any]:
+        return {"uri": uri, "version": self.version, "text": self.text, "labels": self.labels}
 
 
 def _results(value: dict[str, Any]) -> wire.Results:

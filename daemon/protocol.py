@@ -29,6 +29,7 @@ PROTOCOL_VERSION = 1
 # Bytes of one frame's payload. 16 MiB is far beyond any prose document and bounds what one bad
 # client can make the daemon allocate.
 MAX_FRAME = 16 * 2**20
+MAX_LABELS = 64  # zero-shot labels per document: a list for a person to read, and each costs a pass
 HEADER = struct.Struct(">I")  # the payload's length, big-endian
 MAX_INT = 2**53  # versions and offsets stay exact in every client language (JavaScript too)
 
@@ -131,7 +132,8 @@ class Request:
     params: dict[str, Any]  # checked by the method's parser below
 
 
-METHODS = ("hello", "open", "change", "close", "results", "stats", "reload", "shutdown")
+METHODS = ("hello", "open", "change", "close", "labels", "results", "stats", "reload",
+           "shutdown")
 
 
 def parse_request(message: Any) -> Request:
@@ -184,6 +186,27 @@ def _get(params: dict[str, Any], name: str, kind: type, optional: bool = False) 
     return value
 
 
+def _labels(params: dict[str, Any]) -> dict[str, str] | None:
+    """Zero-shot labels `{name: description}`: None, or 2 to MAX_LABELS named descriptions."""
+    value = params.get("labels")
+    if value is None:
+        return None
+    if not (isinstance(value, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+        raise ProtocolError(ErrorCode.INVALID_PARAMS,
+                            "'labels' must be a map of label name to description, both strings")
+    if not 2 <= len(value) <= MAX_LABELS:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS,
+                            f"'labels' needs 2 to {MAX_LABELS} labels, got {len(value)}")
+    # A description needs a letter or digit to give tokens, and so an embedding.
+    empty = [name for name, text in value.items()
+             if not name.strip() or not any(c.isalnum() for c in text)]
+    if empty:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS,
+                            f"labels need a name and a description with words: {empty}")
+    return dict(value)
+
+
 # --- wire types: params ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -223,11 +246,12 @@ class Open:
     uri: str  # the client's name for the document; unique within its session
     version: int  # the document's version, as the editor counts them
     text: str  # the whole text
+    labels: dict[str, str] | None = None  # zero-shot labels {name: description}; None: the head
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> "Open":
         return cls(_get(params, "uri", str), _get(params, "version", int),
-                   _get(params, "text", str))
+                   _get(params, "text", str), _labels(params))
 
 
 @dataclass(frozen=True)
@@ -241,6 +265,16 @@ class Change:
         edits = _get(params, "edits", list)
         return cls(_get(params, "uri", str), _get(params, "version", int),
                    tuple(WireEdit.parse(e) for e in edits))
+
+
+@dataclass(frozen=True)
+class Labels:
+    uri: str  # an open document of this session
+    labels: dict[str, str] | None  # its zero-shot labels from now on; None: the daemon's head
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> "Labels":
+        return cls(_get(params, "uri", str), _labels(params))
 
 
 @dataclass(frozen=True)

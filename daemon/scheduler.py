@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vqedit.engine.checkpoint import ModelLoadError
+from vqedit.engine.heads import LinearHead
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.tokens import TextEdit
 
@@ -37,6 +38,8 @@ MERGE_SPAN = 256  # coalesced edits become one engine edit when they replace at 
 # characters in all; farther-apart edits are applied one by one, so each dirties only its tokens.
 
 Key = tuple[int, str]  # (session, uri): each editor connection has its own documents
+Labels = dict[str, str]  # zero-shot labels: name → description
+LABEL_HEADS = 16  # zero-shot heads kept per model; editors mostly share one label set
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Entry:
     key: Key
     text: str  # the newest accepted text
     version: int  # its version
+    labels: Labels | None = None  # zero-shot labels scoring this document; None: the model's head
     pending: list[TextEdit] = field(default_factory=list)  # accepted, not yet applied by the worker
     pending_versions: int = 0  # how many versions `pending` spans (for the superseded count)
     snapshot: Results | None = None  # immutable results of the newest computed version
@@ -85,6 +89,8 @@ class Scheduler:
         self._last_work = time.monotonic()  # for idle compaction and unloading
         self.model: SharedModel | None = None  # worker writes; others only read the name
         self.model_error: str | None = None  # why the last load failed
+        self._label_heads: OrderedDict[tuple[tuple[str, str], ...], LinearHead] = OrderedDict()
+        # worker only: heads made from label descriptions with the current model, newest last
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
@@ -99,13 +105,13 @@ class Scheduler:
             self._cond.notify()
         self._thread.join(timeout=30)
 
-    def open(self, key: Key, text: str, version: int) -> None:
+    def open(self, key: Key, text: str, version: int, labels: Labels | None = None) -> None:
         """Open (or reopen, replacing) a document; its results follow as a notification."""
         with self._cond:
             old = self._docs.get(key)
             if old is not None:
                 old.closed = True
-            self._docs[key] = Entry(key, text, version, last_used=time.monotonic())
+            self._docs[key] = Entry(key, text, version, labels, last_used=time.monotonic())
             self._wake(key)
 
     def change(self, key: Key, version: int, edits: list[TextEdit]) -> None:
@@ -128,6 +134,12 @@ class Scheduler:
             entry.pending_versions += 1
             entry.last_used = time.monotonic()
             self.counters.edits += 1
+            self._wake(key)
+
+    def set_labels(self, key: Key, labels: Labels | None) -> None:
+        """Score a document with other labels; its results are pushed again, same version."""
+        with self._cond:
+            self._entry(key).labels = labels
             self._wake(key)
 
     def close(self, key: Key) -> None:
@@ -222,8 +234,8 @@ class Scheduler:
                     edits, entry.pending = entry.pending, []
                     versions, entry.pending_versions = entry.pending_versions, 0
                     self.counters.superseded += max(versions - 1, 0)
-                    text, version = entry.text, entry.version
-                    return lambda: self._compute(entry, text, version, edits)
+                    text, version, labels = entry.text, entry.version, entry.labels
+                    return lambda: self._compute(entry, text, version, edits, labels)
                 idle = time.monotonic() - self._last_work
                 if idle >= self.settings.compact_after_s:
                     for entry in self._docs.values():
@@ -249,6 +261,7 @@ class Scheduler:
         log.info("loaded %s on %s in %.1f s (%s)", model.name, model.device,
                  time.monotonic() - started, settings.mode_name)
         self.model, self.model_error, self.settings = model, None, settings
+        self._label_heads.clear()
         return model
 
     def _model(self) -> SharedModel | None:
@@ -257,13 +270,15 @@ class Scheduler:
             self._load(self.settings)
         return self.model
 
-    def _compute(self, entry: Entry, text: str, version: int, edits: list[TextEdit]) -> None:
+    def _compute(self, entry: Entry, text: str, version: int, edits: list[TextEdit],
+                 labels: Labels | None) -> None:
         model = self._model()
         if model is None:
             return
         with torch.device(model.device):
             live = self._bring_up_to_date(model, entry, text, edits)
-            results = self._results(model, entry.key[1], version, live, exact=False)
+            results = self._results(self._head(model, labels), entry.key[1], version, live,
+                                    exact=model.engine.mode.delta == 0)
         now = time.monotonic()
         with self._cond:
             self.counters.passes += 1
@@ -295,18 +310,32 @@ class Scheduler:
                 self.counters.resyncs += 1
             return LiveDocument(model.engine, model.tokenizer, text)
 
+    def _head(self, model: SharedModel, labels: Labels | None) -> LinearHead:
+        """The model's head, or one whose prototypes are the label descriptions' embeddings."""
+        if labels is None:
+            return model.head
+        key = tuple(labels.items())
+        head = self._label_heads.get(key)
+        if head is None:
+            prototypes = torch.stack([LiveDocument(model.engine, model.tokenizer, text).embedding()
+                                      for text in labels.values()])  # (N, D)
+            head = self._label_heads[key] = LinearHead.from_prototypes(list(labels), prototypes)
+            while len(self._label_heads) > LABEL_HEADS:
+                self._label_heads.popitem(last=False)
+        self._label_heads.move_to_end(key)
+        return head
+
     @staticmethod
-    def _results(model: SharedModel, uri: str, version: int, live: LiveDocument,
+    def _results(head: LinearHead, uri: str, version: int, live: LiveDocument,
                  exact: bool) -> Results:
-        exact = exact or model.engine.mode.delta == 0
         if not live.states:
             return Results(uri, version, None, {}, [], exact)
-        document = model.head.classify(live.embedding())
+        document = head.classify(live.embedding())
         tokens, paragraphs = live.document.tokens, []
         for segment, embedding in zip(live.document.segments, live.segment_embeddings(),
                                       strict=True):
             if segment.end > segment.start:
-                found = model.head.classify(embedding)
+                found = head.classify(embedding)
                 paragraphs.append(Paragraph(tokens.starts[segment.start],
                                             tokens.ends[segment.end - 1], found.label,
                                             found.scores[found.label]))
@@ -317,9 +346,12 @@ class Scheduler:
         model, live = self.model, entry.live
         if model is None or live is None:
             return
+        with self._cond:
+            labels = entry.labels
         with torch.device(model.device):
             live.compact()
-            results = self._results(model, entry.key[1], entry.live_version, live, exact=True)
+            results = self._results(self._head(model, labels), entry.key[1], entry.live_version,
+                                    live, exact=True)
         with self._cond:
             self.counters.compactions += 1
             if entry.closed or entry.snapshot is None:
@@ -349,6 +381,7 @@ class Scheduler:
             for entry in self._docs.values():
                 entry.live, entry.state_bytes = None, 0
             self.model = None
+        self._label_heads.clear()
         log.info("idle for %.0f s: model unloaded", self.settings.idle_unload_s)
 
     def _do_reload(self, settings: Settings) -> None:

@@ -87,8 +87,8 @@ class Daemon:
         self.scheduler = Scheduler(self.settings, self._publish)
         self._handlers: dict[str, Callable[[Session, dict[str, Any]], Any]] = {
             "hello": self.hello, "open": self.open, "change": self.change, "close": self.close,
-            "results": self.results, "stats": self.stats, "reload": self.reload,
-            "shutdown": self.shutdown}
+            "labels": self.labels, "results": self.results, "stats": self.stats,
+            "reload": self.reload, "shutdown": self.shutdown}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -283,7 +283,7 @@ class Daemon:
     def open(self, session: Session, params: dict[str, Any]) -> None:
         """`open`: a document's whole text and version; its results follow as a notification."""
         doc = wire.Open.parse(params)
-        self.scheduler.open((session.id, doc.uri), doc.text, doc.version)
+        self.scheduler.open((session.id, doc.uri), doc.text, doc.version, doc.labels)
 
     def change(self, session: Session, params: dict[str, Any]) -> None:
         """`change`: edits in order and the version they make; refused whole if one misfits."""
@@ -294,6 +294,11 @@ class Daemon:
     def close(self, session: Session, params: dict[str, Any]) -> None:
         """`close`: forget a document and its state."""
         self.scheduler.close((session.id, wire.DocumentRef.parse(params).uri))
+
+    def labels(self, session: Session, params: dict[str, Any]) -> None:
+        """`labels`: score a document with zero-shot labels (or the head again); results follow."""
+        request = wire.Labels.parse(params)
+        self.scheduler.set_labels((session.id, request.uri), request.labels)
 
     def results(self, session: Session, params: dict[str, Any]) -> wire.Results | None:
         """`results`: the newest results computed (null before the first)."""

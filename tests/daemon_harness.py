@@ -73,12 +73,19 @@ class Expected:
         self.tokenizer = loaded.tokenizer
         self.head = LinearHead.load(model.head)
 
-    def __call__(self, text: str) -> tuple[str, dict[str, float], list[str]]:
+    def __call__(self, text: str, labels: dict[str, str] | None = None,
+                 ) -> tuple[str, dict[str, float], list[str]]:
+        """(label, scores, paragraph labels) from the head, or from zero-shot `labels`."""
         with torch.no_grad():
-            live = LiveDocument(self.engine, self.tokenizer, text)
-            found = self.head.classify(live.embedding())
-            paragraphs = [self.head.classify(e).label for e in live.segment_embeddings()]
+            head = self.head if labels is None else LinearHead.from_prototypes(
+                list(labels), torch.stack([self._live(d).embedding() for d in labels.values()]))
+            live = self._live(text)
+            found = head.classify(live.embedding())
+            paragraphs = [head.classify(e).label for e in live.segment_embeddings()]
         return found.label, found.scores, paragraphs
+
+    def _live(self, text: str) -> LiveDocument:
+        return LiveDocument(self.engine, self.tokenizer, text)
 
 
 def assert_matches(results: wire.Results, expected: tuple[str, dict[str, float], list[str]]):

@@ -11,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.daemon_harness import (
+    LABELS,
     PROSE,
     Expected,
     RawConnection,
@@ -102,6 +104,32 @@ def test_a_newer_version_supersedes_queued_work_and_results_arrive_in_order(shar
         final = raw.notification()["params"]
     assert final["version"] == 60
     assert final["label"] == expected(text)[0]
+    raw.close()
+
+
+def test_zero_shot_labels_score_a_document_until_it_goes_back_to_the_head(shared, expected):
+    paths, _, client = shared
+    labels = {"money": "The budget, taxes and the economy.",
+              "games": "Teams playing a match in front of a crowd."}
+    client.open("labelled", PROSE, 1, labels=labels)
+    assert_matches(wait_exact(client, "labelled", 1), expected(PROSE, labels))
+    client.change("labelled", 2, [wire.WireEdit(0, 3, "A")])
+    assert_matches(wait_exact(client, "labelled", 2), expected(client.text("labelled"), labels))
+    client.set_labels("labelled", None)
+    back = wait_until(lambda: (r := client.latest("labelled")).exact
+                      and r.scores.keys() == set(LABELS) and r, what="the head's labels again")
+    assert back.version == 2
+    assert_matches(back, expected(client.text("labelled")))
+
+    raw = RawConnection(paths.socket)
+    raw.hello()
+    raw.request("open", {"uri": "raw", "version": 1, "text": PROSE})
+    for bad in ({"one": "a single label"}, {"a": "fine", "b": 3}, {"a": "fine", "b": "..."},
+                ["a", "b"]):
+        reply = raw.request("labels", {"uri": "raw", "labels": bad})
+        assert reply["error"]["code"] == wire.ErrorCode.INVALID_PARAMS, bad
+    reply = raw.request("labels", {"uri": "nowhere", "labels": None})
+    assert reply["error"]["code"] == wire.ErrorCode.UNKNOWN_DOCUMENT
     raw.close()
 
 
@@ -290,3 +318,61 @@ def test_cli_start_status_stop(tiny):
         assert running_pid(paths) is None
         missing = vqedit("run", "--student", str(Path("/nonexistent.safetensors")))
         assert missing.returncode == 2 and b"no such file" in missing.stderr
+
+
+def test_an_idle_daemon_unloads_the_model_and_reloads_it_for_the_next_edit(tiny, expected):
+    with private_dirs() as paths, DaemonClient(
+            daemon_args=tiny.daemon_args("--idle-unload-s", "1", "--compact-after-s", "0.3"),
+            paths=paths) as client:
+        client.open("doc", PROSE, 1)
+        client.wait_for("doc", 1)
+        wait_until(lambda: client.stats()["model"] is None, what="the idle unload")
+        assert client.stats()["documents"] == 1, "texts stay open while the model is unloaded"
+        client.change("doc", 2, [wire.WireEdit(0, 3, "One")])
+        assert_matches(wait_exact(client, "doc", 2), expected(client.text("doc")))
+
+
+def _hello_as(uid: int, socket_path: Path) -> str:
+    """Connect as another user (a forked child drops to `uid`) and say hello: the reply or why not.
+
+    A fork, not a new interpreter: another user may not be able to run this one.
+    """
+    hello = wire.encode({"id": 1, "method": "hello",
+                         "params": {"protocol": wire.PROTOCOL_VERSION, "client": "stranger"}})
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only system calls, then _exit
+        outcome = b"closed"
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(30)
+            sock.connect(str(socket_path))
+            sock.sendall(hello)
+            if sock.recv(4):
+                outcome = b"answered"
+        except ConnectionResetError:
+            pass  # closed with our hello unread
+        except OSError as e:
+            outcome = f"failed: {e}".encode()
+        os.write(write, outcome)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as f:
+        return f.read().decode()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run a client as another user")
+def test_a_client_of_another_user_is_refused_even_when_the_socket_is_reachable(tiny):
+    stranger = 65534  # nobody
+    with private_dirs() as paths, DaemonClient(daemon_args=tiny.daemon_args(),
+                                               paths=paths) as client:
+        # Open the way the file modes normally bar, so that only the peer uid check remains.
+        for path in (*paths.socket.parents, paths.socket):
+            if str(path).startswith(tempfile.gettempdir() + "/"):
+                path.chmod(path.stat().st_mode | 0o777)
+        assert _hello_as(stranger, paths.socket) == "closed"
+        assert f"uid {stranger} (not ours)" in paths.log.read_text()
+        assert client.stats()["sessions"] == 1

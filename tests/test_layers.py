@@ -10,7 +10,13 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "engine": ["vqedit.daemon", "vqedit.lsp", "vqedit.main", "pygls", "msgpack", "lsprotocol"],
     "daemon": ["vqedit.lsp", "vqedit.main", "pygls", "lsprotocol"],
+    "lsp": ["vqedit.engine", "vqedit.main", "msgpack", "torch"],
 }
+# The language server talks to the daemon through its client and wire types; only the
+# in-process backend (`vqedit lsp --in-process`) runs the daemon's scheduler itself.
+LSP_DAEMON_MODULES = {"vqedit.daemon.client", "vqedit.daemon.protocol"}
+IN_PROCESS = ROOT / "lsp" / "inprocess.py"
+IN_PROCESS_MODULES = {"vqedit.daemon.scheduler", "vqedit.daemon.settings", "vqedit.daemon.paths"}
 # Within the daemon only the protocol module knows the wire format, so it can change in one place.
 WIRE_MODULE = ROOT / "daemon" / "protocol.py"
 
@@ -33,6 +39,14 @@ def test_layer_does_not_reach_up(layer):
             for banned in FORBIDDEN[layer]:
                 assert not (name == banned or name.startswith(banned + ".")), (
                     f"{path.relative_to(ROOT)} imports {name}")
+
+
+def test_the_lsp_reaches_the_daemon_only_through_its_client_or_the_in_process_scheduler():
+    for path in sorted((ROOT / "lsp").rglob("*.py")):
+        allowed = LSP_DAEMON_MODULES | (IN_PROCESS_MODULES if path == IN_PROCESS else set())
+        for name in imports(path.read_text()):
+            assert not name.startswith("vqedit.daemon") or name in allowed, (
+                f"{path.relative_to(ROOT)} imports {name}")
 
 
 def test_the_check_sees_imports():

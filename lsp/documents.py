@@ -1,0 +1,150 @@
+"""The server's own copy of every open document, and the one place every change passes through.
+
+pygls applies a change to its workspace copy before our handler runs, so that copy cannot say
+what the text was before; the server therefore keeps its own text per document and never reads
+pygls's. `Documents.change` is where every accepted `didChange` goes: it converts positions
+(in the negotiated encoding) to code points, applies the edits, masks Markdown, shifts the
+paragraph markers of ignored labels, and queues the edits for the backend. A hook that wants
+every accepted change (an edit log) belongs there.
+
+Revisions: the backend is sent the server's own counter, `revision`, which increases with every
+text the server accepts, whatever version numbers the client sends; results come back with a
+revision and are published with the client's version of that revision only if it is still the
+document's newest, so a diagnostic never lands on text it was not computed for.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+from lsprotocol import types
+
+from vqedit.daemon.protocol import Results, WireEdit
+
+from . import markdown
+from .text import LineIndex
+
+log = logging.getLogger("vqedit.lsp")
+
+
+@dataclass
+class Ignore:
+    """`label` is not reported for the paragraph that contains `offset` (moved by edits)."""
+
+    offset: int
+    label: str
+
+
+@dataclass
+class Document:
+    uri: str
+    language: str  # the client's languageId; "markdown" gets its code masked
+    version: int  # the client's version of `text`
+    text: str
+    lines: LineIndex  # positions ↔ offsets of `text`
+    masked: str  # what the backend holds: `text` with Markdown code blanked, same length
+    revision: int = 0  # the server's counter of accepted texts, sent to the backend as version
+    unsent: list[WireEdit] = field(default_factory=list)  # edits of `masked` not yet sent
+    results: Results | None = None  # the newest results received, maybe for an older revision
+    published: int = -1  # the revision whose diagnostics were last published
+    ignored: list[Ignore] = field(default_factory=list)
+
+    @property
+    def current(self) -> Results | None:
+        """Results for the text as it is now, or None."""
+        if self.results is not None and self.results.version == self.revision:
+            return self.results
+        return None
+
+
+class Documents:
+    """Open documents by uri. Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self.open_documents: dict[str, Document] = {}
+        self.encoding = types.PositionEncodingKind.Utf16  # set at initialize
+
+    def get(self, uri: str) -> Document | None:
+        return self.open_documents.get(uri)
+
+    def open(self, item: types.TextDocumentItem) -> Document:
+        old = self.open_documents.get(item.uri)
+        document = Document(item.uri, item.language_id, item.version, item.text,
+                             LineIndex(item.text, self.encoding),
+                             _masked(item.language_id, item.text),
+                             revision=old.revision + 1 if old else 1)
+        self.open_documents[item.uri] = document
+        return document
+
+    def close(self, uri: str) -> Document | None:
+        return self.open_documents.pop(uri, None)
+
+    def change(self, document: Document, version: int,
+               changes: list[types.TextDocumentContentChangeEvent]) -> None:
+        """Apply a `didChange` to our copy; problems are logged, positions clamped (text.py)."""
+        if version <= document.version:
+            log.error("%s: version %d is not above %d; applying the change anyway",
+                      document.uri, version, document.version)
+        for change in changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                start = document.lines.offset(change.range.start)
+                end = document.lines.offset(change.range.end)
+                for problem in (start.problem, end.problem):
+                    if problem:
+                        log.error("%s: %s", document.uri, problem)
+                begin, stop = sorted((start.offset, end.offset))
+                if begin != start.offset:
+                    log.error("%s: a range ends before it starts; using it reversed",
+                              document.uri)
+                text = document.text[:begin] + change.text + document.text[stop:]
+            else:
+                text = change.text
+            self._replace(document, text)
+        document.version = version
+        document.revision += 1
+
+    def _replace(self, document: Document, text: str) -> None:
+        """Take `text` as the document's new text and queue the masked difference."""
+        masked = _masked(document.language, text)
+        start, old_end, new_end = changed_span(document.masked, masked)
+        edit = WireEdit(start, old_end, masked[start:new_end])
+        document.unsent.append(edit)
+        shift_ignores(document.ignored, edit)
+        document.text, document.masked = text, masked
+        document.lines = LineIndex(text, self.encoding)
+
+
+def _masked(language: str, text: str) -> str:
+    return markdown.mask(text) if language == "markdown" else text
+
+
+def changed_span(old: str, new: str) -> tuple[int, int, int]:
+    """(start, old end, new end): the one stretch where `old` and `new` differ.
+
+    Common prefix and suffix by bisection on slice equality, so that the comparisons run at C
+    speed on long texts.
+    """
+    prefix = _common_length(old, new, lambda s, n: s[:n])
+    limit = min(len(old), len(new)) - prefix
+    suffix = _common_length(old[len(old) - limit:], new[len(new) - limit:],
+                            lambda s, n: s[len(s) - n:])
+    return prefix, len(old) - suffix, len(new) - suffix
+
+
+def _common_length(a: str, b: str, cut) -> int:
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cut(a, mid) == cut(b, mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def shift_ignores(ignored: list[Ignore], edit: WireEdit) -> None:
+    """Move markers with an edit: after it they shift, inside it they go to its start."""
+    for ignore in ignored:
+        if ignore.offset >= edit.end:
+            ignore.offset += len(edit.text) - (edit.end - edit.start)
+        elif ignore.offset > edit.start:
+            ignore.offset = edit.start

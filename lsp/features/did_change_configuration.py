@@ -1,0 +1,26 @@
+"""`workspace/didChangeConfiguration`: take the pushed `vqedit` section, or pull it again.
+
+Clients differ: some push the whole configuration (`{"vqedit": {...}}`), some push the section,
+some push nothing useful and expect the server to pull. A push with a `vqedit` object is used
+as it is; anything else triggers a `workspace/configuration` pull.
+"""
+
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from . import configuration
+
+if TYPE_CHECKING:
+    from vqedit.lsp.server import VqeditServer
+
+
+def register(server: "VqeditServer") -> None:
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: "VqeditServer",
+                                       params: types.DidChangeConfigurationParams) -> None:
+        pushed = params.settings
+        if isinstance(pushed, dict) and isinstance(pushed.get("vqedit"), dict):
+            configuration.apply(ls, pushed["vqedit"], "workspace/didChangeConfiguration")
+        else:
+            await configuration.pull(ls)

@@ -1,0 +1,22 @@
+"""`textDocument/didClose`: forget the document and clear its diagnostics."""
+
+import logging
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+if TYPE_CHECKING:
+    from vqedit.lsp.server import VqeditServer
+
+log = logging.getLogger("vqedit.lsp")
+
+
+def register(server: "VqeditServer") -> None:
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: "VqeditServer", params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        if ls.documents.get(uri) is None:
+            log.error("didClose for %s, which is not open; ignored", uri)
+            return
+        ls.close_document(uri)
+        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri, []))

@@ -1,0 +1,90 @@
+"""`workspace/executeCommand`: the server-side commands (docs/lsp.md).
+
+    vqedit.recompute   [uri]               the document from scratch
+    vqedit.stats       []                  the backend's statistics and the server's, as an object
+    vqedit.ignoreLabel [uri, line, label]  stop reporting `label` for the paragraph at `line`
+    vqedit.text        [uri]               debugging aid: the server's own copy of the text,
+                                           {uri, version, text}; tests compare it with the client's
+
+Bad arguments get an error reply and a logged error; nothing changes.
+"""
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer as Server
+
+from vqedit.lsp.documents import Document, Ignore
+
+from . import diagnostics
+
+if TYPE_CHECKING:
+    from vqedit.lsp.server import VqeditServer
+
+log = logging.getLogger("vqedit.lsp")
+
+RECOMPUTE, STATS, IGNORE_LABEL, TEXT = ("vqedit.recompute", "vqedit.stats",
+                                        "vqedit.ignoreLabel", "vqedit.text")
+
+
+class CommandError(ValueError):
+    """Bad arguments: the message goes to the log and into the error reply."""
+
+
+def register(server: "VqeditServer") -> None:
+    # pygls resolves a command handler's annotations at run time, where only its own
+    # LanguageServer is importable here (server.py imports this module), hence `Server`.
+    @server.command(RECOMPUTE)
+    def recompute(ls: Server, *args: Any) -> None:
+        document = _document(ls, RECOMPUTE, args, 1)
+        document.revision += 1
+        ls.send_open(document)
+
+    @server.command(STATS)
+    async def stats(ls: Server, *args: Any) -> dict[str, Any]:
+        found = {"backend": await ls.backend_call("stats"),
+                 "server": {"documents": len(ls.documents.open_documents),
+                            "position_encoding": ls.documents.encoding,
+                            "model_state": ls.model.state,
+                            "settings": ls.settings.as_client_json()}}
+        log.info("stats: %s", json.dumps(found, default=str))
+        return found
+
+    @server.command(IGNORE_LABEL)
+    def ignore_label(ls: Server, *args: Any) -> None:
+        document = _document(ls, IGNORE_LABEL, args, 3)
+        line, label = args[1], args[2]
+        if isinstance(line, bool) or not isinstance(line, int) or not isinstance(label, str):
+            raise _fail(f"{IGNORE_LABEL} takes [uri, line (integer), label (string)], got "
+                        f"{list(args)!r}")
+        results = document.results
+        start = document.lines.offset(types.Position(line, 0)).offset
+        end = document.lines.line_end(line) if line < len(document.lines.starts) else start
+        paragraph = next((p for p in results.paragraphs if p.start <= end and start <= p.end),
+                         None) if results is not None else None
+        if paragraph is None:
+            raise _fail(f"{IGNORE_LABEL}: no paragraph with results at line {line} of "
+                        f"{document.uri}")
+        document.ignored.append(Ignore(paragraph.start, label))
+        diagnostics.publish(ls, document)
+
+    @server.command(TEXT)
+    def text(ls: Server, *args: Any) -> dict[str, Any]:
+        document = _document(ls, TEXT, args, 1)
+        return {"uri": document.uri, "version": document.version, "text": document.text}
+
+
+def _document(ls: "VqeditServer", command: str, args: tuple[Any, ...], count: int) -> Document:
+    if len(args) != count or not isinstance(args[0], str):
+        raise _fail(f"{command} takes {count} argument(s) starting with a uri, got {list(args)!r}")
+    document = ls.documents.get(args[0])
+    if document is None:
+        raise _fail(f"{command}: {args[0]} is not open")
+    return document
+
+
+def _fail(message: str) -> CommandError:
+    log.error("%s", message)
+    return CommandError(message)

@@ -1,0 +1,25 @@
+"""`initialize`: the negotiated position encoding, `initializationOptions`, the backend starts.
+
+The options are the `vqedit` section itself, or an object holding it under `vqedit`
+(both shapes are common among clients).
+"""
+
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from . import configuration
+
+if TYPE_CHECKING:
+    from vqedit.lsp.server import VqeditServer
+
+
+def register(server: "VqeditServer") -> None:
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: "VqeditServer", params: types.InitializeParams) -> None:
+        ls.start_backend()
+        ls.documents.encoding = ls.workspace.position_encoding
+        options = params.initialization_options
+        if isinstance(options, dict) and isinstance(options.get("vqedit"), dict):
+            options = options["vqedit"]
+        configuration.apply(ls, options, "initializationOptions")

@@ -1,0 +1,28 @@
+"""`vqedit/status` (a notification of ours): the document's label for status lines.
+
+Params: `{uri, version, state, label, score, message}`; `state` is the model's ("loading",
+"ready", "error"); `label`/`score` are the document's best label and its score from results of
+its newest version (null while there are none); `uri` and `version` are null when the state
+changes with no document open.
+"""
+
+from typing import TYPE_CHECKING
+
+from vqedit.lsp.documents import Document
+
+if TYPE_CHECKING:
+    from vqedit.lsp.server import VqeditServer
+
+METHOD = "vqedit/status"
+
+
+def send(ls: "VqeditServer", document: Document | None) -> None:
+    results = document.current if document is not None else None
+    label = results.label if results is not None else None
+    ls.protocol.notify(METHOD, {
+        "uri": document.uri if document else None,
+        "version": document.version if document else None,
+        "state": ls.model.state,
+        "label": label,
+        "score": results.scores.get(label) if label is not None else None,
+        "message": ls.model.message})

@@ -1,0 +1,281 @@
+"""The language server `vqedit lsp`: live labels and diagnostics for prose, from the daemon.
+
+Usage:
+
+    vqedit lsp                        # stdio, the way editors start it
+    vqedit lsp --tcp 127.0.0.1:2087   # wait for one client on TCP (debugging)
+    vqedit lsp --in-process           # no daemon: the model runs inside the server
+    vqedit lsp --log-file /tmp/vqedit-lsp.log --log-level debug
+
+How an edit flows: `didChange` → `Documents.change` (our own copy of the text, positions in the
+negotiated encoding converted to code points, Markdown code masked) → after `debounceMs` of
+quiet, one backend `change` with every edit queued since the last, at the document's newest
+revision → results pushed back on another thread → `received` on the event loop, which drops
+results that a newer revision superseded → diagnostics with the client's version, and
+`vqedit/status`. One handler per LSP method lives in `features/`; this module owns the state
+they share and the order of backend calls.
+
+Threads: pygls's event loop runs every handler and owns `Documents`; backend calls run in order
+on one thread of their own (`_backend_thread`), so a slow one never holds up the editor.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+
+from vqedit import __version__
+from vqedit.daemon.protocol import Results
+
+from .backend import Backend, DaemonBackend, ModelState
+from .documents import Document, Documents
+from .features import diagnostics, register_features, status
+from .settings import Settings
+
+log = logging.getLogger("vqedit.lsp")
+
+
+class Protocol(LanguageServerProtocol):
+    """pygls's protocol, choosing UTF-8 positions when the client offers them, else UTF-16,
+    and keeping no text of its own: documents.py keeps the only copy, so pygls neither spends
+    time applying every change a second time nor fails before our handler on an unknown
+    document (which we log and ignore)."""
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        general = params.capabilities.general
+        offered = (general.position_encodings if general else None) or []
+        if general is not None:
+            utf8 = types.PositionEncodingKind.Utf8
+            general.position_encodings = [utf8 if utf8 in offered
+                                          else types.PositionEncodingKind.Utf16]
+        return (yield from super().lsp_initialize(params))
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        yield self.fm.features[types.TEXT_DOCUMENT_DID_OPEN], (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        yield self.fm.features[types.TEXT_DOCUMENT_DID_CHANGE], (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        yield self.fm.features[types.TEXT_DOCUMENT_DID_CLOSE], (params,), None
+
+
+class VqeditServer(LanguageServer):
+    def __init__(self, make_backend: Callable[[Callable[[Results], None]], Backend]) -> None:
+        super().__init__("vqedit", __version__, protocol_cls=Protocol)
+        self.documents = Documents()
+        self.settings = Settings()
+        self.model = ModelState("loading")
+        self._make_backend = make_backend
+        self._backend: Backend | None = None
+        self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="vqedit-backend")
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.background_tasks: set[asyncio.Future] = set()  # the loop only holds tasks weakly
+
+    # --- the backend, on its own thread -------------------------------------------------------
+
+    def start_backend(self) -> None:
+        """Called once, at `initialize`, on the event loop."""
+        self.loop = asyncio.get_running_loop()
+        self.call_backend(self._create_backend)
+
+    def _create_backend(self) -> None:
+        self._backend = self._make_backend(
+            lambda results: self.loop.call_soon_threadsafe(self.received, results))
+
+    def call_backend(self, call: Callable[[], Any]) -> asyncio.Future:
+        """Run `call` on the backend thread after every call submitted before it."""
+        return self.loop.run_in_executor(self._backend_thread, call)
+
+    def backend_call(self, method: str, *args: Any) -> asyncio.Future:
+        """A `Backend` method by name, on the backend thread; its result or exception."""
+        return self.call_backend(lambda: getattr(self._backend, method)(*args))
+
+    def send_open(self, document: Document) -> None:
+        """Send the whole (masked) text: on didOpen, recompute and after a failed change."""
+        self._cancel_timer(document.uri)
+        document.unsent = []
+        uri, text, revision, labels = (document.uri, document.masked, document.revision,
+                                       self.settings.labels or None)
+        self._guarded(lambda: self._backend.open(uri, text, revision, labels), uri)
+
+    def send_changes(self, uri: str) -> None:
+        """Send every queued edit of `uri` as one change at its newest revision."""
+        self._timers.pop(uri, None)
+        document = self.documents.get(uri)
+        if document is None or not document.unsent:
+            return
+        edits, document.unsent = document.unsent, []
+        text, revision, labels = document.masked, document.revision, self.settings.labels or None
+
+        def change() -> None:
+            try:
+                self._backend.change(uri, revision, edits)
+            except Exception as e:  # the backend's copy differs: give it ours, whole
+                log.error("%s: the backend refused revision %d (%s); sending the whole text",
+                          uri, revision, e)
+                self._backend.open(uri, text, revision, labels)
+
+        self._guarded(change, uri)
+
+    def _guarded(self, call: Callable[[], None], uri: str) -> None:
+        def done(future: asyncio.Future) -> None:
+            if future.exception() is not None:
+                log.error("%s: the backend failed: %s", uri, future.exception())
+                self.set_model(ModelState("error", str(future.exception())))
+
+        self.call_backend(call).add_done_callback(done)
+
+    def schedule(self, document: Document) -> None:
+        """Send the document's queued edits after `debounceMs` without another change."""
+        self._cancel_timer(document.uri)
+        if self.settings.debounce_ms == 0:
+            self.send_changes(document.uri)
+        else:
+            self._timers[document.uri] = self.loop.call_later(
+                self.settings.debounce_ms / 1000, self.send_changes, document.uri)
+
+    def _cancel_timer(self, uri: str) -> None:
+        timer = self._timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+
+    def close_document(self, uri: str) -> None:
+        self._cancel_timer(uri)
+        if self.documents.close(uri) is not None:
+            self._guarded(lambda: self._backend.close(uri), uri)
+
+    # --- results, on the event loop -----------------------------------------------------------
+
+    def received(self, results: Results) -> None:
+        """Keep results unless a newer revision superseded them; publish the current ones."""
+        document = self.documents.get(results.uri)
+        if document is None or results.version < max(document.published, 0):
+            return
+        if document.results is None or results.version >= document.results.version:
+            document.results = results
+        if self.model.state != "ready":
+            self.set_model(ModelState("ready"))
+        if results.version == document.revision:
+            document.published = results.version
+            diagnostics.publish(self, document)
+            status.send(self, document)
+
+    def set_model(self, model: ModelState) -> None:
+        """A change of the model's state: every open document's status line hears of it."""
+        if model == self.model:
+            return
+        self.model = model
+        log.info("model state: %s%s", model.state, f" ({model.message})" if model.message else "")
+        for document in list(self.documents.open_documents.values()) or [None]:
+            status.send(self, document)
+
+    def relabel(self) -> None:
+        """Every open document scored with the `labels` setting (none: the topic head)."""
+        labels = self.settings.labels or None
+        for uri in self.documents.open_documents:
+            self._guarded(lambda uri=uri: self._backend.set_labels(uri, labels), uri)
+
+    def republish(self) -> None:
+        """Diagnostics again for every document with current results (rules changed)."""
+        for document in self.documents.open_documents.values():
+            if document.current is not None:
+                diagnostics.publish(self, document)
+
+    def stop_backend(self) -> None:
+        if self._backend is not None:
+            self._backend.stop()
+        self._backend_thread.shutdown(wait=False)
+
+
+def create_server(in_process: bool = False) -> VqeditServer:
+    if in_process:
+        from .inprocess import InProcessBackend  # imports torch: only when asked for
+        server = VqeditServer(InProcessBackend)
+    else:
+        server = VqeditServer(DaemonBackend)
+    register_features(server)
+    logging.getLogger("vqedit").addHandler(ClientLog(server))
+    return server
+
+
+LOG_LEVELS = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
+              logging.INFO: types.MessageType.Info, logging.DEBUG: types.MessageType.Log}
+
+
+class ClientLog(logging.Handler):
+    """Our log records also go to the editor as `window/logMessage` (its LSP log)."""
+
+    def __init__(self, server: VqeditServer) -> None:
+        super().__init__(logging.INFO)
+        self.server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        loop = self.server.loop
+        if loop is None:
+            return
+        params = types.LogMessageParams(LOG_LEVELS.get(record.levelno, types.MessageType.Error),
+                                        self.format(record))
+        with contextlib.suppress(RuntimeError):  # the loop closed: the client is gone
+            loop.call_soon_threadsafe(self.server.window_log_message, params)
+
+
+# --- the command line -----------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
+                        help="listen for one client on TCP instead of stdio (debugging)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the model inside the server instead of the daemon")
+    parser.add_argument("--log-file", help="also write the log to this file")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"HOST:PORT is needed, got {value!r}")
+    return host, int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    _configure_logging(args.log_file, args.log_level)
+    server = create_server(args.in_process)
+    try:
+        if args.tcp:
+            server.start_tcp(*args.tcp)
+        else:
+            # LSP owns standard output; anything else that prints (a library, a progress bar)
+            # goes to standard error instead of corrupting the stream.
+            lsp_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+            server.start_io(sys.stdin.buffer, lsp_out)
+    finally:
+        server.stop_backend()
+    return 0
+
+
+def _configure_logging(path: str | None, level: str) -> None:
+    """The log goes to standard error (editors show it) and, if asked, to a file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        handlers.append(logging.FileHandler(path))
+    logging.basicConfig(level=logging.WARNING, handlers=handlers,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("vqedit", "pygls"):
+        logging.getLogger(name).setLevel(level.upper() if name == "vqedit" else logging.WARNING)

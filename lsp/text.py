@@ -1,0 +1,76 @@
+"""Positions: LSP's (line, character) in the negotiated encoding ↔ code-point offsets.
+
+LSP counts a position's `character` in UTF-16 code units unless client and server agreed on
+UTF-8 bytes or UTF-32 code points; the daemon counts code points. Lines end at "\\r\\n", "\\r" or
+"\\n" (all three, as the LSP specification says). Conversions go through the line's text encoded
+in the agreed codec, so they run at C speed and are exact for characters outside the BMP.
+
+Out-of-range input is clamped, never refused, and reported: a character past the end of its
+line means the line's end (the specification's rule, so it is not a problem), a line past the
+last means the end of the text, and a character inside a surrogate pair or a UTF-8 sequence
+means the start of that character.
+"""
+
+import bisect
+import re
+from dataclasses import dataclass
+
+from lsprotocol import types
+
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# codec and bytes per code unit of each position encoding
+CODECS = {types.PositionEncodingKind.Utf8: ("utf-8", 1),
+          types.PositionEncodingKind.Utf16: ("utf-16-le", 2),
+          types.PositionEncodingKind.Utf32: ("utf-32-le", 4)}
+
+
+@dataclass(frozen=True)
+class Clamped:
+    """An offset and, when the position did not fit the text, why (for the log)."""
+
+    offset: int
+    problem: str | None = None
+
+
+class LineIndex:
+    """Where each line of one text starts; immutable, rebuilt for every new text."""
+
+    def __init__(self, text: str, encoding: types.PositionEncodingKind) -> None:
+        self.text = text
+        self.codec, self.unit = CODECS[encoding]
+        self.starts = [0] + [m.end() for m in LINE_BREAK.finditer(text)]  # code points
+
+    def line_end(self, line: int) -> int:
+        """The offset just before line `line`'s line break (or the end of the text)."""
+        if line + 1 >= len(self.starts):
+            return len(self.text)
+        end = self.starts[line + 1]
+        return end - 2 if self.text.endswith("\r\n", 0, end) else end - 1
+
+    def offset(self, position: types.Position) -> Clamped:
+        """The code-point offset of an LSP position, clamped into the text."""
+        if position.line >= len(self.starts):
+            return Clamped(len(self.text), f"line {position.line} is past the last line "
+                                           f"({len(self.starts) - 1}); using the end of the text")
+        start, end = self.starts[position.line], self.line_end(position.line)
+        line = self.text[start:end]
+        if line.isascii():
+            return Clamped(start + min(position.character, len(line)))
+        encoded = line.encode(self.codec)[:position.character * self.unit]
+        # A cut inside a character leaves an incomplete sequence, which "ignore" drops: the
+        # position rounds down to the character's start.
+        prefix = encoded.decode(self.codec, errors="ignore")
+        if len(prefix.encode(self.codec)) != len(encoded):
+            return Clamped(start + len(prefix), f"character {position.character} of line "
+                                                f"{position.line} splits a character")
+        return Clamped(start + len(prefix))
+
+    def position(self, offset: int) -> types.Position:
+        """The LSP position of a code-point offset (0 ≤ offset ≤ len(text))."""
+        line = bisect.bisect_right(self.starts, offset) - 1
+        start = self.starts[line]
+        character = len(self.text[start:offset].encode(self.codec)) // self.unit
+        return types.Position(line=line, character=character)
+
+    def range(self, start: int, end: int) -> types.Range:
+        return types.Range(start=self.position(start), end=self.position(end))
