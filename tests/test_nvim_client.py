@@ -267,3 +267,13 @@ def test_statusline_text_for_each_state():
             shown = nvim.exec_lua("return require('vqedit.status').format(vim.json.decode(...))",
                                   wire)
             assert shown == text, status
+
+
+def test_a_status_without_a_document_fires_the_event_and_shows_nowhere():
+    with private_dirs(), headless_nvim() as nvim:
+        nvim.command("enew")
+        wire = json.dumps({"uri": None, "version": None, "state": "loading", "label": None,
+                           "score": None, "message": None})
+        nvim.exec_lua("require('vqedit.status').handler(nil, vim.json.decode(...))", wire)
+        assert nvim.exec_lua("return _G.statuses") == 1
+        assert nvim.exec_lua("return require('vqedit').status()") == ""

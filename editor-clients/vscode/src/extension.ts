@@ -14,7 +14,7 @@ import {
 import * as commands from "./commands";
 import { ClientCommand } from "./commands";
 import { SERVER_SETTINGS, serverCommand, serverSettings } from "./settings";
-import { Status, statusView } from "./status";
+import { Status, StatusBook, statusView } from "./status";
 
 const LANGUAGES = ["markdown", "plaintext"];
 
@@ -22,7 +22,7 @@ let client: LanguageClient | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const output = vscode.window.createOutputChannel("vqedit", { log: true });
-  const statuses = new Map<string, Status>(); // by the uri the server was given
+  const statuses = new StatusBook();
   const item = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
   item.command = ClientCommand.stats;
   context.subscriptions.push(output, item);
@@ -45,8 +45,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const launch = async (): Promise<void> => {
     client = createClient(output);
     client.onNotification("vqedit/status", (status: Status) => {
-      statuses.set(status.uri, status);
-      refreshStatus();
+      if (statuses.update(status)) {
+        refreshStatus();
+      }
     });
     refreshStatus();
     await start(client);
@@ -56,7 +57,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.window.onDidChangeActiveTextEditor(refreshStatus),
     vscode.workspace.onDidCloseTextDocument((document) => {
       if (client !== undefined) {
-        statuses.delete(client.code2ProtocolConverter.asUri(document.uri));
+        statuses.forget(client.code2ProtocolConverter.asUri(document.uri));
       }
     }),
     vscode.workspace.onDidChangeConfiguration(async (event) => {

@@ -1,11 +1,12 @@
 /**
- * The status bar text for the `vqedit/status` notification (docs/lsp.md, "Notifications from
- * the server"). Pure: no VS Code import. The Neovim plugin's statusline uses the same words.
+ * The `vqedit/status` notification (docs/lsp.md, "Notifications from the server"): the latest
+ * one per document and the status bar text made from it. Pure: no VS Code import. The Neovim
+ * plugin's statusline uses the same words.
  */
 
 /** The notification's parameters as the server sends them. */
 export interface Status {
-  uri: string;
+  uri: string | null; // null: the model's state while no document is open
   version: number | null;
   state: "loading" | "ready" | "error";
   label: string | null;
@@ -43,5 +44,34 @@ export function statusView(status: Status | undefined): StatusView {
     default:
       return { text: "vqedit: ?",
                tooltip: `vqedit: unknown state ${JSON.stringify(status.state)}`, error: true };
+  }
+}
+
+/**
+ * The latest status of each document, by the uri the server was given. A status without a uri
+ * belongs to no document, so it is not kept: the next document's own status follows.
+ */
+export class StatusBook {
+  private readonly byUri = new Map<string, Status>();
+
+  /** Keep `status`; true when a document's status changed (the status bar may need redrawing). */
+  update(status: Status): boolean {
+    if (status.uri === null) {
+      return false;
+    }
+    this.byUri.set(status.uri, status);
+    return true;
+  }
+
+  get(uri: string): Status | undefined {
+    return this.byUri.get(uri);
+  }
+
+  forget(uri: string): void {
+    this.byUri.delete(uri);
+  }
+
+  clear(): void {
+    this.byUri.clear();
   }
 }

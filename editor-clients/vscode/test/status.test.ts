@@ -2,7 +2,7 @@
 import * as assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Status, statusView } from "../src/status";
+import { Status, StatusBook, statusView } from "../src/status";
 
 const base: Status = {
   uri: "file:///a.md", version: 7, state: "ready", label: "sport", score: 0.9349, message: null,
@@ -33,4 +33,20 @@ test("an unknown state from a newer server is shown as such", () => {
   const view = statusView({ ...base, state: "paused" as Status["state"] });
   assert.equal(view.text, "vqedit: ?");
   assert.match(view.tooltip, /"paused"/);
+});
+
+test("the book keeps each document's latest status and forgets closed ones", () => {
+  const book = new StatusBook();
+  assert.equal(book.update(base), true);
+  assert.equal(book.update({ ...base, version: 8, label: "tech" }), true);
+  assert.equal(book.get("file:///a.md")?.label, "tech");
+  assert.equal(book.get("file:///b.md"), undefined);
+  book.forget("file:///a.md");
+  assert.equal(book.get("file:///a.md"), undefined);
+});
+
+test("a status without a document (no file open) is shown for none", () => {
+  const book = new StatusBook();
+  assert.equal(book.update({ ...base, uri: null, version: null, state: "loading" }), false);
+  assert.equal(book.get("file:///a.md"), undefined);
 });

@@ -3,7 +3,7 @@
 local M = {}
 
 ---@class vqedit.Status
----@field uri string
+---@field uri string|vim.NIL null: the model's state while no document is open
 ---@field version integer|nil
 ---@field state "loading"|"ready"|"error"
 ---@field label string|vim.NIL|nil
@@ -23,8 +23,12 @@ end
 
 --- Handler for the `vqedit/status` notification: keeps the status, redraws the statuslines and
 --- fires `User VqeditStatus` (data: the status) for anyone who wants more than the text.
+--- A status without a uri (the model's state while no document is open) belongs to no
+--- statusline; it only fires the event.
 function M.handler(_, status)
-  by_uri[status.uri] = status
+  if value(status.uri) ~= nil then
+    by_uri[status.uri] = status
+  end
   vim.cmd.redrawstatus({ bang = true })
   vim.api.nvim_exec_autocmds("User", { pattern = "VqeditStatus", data = status, modeline = false })
 end
