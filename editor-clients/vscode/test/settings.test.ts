@@ -1,8 +1,10 @@
 // The split of the `vqedit` section between the extension and the server (src/settings.ts).
 import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { test } from "node:test";
 
-import { serverCommand, serverSettings } from "../src/settings";
+import { SERVER_SETTINGS, serverCommand, serverSettings } from "../src/settings";
 
 test("the server starts as `vqedit lsp` when nothing is configured", () => {
   assert.deepEqual(serverCommand({}, "/home/me"), { command: "vqedit", args: ["lsp"] });
@@ -39,4 +41,14 @@ test("the server gets its settings unchanged and never the extension's own", () 
 
 test("invalid values reach the server, which reports them; missing ones are left out", () => {
   assert.deepEqual(serverSettings({ debounceMs: -5, severity: null }), { debounceMs: -5 });
+});
+
+test("every server setting package.json contributes reaches the server", () => {
+  // tests/test_vscode_extension.py checks package.json against the server's own list.
+  const manifest = JSON.parse(
+    fs.readFileSync(path.join(__dirname, "..", "..", "package.json"), "utf8"));
+  const contributed = Object.keys(manifest.contributes.configuration.properties)
+    .filter((name) => !name.startsWith("vqedit.server."))
+    .map((name) => name.slice("vqedit.".length));
+  assert.deepEqual([...SERVER_SETTINGS].sort(), contributed.sort());
 });
