@@ -99,9 +99,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     // Not `register`: a server that failed to start must be restartable too.
     vscode.commands.registerCommand(ClientCommand.restart, async () => {
       statuses.clear();
-      if (client?.isRunning()) {
-        await client.stop();
-      }
+      await client?.dispose(); // stops it if it runs; a client is not started twice
       await launch();
     }),
     vscode.commands.registerCommand(ClientCommand.showOutput, () => output.show()),
@@ -111,7 +109,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 }
 
 export async function deactivate(): Promise<void> {
-  await client?.stop();
+  await client?.dispose();
 }
 
 function createClient(output: vscode.LogOutputChannel): LanguageClient {
