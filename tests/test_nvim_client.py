@@ -155,6 +155,11 @@ def test_typing_in_markdown_brings_diagnostics_and_status(tiny: TinyModel, tmp_p
             nvim.exec_lua("require('vqedit').setup({ cmd = ..., settings = { rules = {} } })",
                           SERVER)
             wait(nvim, lambda: diagnostics(nvim) == [], "the diagnostics to go")
+
+            # A server that stops leaves no stale label behind.
+            nvim.exec_lua("vim.lsp.stop_client(vim.lsp.get_clients({ name = 'vqedit' }))")
+            wait(nvim, lambda: nvim.exec_lua("return require('vqedit').status()") == "",
+                 "the status line to clear when the server stops")
             assert error_messages(nvim) == []
 
 

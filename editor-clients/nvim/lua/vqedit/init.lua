@@ -62,13 +62,17 @@ function M.setup(opts)
       return filetype == "text" and "plaintext" or filetype
     end,
     handlers = { ["vqedit/status"] = status.handler },
-    on_exit = function()
-      for _, bufnr in ipairs(vim.api.nvim_list_bufs()) do
-        status.forget(bufnr)
-      end
-      vim.schedule(function()
+  })
+  -- A buffer the server no longer serves (it exited, or the buffer was detached) shows no
+  -- stale label.
+  vim.api.nvim_create_autocmd("LspDetach", {
+    group = vim.api.nvim_create_augroup("vqedit", { clear = true }),
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      if client ~= nil and client.name == "vqedit" then
+        status.forget(args.buf)
         vim.cmd.redrawstatus({ bang = true })
-      end)
+      end
     end,
   })
   vim.lsp.enable("vqedit")
