@@ -156,6 +156,14 @@ def test_typing_in_markdown_brings_diagnostics_and_status(tiny: TinyModel, tmp_p
                           SERVER)
             wait(nvim, lambda: diagnostics(nvim) == [], "the diagnostics to go")
 
+            # :VqeditText shows the server's copy of the text: the buffer's.
+            typed = nvim.current.buffer[:]
+            nvim.command("VqeditText")
+            wait(nvim, lambda: nvim.current.buffer.name.startswith("vqedit-text://"),
+                 "the server's text in a window")
+            assert nvim.current.buffer[:] == [*typed, ""]  # the buffer's final line break
+            nvim.command("close")
+
             # A server that stops leaves no stale label behind.
             nvim.exec_lua("vim.lsp.stop_client(vim.lsp.get_clients({ name = 'vqedit' }))")
             wait(nvim, lambda: nvim.exec_lua("return require('vqedit').status()") == "",
@@ -195,9 +203,16 @@ def paragraphs(text: str) -> list[tuple[int, int, int]]:
     return found
 
 
+def server_text(nvim: pynvim.Nvim) -> str:
+    """The server's own copy of the current buffer, through :VqeditText's function."""
+    nvim.exec_lua("_G.text = nil; require('vqedit').text(0, function(r) _G.text = r.text end)")
+    return wait(nvim, lambda: nvim.exec_lua("return _G.text"), "the server's text")
+
+
 def test_diagnostics_follow_random_edits_at_the_right_positions(tiny: TinyModel, tmp_path: Path):
-    """After any edits Neovim sends (incremental, batched, in its negotiated encoding), there is
-    one diagnostic per paragraph of the buffer's text, spanning exactly that paragraph."""
+    """After any edits Neovim sends (incremental, batched, in its negotiated encoding), the
+    server's text is the buffer's, and there is one diagnostic per paragraph, spanning exactly
+    that paragraph."""
     document = tmp_path / "edits.md"
     document.write_text(PROSE + "\n")
     with private_dirs() as paths, DaemonClient(daemon_args=tiny.daemon_args(),
@@ -232,6 +247,7 @@ def test_diagnostics_follow_random_edits_at_the_right_positions(tiny: TinyModel,
                 except AssertionError as e:
                     raise AssertionError(f"{e}: {expected} expected, {found} shown, "
                                          f"text {text!r}") from None
+                assert server_text(nvim) == text + "\n"  # Neovim sends the final line break
 
             check()
             assert error_messages(nvim) == []

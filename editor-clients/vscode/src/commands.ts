@@ -8,12 +8,14 @@ export const ServerCommand = {
   recompute: "vqedit.recompute",
   stats: "vqedit.stats",
   ignoreLabel: "vqedit.ignoreLabel",
+  text: "vqedit.text",
 } as const;
 
 export const ClientCommand = {
   recompute: "vqedit.recomputeDocument",
   stats: "vqedit.showStats",
   ignoreLabel: "vqedit.ignoreLabelAtCursor",
+  text: "vqedit.showServerText",
   restart: "vqedit.restartServer",
   showOutput: "vqedit.showOutput",
 } as const;
@@ -36,6 +38,11 @@ export function recompute(uri: string): ExecuteCommand {
 
 export function stats(): ExecuteCommand {
   return { command: ServerCommand.stats, arguments: [] };
+}
+
+/** The server's own copy of a document, `{uri, version, text}`: a debugging aid. */
+export function text(uri: string): ExecuteCommand {
+  return { command: ServerCommand.text, arguments: [uri] };
 }
 
 export function ignoreLabel(uri: string, line: number, label: string): ExecuteCommand {

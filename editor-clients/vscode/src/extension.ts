@@ -80,6 +80,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         { language: "json", content: commands.formatStats(result) });
       await vscode.window.showTextDocument(document, { preview: true });
     }),
+    register(ClientCommand.text, async (running) => {
+      const editor = activeProse();
+      const result = await running.sendRequest(ExecuteCommandRequest.type,
+        commands.text(running.code2ProtocolConverter.asUri(editor.document.uri)));
+      const document = await vscode.workspace.openTextDocument(
+        { language: editor.document.languageId, content: (result as { text: string }).text });
+      await vscode.window.showTextDocument(document, { preview: true });
+    }),
     register(ClientCommand.ignoreLabel, async (running) => {
       const editor = activeProse();
       const line = editor.selection.active.line;

@@ -1,5 +1,7 @@
 // Arguments of the server commands and the labels offered at the cursor (src/commands.ts).
 import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { test } from "node:test";
 
 import * as commands from "../src/commands";
@@ -8,6 +10,8 @@ test("commands carry the arguments docs/lsp.md specifies", () => {
   assert.deepEqual(commands.recompute("file:///a.md"),
                    { command: "vqedit.recompute", arguments: ["file:///a.md"] });
   assert.deepEqual(commands.stats(), { command: "vqedit.stats", arguments: [] });
+  assert.deepEqual(commands.text("file:///a.md"),
+                   { command: "vqedit.text", arguments: ["file:///a.md"] });
   assert.deepEqual(commands.ignoreLabel("file:///a.md", 4, " sport "),
                    { command: "vqedit.ignoreLabel", arguments: ["file:///a.md", 4, "sport"] });
 });
@@ -17,6 +21,13 @@ test("palette ids never collide with the server's, which the language client reg
   for (const id of Object.values(commands.ClientCommand)) {
     assert.ok(!server.has(id as never), id);
   }
+});
+
+test("the palette shows exactly the commands the extension registers", () => {
+  const manifest = JSON.parse(
+    fs.readFileSync(path.join(__dirname, "..", "..", "package.json"), "utf8"));
+  const contributed = manifest.contributes.commands.map((c: { command: string }) => c.command);
+  assert.deepEqual(contributed.sort(), Object.values(commands.ClientCommand).sort());
 });
 
 test("a bad line or an empty label is refused before anything is sent", () => {

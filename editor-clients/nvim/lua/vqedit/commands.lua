@@ -57,6 +57,19 @@ function M.stats(on_result)
   end)
 end
 
+--- The server's own copy of buffer `bufnr` (0: current), `{ uri, version, text }`, passed to
+--- `on_result` (default: shown in a scratch window). A debugging aid: it must equal the buffer.
+function M.text(bufnr, on_result)
+  bufnr = resolve(bufnr)
+  M.execute(bufnr, "vqedit.text", { vim.uri_from_bufnr(bufnr) }, on_result or function(result)
+    vim.cmd.new()
+    vim.bo.buftype, vim.bo.bufhidden, vim.bo.swapfile = "nofile", "wipe", false
+    vim.api.nvim_buf_set_lines(0, 0, -1, false, vim.split(result.text, "\n"))
+    vim.api.nvim_buf_set_name(0, string.format("vqedit-text://%s@%s", result.uri, result.version))
+    vim.bo.modifiable = false
+  end)
+end
+
 --- The labels of vqedit diagnostics covering 0-based `line` of `bufnr` (their code is the label).
 ---@return string[]
 function M.labels_at(bufnr, line)
@@ -93,7 +106,7 @@ function M.ignore_label(label)
   end
 end
 
---- Create :VqeditRecompute, :VqeditStats and :VqeditIgnore [label].
+--- Create :VqeditRecompute, :VqeditStats, :VqeditText and :VqeditIgnore [label].
 function M.create_user_commands()
   vim.api.nvim_create_user_command("VqeditRecompute", function()
     M.recompute(0)
@@ -101,6 +114,9 @@ function M.create_user_commands()
   vim.api.nvim_create_user_command("VqeditStats", function()
     M.stats()
   end, { desc = "vqedit: show the engine's statistics" })
+  vim.api.nvim_create_user_command("VqeditText", function()
+    M.text(0)
+  end, { desc = "vqedit: show the server's copy of this document (it must equal the buffer)" })
   vim.api.nvim_create_user_command("VqeditIgnore", function(args)
     M.ignore_label(args.args)
   end, {

@@ -94,6 +94,7 @@ end
 
 M.recompute = commands.recompute
 M.stats = commands.stats
+M.text = commands.text
 M.ignore_label = commands.ignore_label
 
 return M
