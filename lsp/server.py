@@ -83,6 +83,8 @@ class VqeditServer(LanguageServer):
         self.model = ModelState("loading")
         self._make_backend = make_backend
         self._backend: Backend | None = None
+        self._backend_error = "the backend has not started"  # why _backend is None
+        self.unknown_rule_labels: frozenset[str] = frozenset()  # last reported, to say it once
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="vqedit-backend")
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -93,19 +95,28 @@ class VqeditServer(LanguageServer):
     def start_backend(self) -> None:
         """Called once, at `initialize`, on the event loop."""
         self.loop = asyncio.get_running_loop()
-        self.call_backend(self._create_backend)
+        self.loop.run_in_executor(self._backend_thread, self._create_backend)
 
     def _create_backend(self) -> None:
-        self._backend = self._make_backend(
-            lambda results: self.loop.call_soon_threadsafe(self.received, results))
+        try:
+            self._backend = self._make_backend(self._results_from_backend)
+        except Exception as e:  # e.g. an invalid daemon.toml for --in-process
+            self._backend_error = f"cannot start the backend: {e}"
+            log.error("%s", self._backend_error)
 
-    def call_backend(self, call: Callable[[], Any]) -> asyncio.Future:
-        """Run `call` on the backend thread after every call submitted before it."""
-        return self.loop.run_in_executor(self._backend_thread, call)
+    def _results_from_backend(self, results: Results) -> None:
+        """Any thread: hand results to the event loop (unless it has closed: we are exiting)."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.received, results)
 
-    def backend_call(self, method: str, *args: Any) -> asyncio.Future:
-        """A `Backend` method by name, on the backend thread; its result or exception."""
-        return self.call_backend(lambda: getattr(self._backend, method)(*args))
+    def call_backend(self, call: Callable[[Backend], Any]) -> asyncio.Future:
+        """`call(backend)` on the backend thread after every call submitted before it."""
+        def guarded() -> Any:
+            if self._backend is None:
+                raise RuntimeError(self._backend_error)
+            return call(self._backend)
+
+        return self.loop.run_in_executor(self._backend_thread, guarded)
 
     def send_open(self, document: Document) -> None:
         """Send the whole (masked) text: on didOpen, recompute and after a failed change."""
@@ -113,7 +124,7 @@ class VqeditServer(LanguageServer):
         document.unsent = []
         uri, text, revision, labels = (document.uri, document.masked, document.revision,
                                        self.settings.labels or None)
-        self._guarded(lambda: self._backend.open(uri, text, revision, labels), uri)
+        self._guarded(lambda backend: backend.open(uri, text, revision, labels), uri)
 
     def send_changes(self, uri: str) -> None:
         """Send every queued edit of `uri` as one change at its newest revision."""
@@ -122,19 +133,20 @@ class VqeditServer(LanguageServer):
         if document is None or not document.unsent:
             return
         edits, document.unsent = document.unsent, []
+        log.debug("sending %d edits of %s at revision %d", len(edits), uri, document.revision)
         text, revision, labels = document.masked, document.revision, self.settings.labels or None
 
-        def change() -> None:
+        def change(backend: Backend) -> None:
             try:
-                self._backend.change(uri, revision, edits)
+                backend.change(uri, revision, edits)
             except Exception as e:  # the backend's copy differs: give it ours, whole
                 log.error("%s: the backend refused revision %d (%s); sending the whole text",
                           uri, revision, e)
-                self._backend.open(uri, text, revision, labels)
+                backend.open(uri, text, revision, labels)
 
         self._guarded(change, uri)
 
-    def _guarded(self, call: Callable[[], None], uri: str) -> None:
+    def _guarded(self, call: Callable[[Backend], None], uri: str) -> None:
         def done(future: asyncio.Future) -> None:
             if future.exception() is not None:
                 log.error("%s: the backend failed: %s", uri, future.exception())
@@ -159,13 +171,15 @@ class VqeditServer(LanguageServer):
     def close_document(self, uri: str) -> None:
         self._cancel_timer(uri)
         if self.documents.close(uri) is not None:
-            self._guarded(lambda: self._backend.close(uri), uri)
+            self._guarded(lambda backend: backend.close(uri), uri)
 
     # --- results, on the event loop -----------------------------------------------------------
 
     def received(self, results: Results) -> None:
         """Keep results unless a newer revision superseded them; publish the current ones."""
         document = self.documents.get(results.uri)
+        log.debug("results for %s revision %d (document at %s)", results.uri, results.version,
+                  document.revision if document else "closed")
         if document is None or results.version < max(document.published, 0):
             return
         if document.results is None or results.version >= document.results.version:
@@ -190,7 +204,7 @@ class VqeditServer(LanguageServer):
         """Every open document scored with the `labels` setting (none: the topic head)."""
         labels = self.settings.labels or None
         for uri in self.documents.open_documents:
-            self._guarded(lambda uri=uri: self._backend.set_labels(uri, labels), uri)
+            self._guarded(lambda backend, uri=uri: backend.set_labels(uri, labels), uri)
 
     def republish(self) -> None:
         """Diagnostics again for every document with current results (rules changed)."""

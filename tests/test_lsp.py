@@ -140,10 +140,16 @@ async def test_bad_input_is_logged_and_the_text_stays_right():
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
             settings={"vqedit": {"debounceMs": -5, "severity": "loud"}}))
         await until(lambda: len(client.messages) >= 2, "showMessage for invalid settings")
-        assert all(m.type == types.MessageType.Error for m in client.messages)
+        assert [m.type for m in client.messages] == [types.MessageType.Error] * 2
         stats = await command(client, "vqedit.stats")
         settings = stats["server"]["settings"]
         assert settings["debounceMs"] == 0 and settings["severity"] == "warning"
+
+        # A rule for a label the results do not have would never fire: the user is told.
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"vqedit": {"rules": [{"label": "poetry"}]}}))
+        await until(lambda: any("not in use: poetry" in m.message for m in client.messages),
+                    "a warning about the unknown rule label")
 
         # A bad command argument is an error reply, and the document is untouched.
         with pytest.raises(Exception, match="not open"):
@@ -159,7 +165,15 @@ async def test_in_process_gives_the_same_diagnostics_without_a_daemon():
         try:
             uri = "file:///tmp/in-process.md"
             open_document(client, uri, MARKDOWN)
-            found = await diagnostics_for(client, uri, 1)
+            # The model takes seconds to load in a fresh process: meanwhile requests are
+            # answered, the text is kept, and the status says so.
+            hover = await client.text_document_hover_async(types.HoverParams(
+                types.TextDocumentIdentifier(uri), types.Position(3, 5)))
+            assert "no results yet (model loading)" in hover.contents.value
+            change(client, uri, 2, edit(3, 0, 3, 0, "Late on, "))
+            assert await server_text(client, uri) == MARKDOWN.replace("The", "Late on, The", 1)
+            assert client.statuses[0].state == "loading"
+            found = await diagnostics_for(client, uri, 2)
             assert sorted(d.range.start.line for d in found.diagnostics) == PROSE_LINES
             stats = await command(client, "vqedit.stats")
             assert stats["backend"]["in_process"] and stats["backend"]["documents"] == 1

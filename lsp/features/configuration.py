@@ -45,7 +45,7 @@ def apply(ls: "VqeditServer", raw: Any, source: str) -> None:
     old, ls.settings = ls.settings, new
     log.info("effective settings (from %s): %s", source, json.dumps(new.as_client_json()))
     if old.labels != new.labels:
-        ls.relabel()
-    if (old.rules, old.severity) != (new.rules, new.severity):
+        ls.relabel()  # new results follow, published with the new rules
+    elif (old.rules, old.severity) != (new.rules, new.severity):
         ls.republish()
     ls.recorder.configure(new.edit_log)

@@ -5,6 +5,8 @@ every range refers to the text the client has at that version. A paragraph gets 
 per matching rule, unless `vqedit.ignoreLabel` silenced that label there.
 """
 
+import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
@@ -16,6 +18,8 @@ from vqedit.lsp.settings import SEVERITIES, Settings
 if TYPE_CHECKING:
     from vqedit.lsp.server import VqeditServer
 
+log = logging.getLogger("vqedit.lsp")
+
 SOURCE = "vqedit"
 
 
@@ -23,9 +27,21 @@ def publish(ls: "VqeditServer", document: Document) -> None:
     results = document.current
     if results is None:
         return
+    _report_unknown_labels(ls, results.scores.keys())
     found = [d for p in results.paragraphs for d in diagnose(document, p, ls.settings)]
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
         document.uri, found, version=document.version))
+
+
+def _report_unknown_labels(ls: "VqeditServer", labels: Collection[str]) -> None:
+    """Say once (per set) which rules name labels the results do not have: they never fire."""
+    unknown = frozenset(r.label for r in ls.settings.rules) - set(labels)
+    if unknown and labels and unknown != ls.unknown_rule_labels:
+        message = (f"vqedit: rules name labels that are not in use: {', '.join(sorted(unknown))} "
+                   f"(labels: {', '.join(labels)})")
+        log.warning("%s", message)
+        ls.window_show_message(types.ShowMessageParams(types.MessageType.Warning, message))
+    ls.unknown_rule_labels = unknown
 
 
 def diagnose(document: Document, paragraph: Paragraph, settings: Settings) -> list[

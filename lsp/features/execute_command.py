@@ -44,7 +44,7 @@ def register(server: "VqeditServer") -> None:
 
     @server.command(STATS)
     async def stats(ls: Server, *args: Any) -> dict[str, Any]:
-        found = {"backend": await ls.backend_call("stats"),
+        found = {"backend": await ls.call_backend(lambda backend: backend.stats()),
                  "server": {"documents": len(ls.documents.open_documents),
                             "position_encoding": ls.documents.encoding,
                             "model_state": ls.model.state,

@@ -43,7 +43,7 @@ async def watch_model_load(ls: "VqeditServer") -> None:
     try:
         while True:
             try:
-                state = await ls.backend_call("model_state")
+                state = await ls.call_backend(lambda backend: backend.model_state())
             except Exception as e:  # the daemon could not be started or reached
                 state = ModelState("error", str(e))
             if ls.model.state != "ready":  # results may have said "ready" first

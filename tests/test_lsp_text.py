@@ -1,0 +1,45 @@
+"""LSP positions ↔ code points: exact for every encoding, clamped (and said why) when off."""
+
+from lsprotocol.types import Position, PositionEncodingKind
+
+from vqedit.lsp.text import LineIndex
+
+TEXT = "a😀b\r\nsecond\rthird\nlast"  # 😀 is two UTF-16 units and four UTF-8 bytes
+
+
+def offset(line: int, character: int, encoding=PositionEncodingKind.Utf16):
+    return LineIndex(TEXT, encoding).offset(Position(line, character))
+
+
+def test_characters_count_in_the_negotiated_encoding():
+    assert offset(0, 3).offset == 2  # after 😀 in UTF-16 units
+    assert offset(0, 5, PositionEncodingKind.Utf8).offset == 2
+    assert offset(0, 2, PositionEncodingKind.Utf32).offset == 2
+    assert offset(1, 0).offset == TEXT.index("second")
+    assert offset(2, 0).offset == TEXT.index("third")
+    assert offset(3, 4).offset == len(TEXT)
+
+
+def test_positions_round_trip():
+    for encoding in (PositionEncodingKind.Utf8, PositionEncodingKind.Utf16):
+        index = LineIndex(TEXT, encoding)
+        for i in range(len(TEXT) + 1):
+            if TEXT[i - 1:i + 1] != "\r\n":
+                assert index.offset(index.position(i)).offset == i
+
+
+def test_a_character_past_the_line_end_is_the_line_end_without_complaint():
+    found = offset(0, 99)
+    assert found.offset == TEXT.index("\r\n") and found.problem is None
+
+
+def test_a_line_past_the_end_is_the_end_of_the_text_and_reported():
+    found = offset(9, 0)
+    assert found.offset == len(TEXT) and "past the last line" in found.problem
+
+
+def test_half_a_character_rounds_down_and_is_reported():
+    found = offset(0, 2)  # between the two UTF-16 units of 😀
+    assert found.offset == 1 and "splits a character" in found.problem
+    found = offset(0, 3, PositionEncodingKind.Utf8)  # inside its four bytes
+    assert found.offset == 1 and "splits a character" in found.problem
