@@ -146,8 +146,7 @@ def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described
            final: dict, savings: Run | None) -> dict[str, Any]:
     measured = savings or run
     latency = [r.outcome.latency_ms for r in run.rows]
-    ratios = [r.outcome.dense_macs / max(r.outcome.macs, 1) for r in measured.rows
-              if r.outcome.macs is not None]
+    ratios = _ratios(measured)
     dirty = [d for r in measured.rows for d in r.outcome.dirty]
     tokens = [r.outcome.tokens for r in measured.rows if r.outcome.tokens is not None]
     return {
@@ -163,6 +162,7 @@ def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described
         "ops_ratio_p10": _pct(ratios, 10),
         "ops_ratio_p90": _pct(ratios, 90),
         "ops_baseline": "a dense pass over the whole document, per edit",
+        "free_edits": sum(r.outcome.macs == 0 for r in measured.rows),  # nothing recomputed
         "savings_measured_by": None if not ratios else "engine" if savings is None or
         args.via == "engine" else "engine, replayed after the timed run",
         "dirty_tokens_per_layer": [round(float(v), 2) for v in np.mean(dirty, 0)]
@@ -175,6 +175,12 @@ def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described
     }
 
 
+def _ratios(run: Run) -> list[float]:
+    """Dense MACs over incremental MACs per measured edit; an edit that recomputed nothing
+    (a change no token saw) has no finite ratio and is counted in `free_edits` instead."""
+    return [r.outcome.dense_macs / r.outcome.macs for r in run.rows if r.outcome.macs]
+
+
 def write_csv(run: Run, path: Path) -> None:
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
@@ -182,7 +188,7 @@ def write_csv(run: Run, path: Path) -> None:
                          "dense_macs", "ops_ratio", "tokens", "dirty_per_layer"])
         for row in run.rows:
             o = row.outcome
-            ratio = o.dense_macs / max(o.macs, 1) if o.macs is not None else ""
+            ratio = o.dense_macs / o.macs if o.macs else ""
             dirty = ";".join("/".join(map(str, d)) for d in o.dirty)
             writer.writerow([row.line, row.uri, row.version, round(o.latency_ms, 3), o.label,
                              "" if o.score is None else round(o.score, 4),
@@ -208,9 +214,8 @@ def plot(run: Run, savings: Run | None, result: dict, path: Path) -> None:
     latency.axvline(result["latency_ms_p50"], color="black", linestyle="--",
                     label=f"p50 {result['latency_ms_p50']:.1f} ms")
     latency.legend()
-    rows = [r for r in measured.rows if r.outcome.macs is not None]
-    if rows:
-        ratios = [r.outcome.dense_macs / max(r.outcome.macs, 1) for r in rows]
+    ratios = _ratios(measured)
+    if ratios:
         ops.scatter(range(len(ratios)), ratios, s=4)
         ops.set_yscale("log")
         ops.axhline(result["ops_ratio_median"], color="black", linestyle="--",
