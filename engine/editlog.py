@@ -47,6 +47,7 @@ class LogError(ValueError):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
+        self.reason = message
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def parse_line(line: str, number: int) -> Record:
     try:
         value = json.loads(line)
     except json.JSONDecodeError as e:
-        raise LogError(number, f"not valid JSON ({e.msg} at column {e.colno})") from None
+        raise LogError(number, f"not valid JSON ({e.msg}, column {e.colno})") from None
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind not in ("open", "change", "close"):
         raise LogError(number, f"a record is an object whose kind is open, change or close; "
@@ -328,7 +329,7 @@ def read(path: Path, skip_bad: bool = False) -> Loaded:
                 record = parse_line(line, number)
             except LogError as e:
                 if number == len(lines) and not complete:
-                    raise LogError(number, f"the last line is truncated ({e})") from None
+                    raise LogError(number, f"the last line is truncated ({e.reason})") from None
                 raise
             steps.append(timeline.apply(record, number))
             uris.setdefault(record.uri, None)
