@@ -8,11 +8,14 @@ paragraph markers of ignored labels, and queues the edits for the backend. A hoo
 every accepted change (an edit log) belongs there.
 
 Revisions: the backend is sent the server's own counter, `revision`, which increases with every
-text the server accepts, whatever version numbers the client sends; results come back with a
-revision and are published with the client's version of that revision only if it is still the
-document's newest, so a diagnostic never lands on text it was not computed for.
+text the server accepts, whatever version numbers the client sends, and is never reused (not
+even by a document closed and opened again, whose old results may still be on their way);
+results come back with a revision and are published with the client's version of that
+revision only if it is still the document's newest, so a diagnostic never lands on text it was
+not computed for.
 """
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -42,10 +45,12 @@ class Document:
     text: str
     lines: LineIndex  # positions ↔ offsets of `text`
     masked: str  # what the backend holds: `text` with Markdown code blanked, same length
-    revision: int = 0  # the server's counter of accepted texts, sent to the backend as version
+    revision: int  # the server's counter of accepted texts, sent to the backend as version
     unsent: list[WireEdit] = field(default_factory=list)  # edits of `masked` not yet sent
     results: Results | None = None  # the newest results received, maybe for an older revision
     published: int = -1  # the revision whose diagnostics were last published
+    opened: int = 0  # the revision it was opened at: results older than that are for a
+    # document of the same uri closed before
     ignored: list[Ignore] = field(default_factory=list)
 
     @property
@@ -62,18 +67,22 @@ class Documents:
     def __init__(self) -> None:
         self.open_documents: dict[str, Document] = {}
         self.encoding = types.PositionEncodingKind.Utf16  # set at initialize
+        self._revisions = itertools.count(1)  # one counter for all documents: never reused
 
     def get(self, uri: str) -> Document | None:
         return self.open_documents.get(uri)
 
     def open(self, item: types.TextDocumentItem) -> Document:
-        old = self.open_documents.get(item.uri)
+        revision = next(self._revisions)
         document = Document(item.uri, item.language_id, item.version, item.text,
-                             LineIndex(item.text, self.encoding),
-                             _masked(item.language_id, item.text),
-                             revision=old.revision + 1 if old else 1)
+                            LineIndex(item.text, self.encoding),
+                            _masked(item.language_id, item.text), revision, opened=revision)
         self.open_documents[item.uri] = document
         return document
+
+    def renew(self, document: Document) -> None:
+        """A new revision of the same text: it is recomputed from scratch."""
+        document.revision = next(self._revisions)
 
     def close(self, uri: str) -> Document | None:
         return self.open_documents.pop(uri, None)
@@ -100,7 +109,7 @@ class Documents:
                 text = change.text
             self._replace(document, text)
         document.version = version
-        document.revision += 1
+        document.revision = next(self._revisions)
 
     def _replace(self, document: Document, text: str) -> None:
         """Take `text` as the document's new text and queue the masked difference."""

@@ -180,7 +180,7 @@ class VqeditServer(LanguageServer):
         document = self.documents.get(results.uri)
         log.debug("results for %s revision %d (document at %s)", results.uri, results.version,
                   document.revision if document else "closed")
-        if document is None or results.version < max(document.published, 0):
+        if document is None or results.version < max(document.published, document.opened):
             return
         if document.results is None or results.version >= document.results.version:
             document.results = results

@@ -145,6 +145,14 @@ async def test_bad_input_is_logged_and_the_text_stays_right():
         settings = stats["server"]["settings"]
         assert settings["debounceMs"] == 0 and settings["severity"] == "warning"
 
+        # Closed and opened again: the new text's diagnostics, not the old one's.
+        client.text_document_did_close(types.DidCloseTextDocumentParams(
+            types.TextDocumentIdentifier(uri)))
+        client.published.clear()
+        open_document(client, uri, "The match went to extra time.", language="plaintext")
+        reopened = await diagnostics_for(client, uri, 1)
+        assert [d.range.end for d in reopened.diagnostics] == [types.Position(0, 29)]
+
         # A rule for a label the results do not have would never fire: the user is told.
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
             settings={"vqedit": {"rules": [{"label": "poetry"}]}}))
@@ -154,7 +162,7 @@ async def test_bad_input_is_logged_and_the_text_stays_right():
         # A bad command argument is an error reply, and the document is untouched.
         with pytest.raises(Exception, match="not open"):
             await command(client, "vqedit.ignoreLabel", "file:///nowhere", 0, "sport")
-        assert await server_text(client, uri) == "First line.!\nSecond line. Appended."
+        assert await server_text(client, uri) == "The match went to extra time."
     finally:
         await stop(client)
 

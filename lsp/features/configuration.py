@@ -43,9 +43,13 @@ def apply(ls: "VqeditServer", raw: Any, source: str) -> None:
     if new == ls.settings:
         return
     old, ls.settings = ls.settings, new
-    log.info("effective settings (from %s): %s", source, json.dumps(new.as_client_json()))
+    log_effective(ls, f"from {source}")
     if old.labels != new.labels:
         ls.relabel()  # new results follow, published with the new rules
     elif (old.rules, old.severity) != (new.rules, new.severity):
         ls.republish()
     ls.recorder.configure(new.edit_log)
+
+
+def log_effective(ls: "VqeditServer", why: str) -> None:
+    log.info("effective settings (%s): %s", why, json.dumps(ls.settings.as_client_json()))

@@ -39,7 +39,7 @@ def register(server: "VqeditServer") -> None:
     @server.command(RECOMPUTE)
     def recompute(ls: Server, *args: Any) -> None:
         document = _document(ls, RECOMPUTE, args, 1)
-        document.revision += 1
+        ls.documents.renew(document)
         ls.send_open(document)
 
     @server.command(STATS)

@@ -27,6 +27,7 @@ def register(server: "VqeditServer") -> None:
     async def initialized(ls: "VqeditServer", params: types.InitializedParams) -> None:
         ls.background_tasks.add(asyncio.ensure_future(watch_model_load(ls)))
         await configuration.pull(ls)
+        configuration.log_effective(ls, "in force after initialization")
 
 
 async def watch_model_load(ls: "VqeditServer") -> None:
