@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.settings import Settings, SettingsError, resolve
-from vqedit.engine import editlog
 from vqedit.engine.checkpoint import ModelLoadError
+from vqedit.lsp import editlog
 from vqedit.main import CliError
 from vqedit.private_daemon import private_daemon_dirs
 from vqedit.replay_targets import DaemonTarget, EngineTarget, LspTarget, Outcome, Target

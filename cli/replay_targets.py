@@ -1,6 +1,6 @@
 """What `vqedit replay` drives: the engine in process, a daemon, or a language server.
 
-Every target takes the checked steps of an edit log (`engine/editlog.py`) one at a time and
+Every target takes the checked steps of an edit log (`lsp/editlog.py`) one at a time and
 waits for the results of each version before the next is sent, so a latency is one edit's
 alone: from the change leaving the replay to its results arriving.
 
@@ -21,13 +21,13 @@ from vqedit.bench_engine import dense_macs
 from vqedit.daemon.cache import SharedModel, load_shared
 from vqedit.daemon.client import DaemonClient
 from vqedit.daemon.paths import Paths
-from vqedit.daemon.protocol import Results, WireEdit
+from vqedit.daemon.protocol import Results
 from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import Settings
-from vqedit.engine.editlog import Step
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.verify import verify
 from vqedit.lsp.driver import LspDriver
+from vqedit.lsp.editlog import Step
 from vqedit.lsp.markdown import mask
 
 SCORE_TOLERANCE = 1e-3  # compacted daemon results against a fresh pass in this process
@@ -86,7 +86,7 @@ class EngineTarget:
         live, _ = self.documents[uri]
         with torch.device(self.model.device):
             started = time.perf_counter()
-            stats = [live.apply(edit) for edit in step.edits]
+            stats = [live.apply(edit.to_engine()) for edit in step.edits]
             results = self._results(uri, step.record.version, live)
             latency = (time.perf_counter() - started) * 1000
             dense = sum(dense_macs(self.model.engine.model, len(s)) for s in live.states)
@@ -169,7 +169,7 @@ class DaemonTarget:
     def change(self, step: Step) -> Outcome:
         uri, version = step.record.uri, step.record.version
         started = time.perf_counter()
-        self.client.change(uri, version, [WireEdit(e.start, e.end, e.text) for e in step.edits])
+        self.client.change(uri, version, list(step.edits))
         results = self.client.wait_for(uri, version, self.timeout)
         latency = (time.perf_counter() - started) * 1000
         self.versions[uri] = version

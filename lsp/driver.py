@@ -27,8 +27,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-import vqedit.engine.editlog as editlog
 from vqedit import __version__
+from vqedit.lsp import editlog
 
 log = logging.getLogger("vqedit.lsp.driver")
 _ENCODINGS = {"utf-16": types.PositionEncodingKind.Utf16, "utf-8": types.PositionEncodingKind.Utf8,
@@ -148,7 +148,7 @@ class LspDriver:
             types.ExecuteCommandParams(command=name, arguments=list(arguments))))
 
     def content_changes(self, text: str,
-                        edits: tuple[editlog.TextEdit, ...]) -> list[editlog.Content]:
+                        edits: tuple[editlog.WireEdit, ...]) -> list[editlog.Content]:
         """Code-point edits of `text`, in order, as content changes in the negotiated encoding."""
         contents = []
         for edit in edits:

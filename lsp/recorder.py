@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
-import vqedit.engine.editlog as editlog
+from vqedit.lsp import editlog
 
 from .documents import Document, Documents
 

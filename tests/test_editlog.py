@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vqedit.daemon.protocol import WireEdit
 from vqedit.edits_git import history_log, revisions, word_edits
 from vqedit.edits_synth import synthesize, write
-from vqedit.engine import editlog
-from vqedit.engine.tokens import TextEdit
+from vqedit.lsp import editlog
 
 PROSE = "The council met.\n\nIts budget rose by ten percent.\n"
 # Text where encodings disagree: an emoji (two UTF-16 units, four UTF-8 bytes), an accent, CRLF.
@@ -47,7 +47,7 @@ def text_and_edit(draw):
     # Offsets between characters, never between the CR and LF of a CRLF (LSP cannot say that).
     cuts = [i for i in range(len(text) + 1) if not (text[i - 1:i + 1] == "\r\n" and i > 0)]
     start, end = sorted(draw(st.sampled_from(cuts)) for _ in range(2))
-    return text, TextEdit(start, end, draw(texts))
+    return text, WireEdit(start, end, draw(texts))
 
 
 @given(text_and_edit(), st.sampled_from(editlog.ENCODINGS))

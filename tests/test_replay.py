@@ -13,9 +13,9 @@ import pytest
 
 from tests.daemon_harness import PROSE, Expected, make_tiny_model, private_dirs
 from vqedit.daemon.client import DaemonClient
+from vqedit.daemon.protocol import WireEdit
 from vqedit.edits_synth import synthesize, write
-from vqedit.engine import editlog
-from vqedit.engine.tokens import TextEdit
+from vqedit.lsp import editlog
 from vqedit.lsp.driver import LspDriver
 
 EDITS = 40
@@ -104,7 +104,7 @@ def test_the_servers_edit_log_replays_to_the_text_the_client_typed(tiny, tmp_pat
             LspDriver({"debounceMs": 0, "editLog": str(recorded)}, timeout=120) as lsp:
         uri, text = "file:///r.md", "Goal 😀 scored.\n\nThe end.\n"
         lsp.open(uri, text, 1)
-        typed = [TextEdit(7, 7, "late "), TextEdit(0, 4, "A goal"), TextEdit(len(text), len(text),
+        typed = [WireEdit(7, 7, "late "), WireEdit(0, 4, "A goal"), WireEdit(len(text), len(text),
                                                                               "More.")]
         for version, edit in enumerate(typed, start=2):
             lsp.change(uri, version, lsp.content_changes(text, (edit,)))

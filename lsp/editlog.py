@@ -2,7 +2,7 @@
 
 Usage:
 
-    from vqedit.engine import editlog
+    from vqedit.lsp import editlog
 
     with editlog.Writer(path) as log:  # appends; one flushed line per record
         log.write(editlog.Open(time.time(), "file:///a.md", 1, "Some prose.", "utf-16"))
@@ -10,17 +10,17 @@ Usage:
                                  (editlog.Content("more ", editlog.Range.at(0, 5)),)))
     loaded = editlog.read(path, skip_bad=False)  # raises LogError naming the line
     for step in loaded.steps:
-        step.record, step.edits  # the record, and its changes as code-point `TextEdit`s
+        step.record, step.edits  # the record, and its changes as code-point `WireEdit`s
 
 A record is `open` (the whole text, the version and the position encoding), `change` (the LSP
 content changes of one `didChange`: range + text, or the whole text) or `close`.
 `docs/edit-log.md` describes the format; `edit-log.schema.json` beside this file is its JSON
 Schema, which `parse_line` checks every record against.
 
-This module sits in the engine, the bottom layer, because the language server (which records
-logs) and the command line (which synthesises and replays them) both use it and neither may be
-imported by the other. It knows no LSP library: positions are plain (line, character) pairs
-counted in the code units of the encoding the `open` record names.
+The language server records logs with it and the command line synthesises and replays them
+(`cli/` may import every layer). It knows no LSP library, so tools load it without pygls:
+positions are plain (line, character) pairs counted in the code units of the encoding the
+`open` record names, and a change resolves to the daemon's code-point edits (`WireEdit`).
 """
 
 import json
@@ -34,7 +34,7 @@ from typing import Any
 
 import jsonschema
 
-from .tokens import TextEdit
+from vqedit.daemon.protocol import WireEdit
 
 ENCODINGS = ("utf-16", "utf-8", "utf-32")
 # LSP's line ends: a position's line counts these, and its character never points inside one.
@@ -232,7 +232,7 @@ def to_position(text: str, offset: int, encoding: str) -> Position:
     raise ValueError(f"offset {offset} falls inside a line break")
 
 
-def content_for(text: str, edit: TextEdit, encoding: str) -> Content:
+def content_for(text: str, edit: WireEdit, encoding: str) -> Content:
     """The LSP content change that makes `edit` to `text`."""
     return Content(edit.text, Range(to_position(text, edit.start, encoding),
                                     to_position(text, edit.end, encoding)))
@@ -251,7 +251,7 @@ class _Document:
 class Step:
     line: int  # where the record is in the log, 1-based
     record: Record
-    edits: tuple[TextEdit, ...] = ()  # a change's contents in code points, in order
+    edits: tuple[WireEdit, ...] = ()  # a change's contents in code points, in order
     text: str = ""  # the document's text after this record (empty after a close)
 
 
@@ -292,16 +292,16 @@ class Timeline:
         return Step(line, record, tuple(edits), text)
 
     @staticmethod
-    def _offsets(text: str, content: Content, encoding: str) -> TextEdit:
+    def _offsets(text: str, content: Content, encoding: str) -> WireEdit:
         if content.range is None:
-            return TextEdit(0, len(text), content.text)
+            return WireEdit(0, len(text), content.text)
         lines = _lines(text)
         start = to_offset(text, content.range.start, encoding, lines)
         end = to_offset(text, content.range.end, encoding, lines)
         if end < start:
             raise ValueError(f"the range ends ({content.range.end}) before it starts "
                              f"({content.range.start})")
-        return TextEdit(start, end, content.text)
+        return WireEdit(start, end, content.text)
 
 
 @dataclass
