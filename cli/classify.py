@@ -17,7 +17,16 @@ from vqedit.engine.checkpoint import LoadedModel
 from vqedit.engine.document import Document
 from vqedit.engine.heads import DEFAULT_HEAD, LinearHead, ZeroShotHead, pooled, segment_states
 from vqedit.main import CliError
-from vqedit.model_choice import load_model
+from vqedit.model_choice import add_model_arguments, load_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a UTF-8 text file, or - for standard input")
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument("--labels", help='comma-separated zero-shot label names, e.g. "sport,tech"')
+    labels.add_argument("--head", type=Path, help="a head made by `vqedit train head`")
+    add_model_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON object")
 
 
 def read_text(name: str) -> str:

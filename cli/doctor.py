@@ -24,6 +24,11 @@ PARITY_TOLERANCE = 1e-4
 STUDENT_COSINE = 0.7
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="the model to check (default: the default model)")
+    parser.add_argument("--json", action="store_true", help="print a JSON object")
+
+
 def run(args: argparse.Namespace) -> int:
     loaded = load(args.model)
     tok = loaded.tokenizer

@@ -22,76 +22,79 @@ ends with a one-line message on stderr and exit status 2, never a traceback.
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
 from vqedit import __version__
+
+# Every command: its words on the command line, the module under `vqedit` that holds its
+# `add_arguments` and `run`, and its summary; in the order `--help` lists them. A module is
+# imported only when its command runs, so `vqedit lsp` starts without loading torch.
+COMMANDS = (
+    (("classify",), "classify", "label a text (default: BBC topics)"),
+    (("doctor",), "doctor", "check the installation and the model import"),
+    (("train", "distill"), "train_distill", "a VQ student distilled from a dense base model"),
+    (("train", "head"), "train_head", "a linear label head on pooled embeddings"),
+    (("eval",), "evaluate",
+     "a student against its teacher: accuracy, embeddings, code flips, engine figures"),
+    (("bench", "engine"), "bench_engine", "incremental edits against full passes, side by side"),
+    (("bench", "daemon"), "bench_daemon",
+     "edit-to-result latency through a real daemon, alone and under load"),
+    (("bench", "lsp"), "bench_lsp",
+     "change-to-diagnostics latency of `vqedit lsp` over stdio, typed into"),
+    (("edits", "synth"), "edits_synth", "atomic edits typed into BBC articles or files"),
+    (("edits", "from-git"), "edits_git", "a file's git history as atomic edits"),
+    (("replay",), "replay", "run an edit log through the engine, a daemon or the language server"),
+    (("daemon",), "daemon_command", "the per-user inference daemon: run, start, stop, status"),
+    (("lsp",), "lsp.server", "the language server (stdio; --tcp HOST:PORT; --in-process)"),
+)
+GROUPS = {  # commands of two words: the first word's summary
+    "train": "distill the VQ student, train label heads",
+    "bench": "benchmarks that print JSON",
+    "edits": "make edit logs (docs/edit-log.md)",
+}
 
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser, with the options of only the command `argv` names (a command's module may
+    import torch; the others are not loaded)."""
+    words = tuple(a for a in argv if not a.startswith("-"))  # the command's words come first
     parser = argparse.ArgumentParser(prog="vqedit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vqedit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    from vqedit.model_choice import add_model_arguments
-
-    classify = commands.add_parser("classify", help="label a text (default: BBC topics)")
-    classify.add_argument("file", help="a UTF-8 text file, or - for standard input")
-    labels = classify.add_mutually_exclusive_group()
-    labels.add_argument("--labels", help='comma-separated zero-shot label names, e.g. "sport,tech"')
-    labels.add_argument("--head", type=Path, help="a head made by `vqedit train head`")
-    add_model_arguments(classify)
-    classify.add_argument("--json", action="store_true", help="print a JSON object")
-    classify.set_defaults(module="classify")
-
-    doctor = commands.add_parser("doctor", help="check the installation and the model import")
-    doctor.add_argument("--model", help="the model to check (default: the default model)")
-    doctor.add_argument("--json", action="store_true", help="print a JSON object")
-    doctor.set_defaults(module="doctor")
-
-    train = commands.add_parser("train", help="distill the VQ student, train label heads")
-    trainers = train.add_subparsers(dest="trainer", required=True)
-    _command(trainers, "distill", "train_distill", "a VQ student distilled from a dense base model")
-    _command(trainers, "head", "train_head", "a linear label head on pooled embeddings")
-    _command(commands, "eval", "evaluate",
-             "a student against its teacher: accuracy, embeddings, code flips, engine figures")
-    bench = commands.add_parser("bench", help="benchmarks that print JSON")
-    benches = bench.add_subparsers(dest="bench", required=True)
-    _command(benches, "engine", "bench_engine",
-             "incremental edits against full passes, side by side")
-    _command(benches, "daemon", "bench_daemon",
-             "edit-to-result latency through a real daemon, alone and under load")
-    _command(benches, "lsp", "bench_lsp",
-             "change-to-diagnostics latency of `vqedit lsp` over stdio, typed into")
-    edits = commands.add_parser("edits", help="make edit logs (docs/edit-log.md)")
-    makers = edits.add_subparsers(dest="maker", required=True)
-    _command(makers, "synth", "edits_synth", "atomic edits typed into BBC articles or files")
-    _command(makers, "from-git", "edits_git", "a file's git history as atomic edits")
-    _command(commands, "replay", "replay",
-             "run an edit log through the engine, a daemon or the language server")
-    _command(commands, "daemon", "daemon_command",
-             "the per-user inference daemon: run, start, stop, status")
-    _command(commands, "lsp", "lsp.server",
-             "the language server (stdio; --tcp HOST:PORT; --in-process)")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module, summary in COMMANDS:
+        where = commands
+        if len(path) == 2:
+            if path[0] not in groups:
+                group = commands.add_parser(path[0], help=GROUPS[path[0]])
+                groups[path[0]] = group.add_subparsers(dest=f"{path[0]}_command", required=True)
+            where = groups[path[0]]
+        command = where.add_parser(path[-1], help=summary)
+        command.set_defaults(module=module)
+        if words[:len(path)] == path:
+            importlib.import_module(f"vqedit.{module}").add_arguments(command)
     return parser
 
 
-def _command(commands, name: str, module: str, summary: str) -> None:
-    """A subcommand whose options and `run` live in the module `vqedit.<module>`."""
-    parser = commands.add_parser(name, help=summary)
-    importlib.import_module(f"vqedit.{module}").add_arguments(parser)
-    parser.set_defaults(module=module)
+def _user_error(error: Exception) -> bool:
+    """A failure to print as one line: ours, or a model that would not load."""
+    # The checkpoint module is only imported by commands that load a model (and so can fail to).
+    checkpoint = sys.modules.get("vqedit.engine.checkpoint")
+    return isinstance(error, CliError) or (checkpoint is not None
+                                           and isinstance(error, checkpoint.ModelLoadError))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from vqedit.engine.checkpoint import ModelLoadError
-
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv).parse_args(argv)
     try:
         return importlib.import_module(f"vqedit.{args.module}").run(args)
-    except (CliError, ModelLoadError) as e:
+    except Exception as e:
+        if not _user_error(e):
+            raise
         print(f"vqedit {args.command}: error: {e}", file=sys.stderr)
         return 2
 
