@@ -45,6 +45,11 @@ TIE = 1e-2
 # A running update that removes more than this share of a row's softmax mass loses too many bits
 # to cancellation: the row is recomputed in full instead.
 CANCELLATION = 0.5
+# Softmax weights are exp(score − reference max). Below about −87 the result leaves float32's
+# normal range and exp takes a scalar path some 30x slower, which peaked attention rows hit all
+# the time; a weight of e^−80 is already far below the resolution of a sum holding a term near 1,
+# so arguments are clamped there.
+EXP_FLOOR = -80.0
 
 Inputs = Callable[[torch.Tensor], torch.Tensor]  # rows (R,) → that layer's inputs (R, D)
 
@@ -310,8 +315,11 @@ class IncrementalEngine:
             scores.masked_fill_(~visible.unsqueeze(0), -math.inf)
         m_old = st.m[:, :size]  # (H, T)
         m_new = torch.maximum(m_old, scores[..., n_old:].amax(-1)) if len(rows) else m_old
-        weights = torch.exp(scores - m_new.unsqueeze(-1)) * sign  # (H, T, R + |D|)
-        s_kept = st.s[:, :size] * torch.exp(m_old - m_new)  # (H, T)
+        weights = _exp(scores.sub_(m_new.unsqueeze(-1)))  # (H, T, R + |D|)
+        if causal:
+            weights.masked_fill_(~visible.unsqueeze(0), 0)
+        weights.mul_(sign)
+        s_kept = st.s[:, :size] * _exp(m_old - m_new)  # (H, T)
         added = weights.sum(-1)  # (H, T) net softmax mass added
         s_new = s_kept + added
         # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = (Σ w·v − h·Σ w) / s_new; in place, as
@@ -350,7 +358,9 @@ class IncrementalEngine:
             pairs = len(rows) * size
         self.model.counter.add(2 * pairs * n_heads * head_dim)
         m = scores.amax(-1)  # (H, R)
-        weights = torch.exp(scores - m.unsqueeze(-1))  # (H, R, T)
+        weights = _exp(scores.sub_(m.unsqueeze(-1)))  # (H, R, T)
+        if causal:
+            weights.masked_fill_(future.unsqueeze(0), 0)
         s = weights.sum(-1)  # (H, R)
         st.m[:, rows], st.s[:, rows] = m, s
         st.heads[:, rows] = torch.bmm(weights, st.v[:, :size]) / s.unsqueeze(-1)
@@ -367,7 +377,9 @@ class IncrementalEngine:
         heads = st.heads[:, rows].transpose(0, 1)  # (R, H, Dh)
         dist2 = block.codebook.distances(heads).clamp(min=0)  # (R, H, K) squared distances
         best = dist2.argmin(-1, keepdim=True)  # (R, H, 1) argmin: the first of twin codewords
-        two = dist2.topk(2, largest=False).values.sqrt()  # (R, H, 2) nearest, second-nearest
+        # Nearest and second-nearest distances; topk is several times slower on these sizes.
+        second = dist2.scatter(-1, best, math.inf).amin(-1, keepdim=True)  # (R, H, 1)
+        two = torch.cat([dist2.gather(-1, best), second], -1).sqrt()  # (R, H, 2)
         current = st.codes[rows].long().unsqueeze(-1)  # (R, H, 1)
         d_current = dist2.gather(-1, current).sqrt()  # (R, H, 1)
         keep = (d_current <= (1 + self.mode.delta) * two[..., :1]) & ~nearest.view(-1, 1, 1)
@@ -386,6 +398,11 @@ class IncrementalEngine:
         size = len(state)
         turn = state.order[(torch.arange(min(self.mode.sweep, size)) + state.sweep) % size]
         return turn[clean[turn]]
+
+
+def _exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) in place, arguments clamped at EXP_FLOOR (x holds score − reference max ≤ 0)."""
+    return x.clamp_(min=EXP_FLOOR).exp_()
 
 
 @dataclass(frozen=True)
