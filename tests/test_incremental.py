@@ -187,8 +187,8 @@ def test_rows_that_moved_less_than_their_slack_are_not_requantized(minilm, minil
     state = engine.build(minilm.tokenizer.wrap(tokens))
     searched = []
     codebook = type(minilm_kmeans.blocks[0].codebook)
-    search = codebook.distances
-    monkeypatch.setattr(codebook, "distances",
-                        lambda self, x: searched.append(x.shape[0]) or search(self, x))
+    search = codebook.head_distances
+    monkeypatch.setattr(codebook, "head_distances",  # x (H, rows, Dh)
+                        lambda self, x: searched.append(x.shape[1]) or search(self, x))
     stats = engine.apply(state, 60, 61, [2307])
     assert sum(searched) < len(state) * len(state.layers) / 4, (searched, stats)
