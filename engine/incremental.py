@@ -177,6 +177,9 @@ class IncrementalEngine:
         rank[state.order] = torch.arange(size)
         is_new = torch.zeros(size, dtype=torch.bool)
         is_new[new_slots] = True
+        # Each row's limit lies between max_updates / 2 and max_updates, so that rows built
+        # together are not all refreshed by the same edit.
+        limit = self.mode.max_updates - rank % (self.mode.max_updates + 1) // 2  # (T,)
 
         rows = torch.cat([new_slots, state.order[moved]]).unique()  # (|D|,) dirty slots
         x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
@@ -194,8 +197,8 @@ class IncrementalEngine:
             leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept]], dim=1),
                                torch.cat([gone[layer][1], st.v[:, kept]], dim=1),
                                torch.cat([torch.full((end - start,), start), rank[kept]]))
-            flips, flip_codes = self._layer(block, st, leaving, rows, x, rank, inputs, state,
-                                            stats)
+            flips, flip_codes = self._layer(block, st, leaving, rows, x, rank, limit, inputs,
+                                            state, stats)
             stats.flipped.append(len(flips))
             rows = torch.cat([rows, flips]).unique()  # sorted
             x, codes = inputs(rows), st.codes[rows].long()
@@ -244,8 +247,8 @@ class IncrementalEngine:
         return lambda rows: state.residual[layer - 1][rows]
 
     def _layer(self, block: Block, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
-               x: torch.Tensor, rank: torch.Tensor, inputs: Inputs, state: SegmentState,
-               stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
+               x: torch.Tensor, rank: torch.Tensor, limit: torch.Tensor, inputs: Inputs,
+               state: SegmentState, stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention and quantization of one layer for an edit.
 
         rows (|D|,) sorted slots whose input is now x (|D|, D). Returns the slots outside D
@@ -256,7 +259,7 @@ class IncrementalEngine:
         st.q[:, rows], st.k[:, rows], st.v[:, rows] = q.half(), k, v
         clean = torch.ones(len(rank), dtype=torch.bool)
         clean[rows] = False
-        refresh = self._update_rows(st, leaving, rows, rank, clean, causal)
+        refresh = self._update_rows(st, leaving, rows, rank, limit, clean, causal)
         if len(refresh):
             stats.refreshed += len(refresh)
             q = torch.cat([q, block.queries(inputs(refresh)).transpose(0, 1)], dim=1)
@@ -284,8 +287,11 @@ class IncrementalEngine:
         return check[flipped], before[flipped]
 
     def _update_rows(self, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
-                     rank: torch.Tensor, clean: torch.Tensor, causal: bool) -> torch.Tensor:
+                     rank: torch.Tensor, limit: torch.Tensor, clean: torch.Tensor,
+                     causal: bool) -> torch.Tensor:
         """Running softmax update of the clean rows; returns the rows due for a full refresh.
+
+        `limit` (T,) is each row's number of running updates before it is refreshed.
 
         Every row in use is updated at once, in place: rows in D are recomputed afterwards
         anyway, and a causal row before the edit sees none of the changed keys, so it gains
@@ -308,10 +314,11 @@ class IncrementalEngine:
 
         # Key-major (keys × queries): MKL multiplies this way round about 2x faster than
         # queries × keys when there are only a few keys.
+        # The few keys are scaled rather than the scores of every query.
         keys = torch.cat([leaving.k, st.k[:, rows]], dim=1)  # (H, R + |D|, Dh)
+        keys /= math.sqrt(head_dim)
         values = torch.cat([leaving.v, st.v[:, rows]], dim=1)  # (H, R + |D|, Dh)
         scores = torch.bmm(keys, st.q[:, :size].float().transpose(1, 2))  # (H, R + |D|, T)
-        scores /= math.sqrt(head_dim)
         if causal:
             scores.masked_fill_(~visible.unsqueeze(0), -math.inf)
         m_old = st.m[:, :size]  # (H, T)
@@ -324,19 +331,17 @@ class IncrementalEngine:
         s_kept = st.s[:, :size] * _exp(m_old - m_new)  # (H, T)
         added = weights.sum(1)  # (H, T) net softmax mass added
         s_new = s_kept + added
-        # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = (Σ w·v − h·Σ w) / s_new; in place, as
-        # these are the largest arrays an edit touches.
+        # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = Σ (w / s_new)·v − h·(Σ w / s_new); in
+        # place, and divided before the product, as (H, T, Dh) are the largest arrays an edit
+        # touches.
         heads = st.heads[:, :size]  # (H, T, Dh) a view
+        weights /= s_new.unsqueeze(1)
         change = torch.bmm(weights.transpose(1, 2), values)  # (H, T, Dh)
-        change.addcmul_(heads, added.unsqueeze(-1), value=-1)
-        change.div_(s_new.unsqueeze(-1))
+        change.addcmul_(heads, (added / s_new).unsqueeze(-1), value=-1)
         heads.add_(change)
         st.m[:, :size], st.s[:, :size] = m_new, s_new
         st.slack[:, :size] -= torch.linalg.vector_norm(change, dim=-1)
         st.updates[:size] += touched.to(torch.uint8)
-        # Each row's limit lies between max_updates / 2 and max_updates, so that rows built
-        # together are not all refreshed by the same edit.
-        limit = self.mode.max_updates - rank % (self.mode.max_updates + 1) // 2  # (T,)
         tired = touched & (st.updates[:size] >= limit)  # (T,)
         cancelled = touched & (removed > CANCELLATION * s_kept).any(0) & ~tired  # (T,)
         self.totals.refresh_updates += int(tired.sum())
@@ -349,8 +354,7 @@ class IncrementalEngine:
         if not len(rows):
             return
         size, (n_heads, _, head_dim) = len(rank), st.k.shape
-        scores = torch.bmm(q, st.k[:, :size].transpose(1, 2))  # (H, R, T)
-        scores /= math.sqrt(head_dim)
+        scores = torch.bmm(q / math.sqrt(head_dim), st.k[:, :size].transpose(1, 2))  # (H, R, T)
         if causal:
             future = rank.unsqueeze(0) > rank[rows].unsqueeze(1)  # (R, T)
             scores.masked_fill_(future.unsqueeze(0), -math.inf)
