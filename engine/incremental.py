@@ -380,13 +380,15 @@ class IncrementalEngine:
         decision changes.
         """
         heads = st.heads[:, rows]  # (H, R, Dh)
-        dist2 = block.codebook.head_distances(heads).clamp(min=0)  # (H, R, K) squared distances
+        dist2 = block.codebook.head_distances(heads).clamp_(min=0)  # (H, R, K) squared distances
         best = dist2.argmin(-1, keepdim=True)  # (H, R, 1) argmin: the first of twin codewords
-        # Nearest and second-nearest distances; topk is several times slower on these sizes.
-        second = dist2.scatter(-1, best, math.inf).amin(-1, keepdim=True)  # (H, R, 1)
-        two = torch.cat([dist2.gather(-1, best), second], -1).sqrt()  # (H, R, 2)
         current = st.codes[rows].T.long().unsqueeze(-1)  # (H, R, 1)
         d_current = dist2.gather(-1, current).sqrt()  # (H, R, 1)
+        # Nearest and second-nearest distances (topk is several times slower on these sizes);
+        # the nearest is masked in place, dist2 is not needed after this.
+        best_d2 = dist2.gather(-1, best)  # (H, R, 1)
+        second = dist2.scatter_(-1, best, math.inf).amin(-1, keepdim=True)  # (H, R, 1)
+        two = torch.cat([best_d2, second], -1).sqrt()  # (H, R, 2)
         keep = (d_current <= (1 + self.mode.delta) * two[..., :1]) & ~nearest.view(1, -1, 1)
         codes = torch.where(keep, current, best)  # (H, R, 1)
         # Code c stays valid while |h − c| ≤ (1 + δ)·|h − c'| for every other codeword c'.
