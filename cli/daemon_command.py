@@ -59,7 +59,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="exit after this long without a client (default 1800)")
     p.add_argument("--compact-after-s", type=float,
                    help="compact edited documents after this long without edits (default 2)")
-    p.add_argument("--threads", type=int, help="torch threads for the worker (default: torch's)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads for the worker (default 1; 0: torch's)")
     p.add_argument("--tcp-port", type=int, help="also listen on 127.0.0.1:PORT, with a token "
                                                 "(0 picks a free port)")
     p.add_argument("--config", type=Path, help="settings file (default: "

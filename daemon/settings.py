@@ -33,7 +33,8 @@ class Settings:
     idle_unload_s: float = 600.0  # no work for this long: drop the model and states, keep texts
     idle_exit_s: float = 1800.0  # no client connected for this long: exit
     compact_after_s: float = 2.0  # no edit for this long: compact edited documents exactly
-    threads: int = 0  # torch threads for the worker; 0 leaves torch's default
+    threads: int = 1  # torch threads for the worker (0: torch's default); edits are many small
+    # products, and two threads beside other busy processes ran them 7-13x slower than one
     tcp_port: int | None = None  # also listen on 127.0.0.1:PORT (token in tcp.json); 0 = any
 
     @property

@@ -45,6 +45,11 @@ TIE = 1e-2
 # A running update that removes more than this share of a row's softmax mass loses too many bits
 # to cancellation: the row is recomputed in full instead.
 CANCELLATION = 0.5
+# Softmax weights are exp(score − reference max). Below about −87 the result leaves float32's
+# normal range and exp takes a scalar path some 30x slower, which peaked attention rows hit all
+# the time; a weight of e^−80 is already far below the resolution of a sum holding a term near 1,
+# so arguments are clamped there.
+EXP_FLOOR = -80.0
 
 Inputs = Callable[[torch.Tensor], torch.Tensor]  # rows (R,) → that layer's inputs (R, D)
 
@@ -172,6 +177,9 @@ class IncrementalEngine:
         rank[state.order] = torch.arange(size)
         is_new = torch.zeros(size, dtype=torch.bool)
         is_new[new_slots] = True
+        # Each row's limit lies between max_updates / 2 and max_updates, so that rows built
+        # together are not all refreshed by the same edit.
+        limit = self.mode.max_updates - rank % (self.mode.max_updates + 1) // 2  # (T,)
 
         rows = torch.cat([new_slots, state.order[moved]]).unique()  # (|D|,) dirty slots
         x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
@@ -189,8 +197,8 @@ class IncrementalEngine:
             leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept]], dim=1),
                                torch.cat([gone[layer][1], st.v[:, kept]], dim=1),
                                torch.cat([torch.full((end - start,), start), rank[kept]]))
-            flips, flip_codes = self._layer(block, st, leaving, rows, x, rank, inputs, state,
-                                            stats)
+            flips, flip_codes = self._layer(block, st, leaving, rows, x, rank, limit, inputs,
+                                            state, stats)
             stats.flipped.append(len(flips))
             rows = torch.cat([rows, flips]).unique()  # sorted
             x, codes = inputs(rows), st.codes[rows].long()
@@ -239,8 +247,8 @@ class IncrementalEngine:
         return lambda rows: state.residual[layer - 1][rows]
 
     def _layer(self, block: Block, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
-               x: torch.Tensor, rank: torch.Tensor, inputs: Inputs, state: SegmentState,
-               stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
+               x: torch.Tensor, rank: torch.Tensor, limit: torch.Tensor, inputs: Inputs,
+               state: SegmentState, stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention and quantization of one layer for an edit.
 
         rows (|D|,) sorted slots whose input is now x (|D|, D). Returns the slots outside D
@@ -251,7 +259,7 @@ class IncrementalEngine:
         st.q[:, rows], st.k[:, rows], st.v[:, rows] = q.half(), k, v
         clean = torch.ones(len(rank), dtype=torch.bool)
         clean[rows] = False
-        refresh = self._update_rows(st, leaving, rows, rank, clean, causal)
+        refresh = self._update_rows(st, leaving, rows, rank, limit, clean, causal)
         if len(refresh):
             stats.refreshed += len(refresh)
             q = torch.cat([q, block.queries(inputs(refresh)).transpose(0, 1)], dim=1)
@@ -260,7 +268,7 @@ class IncrementalEngine:
         # Which codes to decide: rows in D (nearest), rows that moved past their slack or were
         # refreshed (the mode's rule), and the refresh policy's turn (nearest).
         size = len(rank)
-        moved = (clean & (st.slack[:size] < 0).any(1)).nonzero().squeeze(1)  # past their slack
+        moved = (clean & (st.slack[:, :size] < 0).any(0)).nonzero().squeeze(1)  # past their slack
         swept = self._sweep(state, clean) if self.mode.delta > 0 else rows[:0]
         check = torch.cat([moved, refresh, swept]).unique()
         decide = torch.cat([rows, check])
@@ -272,15 +280,18 @@ class IncrementalEngine:
             tied = decide[ties]
             self._attend(st, tied, block.queries(inputs(tied)).transpose(0, 1), rank, causal)
             self.totals.refresh_tie += len(tied)
-            codes[ties], slack[ties], _ = self._quantize(block, st, tied, nearest[ties])
-        st.codes[decide], st.slack[decide] = codes, slack
+            codes[ties], slack[:, ties], _ = self._quantize(block, st, tied, nearest[ties])
+        st.codes[decide], st.slack[:, decide] = codes, slack
         flipped = (codes[len(rows):].long() != before).any(1)  # (R,)
         self.totals.sweep_flips += int((flipped & nearest[len(rows):]).sum())
         return check[flipped], before[flipped]
 
     def _update_rows(self, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
-                     rank: torch.Tensor, clean: torch.Tensor, causal: bool) -> torch.Tensor:
+                     rank: torch.Tensor, limit: torch.Tensor, clean: torch.Tensor,
+                     causal: bool) -> torch.Tensor:
         """Running softmax update of the clean rows; returns the rows due for a full refresh.
+
+        `limit` (T,) is each row's number of running updates before it is refreshed.
 
         Every row in use is updated at once, in place: rows in D are recomputed afterwards
         anyway, and a causal row before the edit sees none of the changed keys, so it gains
@@ -292,42 +303,45 @@ class IncrementalEngine:
             return rows[:0]
         order = torch.cat([leaving.order, rank[rows]])  # (R + |D|,) text index of each key
         if causal:
-            visible = order.unsqueeze(0) <= rank.unsqueeze(1)  # (T, R + |D|)
-            touched = clean & visible.any(1)  # (T,)
-            pairs = int(visible[clean].sum())
+            visible = order.unsqueeze(1) <= rank.unsqueeze(0)  # (R + |D|, T)
+            touched = clean & visible.any(0)  # (T,)
+            pairs = int(visible[:, clean].sum())
         else:
             touched, pairs = clean, int(clean.sum()) * len(order)
         if 2 * len(order) > size:  # cheaper to recompute the touched rows in full
             return touched.nonzero().squeeze(1)
         self.model.counter.add(2 * pairs * n_heads * head_dim)
 
+        # Key-major (keys × queries): MKL multiplies this way round about 2x faster than
+        # queries × keys when there are only a few keys.
+        # The few keys are scaled rather than the scores of every query.
         keys = torch.cat([leaving.k, st.k[:, rows]], dim=1)  # (H, R + |D|, Dh)
+        keys /= math.sqrt(head_dim)
         values = torch.cat([leaving.v, st.v[:, rows]], dim=1)  # (H, R + |D|, Dh)
-        sign = torch.cat([-torch.ones(n_old), torch.ones(len(rows))])  # (R + |D|,)
-        scores = torch.bmm(st.q[:, :size].float(), keys.transpose(1, 2))  # (H, T, R + |D|)
-        scores /= math.sqrt(head_dim)
+        scores = torch.bmm(keys, st.q[:, :size].float().transpose(1, 2))  # (H, R + |D|, T)
         if causal:
             scores.masked_fill_(~visible.unsqueeze(0), -math.inf)
         m_old = st.m[:, :size]  # (H, T)
-        m_new = torch.maximum(m_old, scores[..., n_old:].amax(-1)) if len(rows) else m_old
-        weights = torch.exp(scores - m_new.unsqueeze(-1)) * sign  # (H, T, R + |D|)
-        s_kept = st.s[:, :size] * torch.exp(m_old - m_new)  # (H, T)
-        added = weights.sum(-1)  # (H, T) net softmax mass added
+        m_new = torch.maximum(m_old, scores[:, n_old:].amax(1)) if len(rows) else m_old
+        weights = _exp(scores.sub_(m_new.unsqueeze(1)))  # (H, R + |D|, T)
+        if causal:
+            weights.masked_fill_(~visible.unsqueeze(0), 0)
+        removed = weights[:, :n_old].sum(1)  # (H, T) softmax mass taken away
+        weights[:, :n_old].neg_()
+        s_kept = st.s[:, :size] * _exp(m_old - m_new)  # (H, T)
+        added = weights.sum(1)  # (H, T) net softmax mass added
         s_new = s_kept + added
-        # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = (Σ w·v − h·Σ w) / s_new; in place, as
-        # these are the largest arrays an edit touches.
+        # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = Σ (w / s_new)·v − h·(Σ w / s_new); in
+        # place, and divided before the product, as (H, T, Dh) are the largest arrays an edit
+        # touches.
         heads = st.heads[:, :size]  # (H, T, Dh) a view
-        change = torch.bmm(weights, values)  # (H, T, Dh)
-        change.addcmul_(heads, added.unsqueeze(-1), value=-1)
-        change.div_(s_new.unsqueeze(-1))
+        weights /= s_new.unsqueeze(1)
+        change = torch.bmm(weights.transpose(1, 2), values)  # (H, T, Dh)
+        change.addcmul_(heads, (added / s_new).unsqueeze(-1), value=-1)
         heads.add_(change)
         st.m[:, :size], st.s[:, :size] = m_new, s_new
-        st.slack[:size] -= change.norm(dim=-1).T
+        st.slack[:, :size] -= torch.linalg.vector_norm(change, dim=-1)
         st.updates[:size] += touched.to(torch.uint8)
-        removed = -weights.clamp(max=0).sum(-1)  # (H, T) softmax mass taken away
-        # Each row's limit lies between max_updates / 2 and max_updates, so that rows built
-        # together are not all refreshed by the same edit.
-        limit = self.mode.max_updates - rank % (self.mode.max_updates + 1) // 2  # (T,)
         tired = touched & (st.updates[:size] >= limit)  # (T,)
         cancelled = touched & (removed > CANCELLATION * s_kept).any(0) & ~tired  # (T,)
         self.totals.refresh_updates += int(tired.sum())
@@ -340,8 +354,7 @@ class IncrementalEngine:
         if not len(rows):
             return
         size, (n_heads, _, head_dim) = len(rank), st.k.shape
-        scores = torch.bmm(q, st.k[:, :size].transpose(1, 2))  # (H, R, T)
-        scores /= math.sqrt(head_dim)
+        scores = torch.bmm(q / math.sqrt(head_dim), st.k[:, :size].transpose(1, 2))  # (H, R, T)
         if causal:
             future = rank.unsqueeze(0) > rank[rows].unsqueeze(1)  # (R, T)
             scores.masked_fill_(future.unsqueeze(0), -math.inf)
@@ -350,7 +363,9 @@ class IncrementalEngine:
             pairs = len(rows) * size
         self.model.counter.add(2 * pairs * n_heads * head_dim)
         m = scores.amax(-1)  # (H, R)
-        weights = torch.exp(scores - m.unsqueeze(-1))  # (H, R, T)
+        weights = _exp(scores.sub_(m.unsqueeze(-1)))  # (H, R, T)
+        if causal:
+            weights.masked_fill_(future.unsqueeze(0), 0)
         s = weights.sum(-1)  # (H, R)
         st.m[:, rows], st.s[:, rows] = m, s
         st.heads[:, rows] = torch.bmm(weights, st.v[:, :size]) / s.unsqueeze(-1)
@@ -358,34 +373,43 @@ class IncrementalEngine:
 
     def _quantize(self, block: Block, st: LayerState, rows: torch.Tensor,
                   nearest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Codes, slack and near-tie flags of `rows` under the mode's rule.
+        """Codes (R, H), slack (H, R) and near-tie flags (R,) of `rows` under the mode's rule.
 
         Rows where `nearest` (R,) holds take the nearest codeword whatever their current code.
         A row is a near tie (R,) when some head could move less than TIE × its norm before its
         decision changes.
         """
-        heads = st.heads[:, rows].transpose(0, 1)  # (R, H, Dh)
-        dist2 = block.codebook.distances(heads).clamp(min=0)  # (R, H, K) squared distances
-        best = dist2.argmin(-1, keepdim=True)  # (R, H, 1) argmin: the first of twin codewords
-        two = dist2.topk(2, largest=False).values.sqrt()  # (R, H, 2) nearest, second-nearest
-        current = st.codes[rows].long().unsqueeze(-1)  # (R, H, 1)
-        d_current = dist2.gather(-1, current).sqrt()  # (R, H, 1)
-        keep = (d_current <= (1 + self.mode.delta) * two[..., :1]) & ~nearest.view(-1, 1, 1)
-        codes = torch.where(keep, current, best)  # (R, H, 1)
+        heads = st.heads[:, rows]  # (H, R, Dh)
+        dist2 = block.codebook.head_distances(heads).clamp_(min=0)  # (H, R, K) squared distances
+        best = dist2.argmin(-1, keepdim=True)  # (H, R, 1) argmin: the first of twin codewords
+        current = st.codes[rows].T.long().unsqueeze(-1)  # (H, R, 1)
+        d_current = dist2.gather(-1, current).sqrt()  # (H, R, 1)
+        # Nearest and second-nearest distances (topk is several times slower on these sizes);
+        # the nearest is masked in place, dist2 is not needed after this.
+        best_d2 = dist2.gather(-1, best)  # (H, R, 1)
+        second = dist2.scatter_(-1, best, math.inf).amin(-1, keepdim=True)  # (H, R, 1)
+        two = torch.cat([best_d2, second], -1).sqrt()  # (H, R, 2)
+        keep = (d_current <= (1 + self.mode.delta) * two[..., :1]) & ~nearest.view(1, -1, 1)
+        codes = torch.where(keep, current, best)  # (H, R, 1)
         # Code c stays valid while |h − c| ≤ (1 + δ)·|h − c'| for every other codeword c'.
         # Moving h by ε changes each distance by at most ε, so c stays valid while
-        # d_c + ε ≤ (1 + δ)(d_other − ε), i.e. ε ≤ ((1 + δ)·d_other − d_c) / (2 + δ).
-        d_code = torch.where(keep, d_current, two[..., :1])  # (R, H, 1)
-        d_other = torch.where(codes == best, two[..., 1:], two[..., :1])  # (R, H, 1)
+        # d_c + ε ≤ (1 + δ)(d_other − ε), i.e. ε ≤ ((1 + δ)·d_other − d_code) / (2 + δ).
+        d_code = torch.where(keep, d_current, two[..., :1])  # (H, R, 1)
+        d_other = torch.where(codes == best, two[..., 1:], two[..., :1])  # (H, R, 1)
         slack = (((1 + self.mode.delta) * d_other - d_code) / (2 + self.mode.delta)).squeeze(-1)
-        ties = (slack < TIE * heads.norm(dim=-1)).any(1)  # (R,)
-        return codes.squeeze(-1).to(st.codes.dtype), slack, ties
+        ties = (slack < TIE * torch.linalg.vector_norm(heads, dim=-1)).any(0)  # (R,)
+        return codes.squeeze(-1).T.to(st.codes.dtype), slack, ties
 
     def _sweep(self, state: SegmentState, clean: torch.Tensor) -> torch.Tensor:
         """The clean slots the sticky refresh policy re-quantizes exactly at this edit."""
         size = len(state)
         turn = state.order[(torch.arange(min(self.mode.sweep, size)) + state.sweep) % size]
         return turn[clean[turn]]
+
+
+def _exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) in place, arguments clamped at EXP_FLOOR (x holds score − reference max ≤ 0)."""
+    return x.clamp_(min=EXP_FLOOR).exp_()
 
 
 @dataclass(frozen=True)

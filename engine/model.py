@@ -102,11 +102,18 @@ class Codebook(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared distance of every head output to every codeword of its head."""
+        """Squared distance of every head output (..., H, Dh) to every codeword of its head."""
+        n_heads, size, head_dim = self.codewords.shape
+        by_head = x.reshape(-1, n_heads, head_dim).transpose(0, 1)  # (H, N, Dh)
+        return self.head_distances(by_head).transpose(0, 1).reshape(*x.shape[:-1], size)
+
+    def head_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """Squared distances of head-major outputs x (H, N, Dh) to their codewords. (H, N, K)"""
         _, size, head_dim = self.codewords.shape
-        self.counter.add(x.shape[:-1].numel() * size * head_dim)
-        cross = torch.einsum("...hd,hkd->...hk", x, self.codewords)  # (B, T, H, K)
-        return x.pow(2).sum(-1, keepdim=True) - 2 * cross + self.codewords.pow(2).sum(-1)
+        self.counter.add(x.shape[1] * x.shape[0] * size * head_dim)
+        square = self.codewords.pow(2).sum(-1).unsqueeze(1)  # (H, 1, K)
+        cross = torch.baddbmm(square, x, self.codewords.transpose(1, 2), alpha=-2)  # (H, N, K)
+        return cross + x.pow(2).sum(-1, keepdim=True)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         heads = torch.arange(self.codewords.shape[0], device=codes.device)  # (H,)

@@ -43,10 +43,11 @@ class LayerState:
     s: torch.Tensor  # (H, S) float32 normaliser Σ_j exp(score_j − m)
     heads: torch.Tensor  # (H, S, Dh) float32 head outputs Σ_j exp(score_j − m)·v_j / s
     codes: torch.Tensor  # (S, H) uint8 (int16 past 256 codewords) the code of each head
-    slack: torch.Tensor  # (S, H) float32 distance the head output may move keeping its code
+    slack: torch.Tensor  # (H, S) float32 distance the head output may move keeping its code
     updates: torch.Tensor  # (S,) uint8 running updates since the row was computed in full
 
-    SLOT_DIM: ClassVar[dict[str, int]] = {"q": 1, "k": 1, "v": 1, "m": 1, "s": 1, "heads": 1}
+    SLOT_DIM: ClassVar[dict[str, int]] = {"q": 1, "k": 1, "v": 1, "m": 1, "s": 1, "heads": 1,
+                                          "slack": 1}
 
     @classmethod
     def empty(cls, n_heads: int, head_dim: int, codebook_size: int) -> "LayerState":
@@ -55,7 +56,7 @@ class LayerState:
         return cls(q=torch.zeros(per_head, dtype=torch.float16), k=torch.zeros(per_head),
                    v=torch.zeros(per_head), m=torch.zeros(n_heads, 0), s=torch.zeros(n_heads, 0),
                    heads=torch.zeros(per_head), codes=torch.zeros(0, n_heads, dtype=code_type),
-                   slack=torch.zeros(0, n_heads), updates=torch.zeros(0, dtype=torch.uint8))
+                   slack=torch.zeros(n_heads, 0), updates=torch.zeros(0, dtype=torch.uint8))
 
     def fields(self) -> Iterator[tuple[object, str, int]]:
         return ((self, f.name, self.SLOT_DIM.get(f.name, 0)) for f in fields(self))

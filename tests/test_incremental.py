@@ -1,5 +1,7 @@
 """Incremental inference equals full recomputation, in both modes, for every kind of edit."""
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 
 from tests.vq import check_incremental, minilm_vq, tiny_vq
 from vqedit.engine.corpus import bbc_articles
-from vqedit.engine.incremental import IncrementalEngine, Mode
+from vqedit.engine.incremental import EXP_FLOOR, IncrementalEngine, Mode
 from vqedit.engine.verify import verify
 
 TINY_WINDOW = 64  # the tiny models' positions
@@ -61,6 +63,30 @@ def test_sticky_mode_reproduces_a_forced_pass_and_keeps_its_rule(tiny, case, del
 def test_rows_refreshed_for_drift_stay_exact(tiny, case):
     engine = IncrementalEngine(tiny, Mode(max_updates=2))
     check_incremental(engine, *case)
+
+
+@pytest.fixture(scope="module", params=["bert", "opt"])
+def peaked(request):
+    """A tiny model whose attention is so peaked that most softmax weights underflow float32,
+    where the engine clamps exp's arguments at EXP_FLOOR."""
+    model = tiny_vq(request.param)
+    with torch.no_grad():
+        for block in model.blocks:  # scores grow 40²-fold
+            for projection in (block.attention.q, block.attention.k):
+                projection.weight *= 40
+                projection.bias *= 40
+    ids, positions = torch.arange(3, 63).unsqueeze(0), torch.arange(60.0).unsqueeze(0)
+    q, k, _ = model.blocks[0].projections(model.embed(ids, positions))  # (1, T, H, Dh)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    gap = float((scores.amax(-1) - scores.amin(-1)).max())
+    assert gap > -EXP_FLOOR + 20, f"scores span only {gap}: the clamp is never exercised"
+    return model
+
+
+@given(case=token_edits(TINY_VOCAB, TINY_WINDOW, 8))
+@settings(max_examples=20)
+def test_exact_mode_stays_exact_where_softmax_weights_underflow(peaked, case):
+    check_incremental(IncrementalEngine(peaked), *case)
 
 
 def test_empty_segments_and_whole_segment_edits(tiny):
@@ -187,8 +213,8 @@ def test_rows_that_moved_less_than_their_slack_are_not_requantized(minilm, minil
     state = engine.build(minilm.tokenizer.wrap(tokens))
     searched = []
     codebook = type(minilm_kmeans.blocks[0].codebook)
-    search = codebook.distances
-    monkeypatch.setattr(codebook, "distances",
-                        lambda self, x: searched.append(x.shape[0]) or search(self, x))
+    search = codebook.head_distances
+    monkeypatch.setattr(codebook, "head_distances",  # x (H, rows, Dh)
+                        lambda self, x: searched.append(x.shape[1]) or search(self, x))
     stats = engine.apply(state, 60, 61, [2307])
     assert sum(searched) < len(state) * len(state.layers) / 4, (searched, stats)
