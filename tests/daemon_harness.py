@@ -4,16 +4,12 @@ The daemon is started the way users get it: a `DaemonClient` spawns `vqedit daem
 separate process, which listens on a real Unix socket under a private XDG_RUNTIME_DIR.
 """
 
-import contextlib
 import os
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -21,13 +17,12 @@ from tests.tiny import tiny_bert
 from tests.vq import tiny_vq
 from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient
-from vqedit.daemon.lifecycle import running_pid, wait_for_exit
-from vqedit.daemon.paths import Paths
 from vqedit.engine import student
 from vqedit.engine.checkpoint import default_model_path, from_hf, load
 from vqedit.engine.heads import LinearHead
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
+from vqedit.private_daemon import private_daemon_dirs
 
 LABELS = ["alpha", "beta", "gamma"]
 PROSE = ("The council voted on the new budget last night.\n\n"
@@ -98,21 +93,8 @@ def assert_matches(results: wire.Results, expected: tuple[str, dict[str, float],
     assert [p.label for p in results.paragraphs] == paragraphs
 
 
-@contextlib.contextmanager
-def private_dirs() -> Iterator[Paths]:
-    """XDG directories of our own (short: a socket path must fit in 108 bytes)."""
-    with tempfile.TemporaryDirectory(prefix="vqd") as root, pytest.MonkeyPatch.context() as mp:
-        for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME"):
-            os.makedirs(f"{root}/{name}")
-            mp.setenv(name, f"{root}/{name}")
-        paths = Paths.default()
-        try:
-            yield paths
-        finally:
-            pid = running_pid(paths)
-            if pid and pid > 0:
-                os.kill(pid, 15)
-                wait_for_exit(paths, 30)
+# XDG directories of our own, the daemon started there stopped at the end: what benchmarks use.
+private_dirs = private_daemon_dirs
 
 
 def wait_until(condition, timeout: float = 60.0, what: str = "condition"):

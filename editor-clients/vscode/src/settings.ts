@@ -5,7 +5,7 @@
  */
 
 /** The settings the server understands; everything else in the section stays in the editor. */
-export const SERVER_SETTINGS = ["debounceMs", "labels", "rules", "severity"] as const;
+export const SERVER_SETTINGS = ["debounceMs", "labels", "rules", "severity", "editLog"] as const;
 
 /** vscode-languageclient's `Executable` without a transport: plain stdio, no `--stdio`. */
 export interface Executable {

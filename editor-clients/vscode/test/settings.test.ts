@@ -32,10 +32,12 @@ test("the server gets its settings unchanged and never the extension's own", () 
     labels: { formal: "formal prose", casual: "a chat" },
     rules,
     severity: "hint",
+    editLog: "/tmp/edits.jsonl",
     somethingElse: true,
   };
   assert.deepEqual(serverSettings(section), {
     debounceMs: 250, labels: { formal: "formal prose", casual: "a chat" }, rules, severity: "hint",
+    editLog: "/tmp/edits.jsonl",
   });
 });
 

@@ -15,7 +15,7 @@ local M = {}
 ---@field cmd string[] the server command (default { "vqedit", "lsp" })
 ---@field filetypes string[] buffers to attach to (default { "markdown", "text" })
 ---@field root_markers string[] files that mark a project root (default { ".git" })
----@field settings table the `vqedit` settings of docs/lsp.md: debounceMs, labels, rules, severity
+---@field settings table the `vqedit` settings of docs/lsp.md: debounceMs, labels, rules, severity, editLog
 
 ---@type vqedit.Options
 M.defaults = {
