@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from vqedit.bench_engine import dense_macs
-from vqedit.daemon.cache import SharedModel, load_shared
+from vqedit.daemon.cache import SharedModel, load_shared, placed
 from vqedit.daemon.client import DaemonClient
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.protocol import Results
@@ -77,14 +77,14 @@ class EngineTarget:
                 "device": str(self.model.device), "threads": torch.get_num_threads()}
 
     def open(self, step: Step) -> None:
-        with torch.device(self.model.device):
+        with placed(self.model.device):
             live = LiveDocument(self.model.engine, self.model.tokenizer, step.text)
         self.documents[step.record.uri] = (live, step.record.version)
 
     def change(self, step: Step) -> Outcome:
         uri = step.record.uri
         live, _ = self.documents[uri]
-        with torch.device(self.model.device):
+        with placed(self.model.device):
             started = time.perf_counter()
             stats = [live.apply(edit.to_engine()) for edit in step.edits]
             results = self._results(uri, step.record.version, live)
@@ -101,7 +101,7 @@ class EngineTarget:
         the hysteresis rule (sticky mode)."""
         live, _ = self.documents[uri]
         exact = self.model.engine.mode.delta == 0
-        with torch.device(self.model.device):
+        with placed(self.model.device):
             verdicts = [verify(self.model.engine, state) for state in live.states]
         return live.text == text and all(v.exact() if exact else v.mechanics() for v in verdicts)
 

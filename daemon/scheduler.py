@@ -14,7 +14,6 @@ are pushed through `publish` (called on the worker thread) and carry their versi
 they are computed, and so pushed, in increasing version order.
 """
 
-import contextlib
 import logging
 import threading
 import time
@@ -29,7 +28,7 @@ from vqedit.engine.heads import LinearHead
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.tokens import TextEdit
 
-from .cache import SharedModel, load_shared
+from .cache import SharedModel, load_shared, placed
 from .protocol import ErrorCode, Paragraph, ProtocolError, Results
 from .settings import Settings
 
@@ -276,7 +275,7 @@ class Scheduler:
         model = self._model()
         if model is None:
             return
-        with _placed(model.device):
+        with placed(model.device):
             live = self._bring_up_to_date(model, entry, text, edits)
             results = self.results_of(self._head(model, labels), entry.key[1], version, live,
                                       exact=model.engine.mode.delta == 0)
@@ -350,7 +349,7 @@ class Scheduler:
             return
         with self._cond:
             labels = entry.labels
-        with _placed(model.device):
+        with placed(model.device):
             live.compact()
             results = self.results_of(self._head(model, labels), entry.key[1],
                                       entry.live_version, live, exact=True)
@@ -395,16 +394,6 @@ class Scheduler:
                 entry.live, entry.state_bytes = None, 0
                 entry.pending, entry.pending_versions = [], 0
                 self._ready[key] = None
-
-
-def _placed(device: torch.device) -> contextlib.AbstractContextManager:
-    """Makes the engine's new tensors land on the model's device.
-
-    `torch.device` as a context is a function mode that every torch call passes through in
-    Python: +12 ms CPU on a 38 ms edit of a 512-token segment, measured. Tensors land on the
-    CPU by default, so there it is left out.
-    """
-    return contextlib.nullcontext() if device.type == "cpu" else torch.device(device)
 
 
 def coalesce(before: str, after: str, edits: list[TextEdit]) -> list[TextEdit]:
