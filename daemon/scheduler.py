@@ -29,7 +29,7 @@ from vqedit.engine.live import LiveDocument
 from vqedit.engine.tokens import TextEdit
 
 from .cache import SharedModel, load_shared, placed
-from .protocol import ErrorCode, Paragraph, ProtocolError, Results
+from .protocol import ErrorCode, Paragraph, ProtocolError, Results, WireEdit
 from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
@@ -404,22 +404,7 @@ def coalesce(before: str, after: str, edits: list[TextEdit]) -> list[TextEdit]:
     """
     if len(edits) <= 1:
         return edits
-    prefix = _common_prefix(before, after)
-    suffix = _common_prefix(before[prefix:][::-1], after[prefix:][::-1])
-    merged = TextEdit(prefix, len(before) - suffix, after[prefix:len(after) - suffix])
+    merged = WireEdit.between(before, after).to_engine()
     if (merged.end - merged.start) + len(merged.text) <= MERGE_SPAN:
         return [merged]
     return edits
-
-
-def _common_prefix(a: str, b: str) -> int:
-    """Length of the common prefix, by bisection on slice equality (C speed on long texts)."""
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-

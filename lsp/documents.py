@@ -114,8 +114,7 @@ class Documents:
     def _replace(self, document: Document, text: str) -> None:
         """Take `text` as the document's new text and queue the masked difference."""
         masked = _masked(document.language, text)
-        start, old_end, new_end = changed_span(document.masked, masked)
-        edit = WireEdit(start, old_end, masked[start:new_end])
+        edit = WireEdit.between(document.masked, masked)
         document.unsent.append(edit)
         shift_ignores(document.ignored, edit)
         document.text, document.masked = text, masked
@@ -124,30 +123,6 @@ class Documents:
 
 def _masked(language: str, text: str) -> str:
     return markdown.mask(text) if language == "markdown" else text
-
-
-def changed_span(old: str, new: str) -> tuple[int, int, int]:
-    """(start, old end, new end): the one stretch where `old` and `new` differ.
-
-    Common prefix and suffix by bisection on slice equality, so that the comparisons run at C
-    speed on long texts.
-    """
-    prefix = _common_length(old, new, lambda s, n: s[:n])
-    limit = min(len(old), len(new)) - prefix
-    suffix = _common_length(old[len(old) - limit:], new[len(new) - limit:],
-                            lambda s, n: s[len(s) - n:])
-    return prefix, len(old) - suffix, len(new) - suffix
-
-
-def _common_length(a: str, b: str, cut) -> int:
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if cut(a, mid) == cut(b, mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def shift_ignores(ignored: list[Ignore], edit: WireEdit) -> None:
