@@ -203,7 +203,7 @@ class Scheduler:
     def _run(self) -> None:
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
-        with torch.no_grad():
+        with torch.inference_mode():
             self._load(self.settings)
             while True:
                 job = self._next_job()
@@ -333,10 +333,9 @@ class Scheduler:
             return Results(uri, version, None, {}, [], exact)
         document = head.classify(live.embedding())
         tokens, paragraphs = live.document.tokens, []
-        for segment, embedding in zip(live.document.segments, live.segment_embeddings(),
-                                      strict=True):
+        for segment, found in zip(live.document.segments,
+                                  head.classify_rows(live.segment_embeddings()), strict=True):
             if segment.end > segment.start:
-                found = head.classify(embedding)
                 paragraphs.append(Paragraph(tokens.starts[segment.start],
                                             tokens.ends[segment.end - 1], found.label,
                                             found.scores[found.label]))

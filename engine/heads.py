@@ -86,9 +86,16 @@ class LinearHead:
         self.bias = bias  # (N,)
 
     def classify(self, embedding: torch.Tensor) -> Classification:
-        probs = torch.softmax(self.weight @ embedding + self.bias, dim=0).tolist()  # (N,)
-        ranked = sorted(zip(self.labels, probs, strict=True), key=lambda kv: -kv[1])
-        return Classification(ranked[0][0], {label: round(p, 6) for label, p in ranked})
+        return self.classify_rows(embedding.unsqueeze(0))[0]
+
+    def classify_rows(self, embeddings: torch.Tensor) -> list[Classification]:
+        """One classification per row of embeddings (R, D), in one product."""
+        probs = torch.softmax(embeddings @ self.weight.T + self.bias, dim=1).tolist()  # (R, N)
+        found = []
+        for row in probs:
+            ranked = sorted(zip(self.labels, row, strict=True), key=lambda kv: -kv[1])
+            found.append(Classification(ranked[0][0], {label: round(p, 6) for label, p in ranked}))
+        return found
 
     @classmethod
     def from_prototypes(cls, labels: list[str], prototypes: torch.Tensor) -> "LinearHead":

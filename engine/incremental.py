@@ -28,7 +28,6 @@ paths share one implementation and one operation counter.
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -50,8 +49,6 @@ CANCELLATION = 0.5
 # the time; a weight of e^−80 is already far below the resolution of a sum holding a term near 1,
 # so arguments are clamped there.
 EXP_FLOOR = -80.0
-
-Inputs = Callable[[torch.Tensor], torch.Tensor]  # rows (R,) → that layer's inputs (R, D)
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ class IncrementalEngine:
         c = self.model.config
         layers = [LayerState.empty(c.n_heads, c.head_dim, c.codebook_size)
                   for _ in range(c.n_layers)]
-        residual = [torch.zeros(0, c.d_model) for _ in range(c.n_layers - 1)]
+        residual = [torch.zeros(0, c.d_model) for _ in range(c.n_layers)]
         return SegmentState(torch.zeros(0, dtype=torch.long), canonical(0),
                             torch.zeros(0, dtype=torch.long), layers, residual,
                             torch.zeros(c.d_model, dtype=torch.float64))
@@ -125,19 +122,19 @@ class IncrementalEngine:
         """The same tokens at canonical positions, computed exactly: the idle-time rebuild."""
         return self.build(state.ids.tolist())
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def final_hidden(self, state: SegmentState) -> torch.Tensor:
         """Final hidden states (T, D) in text order, from the last layer's inputs and codes.
 
         The state keeps only their sum; this is for checks and per-token results.
         """
         model, last = self.model, len(state.layers) - 1
-        x = self._inputs(state, last)(state.order)  # (T, D)
+        x = state.residual[last][state.order]  # (T, D)
         codes = state.layers[last].codes[state.order].long()  # (T, H)
         block = model.blocks[last]
         return model.final_norm(block.finish(x, block.codebook.lookup(codes)))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def apply(self, state: SegmentState, start: int, end: int, new_ids: list[int],
               positions: torch.Tensor | None = None) -> EditStats:
         """Replace tokens [start, end) (text order) of the state by `new_ids`, in place.
@@ -165,11 +162,10 @@ class IncrementalEngine:
         # their last-layer output (as inputs and codes), to take out of the segment's total.
         removed = state.order[start:end]
         gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
-        left_x = self._inputs(state, last)(removed)  # (n_del, D)
+        left_x = state.residual[last][removed]  # (n_del, D)
         left_codes = state.layers[last].codes[removed].long()  # (n_del, H)
 
         new_slots = self._allocate(state, start, end, len(new_ids))
-        old_slot_positions = state.slot_positions.clone()
         state.slot_ids[new_slots] = torch.tensor(new_ids, dtype=torch.long)
         state.slot_positions[state.order] = new_positions
         size = len(state)
@@ -181,29 +177,27 @@ class IncrementalEngine:
         # together are not all refreshed by the same edit.
         limit = self.mode.max_updates - rank % (self.mode.max_updates + 1) // 2  # (T,)
 
+        turn = self._turn(state)  # the slots the sticky refresh policy re-quantizes
         rows = torch.cat([new_slots, state.order[moved]]).unique()  # (|D|,) dirty slots
         x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
         for layer, (block, st) in enumerate(zip(model.blocks, state.layers, strict=True)):
             stats.dirty.append(len(rows))
             kept = rows[~is_new[rows]]  # dirty rows that held the same token before
+            inputs = state.residual[layer]  # (S, D)
             if layer == last:
-                old_x = (model.embed(state.slot_ids[kept], old_slot_positions[kept]) if layer == 0
-                         else state.residual[layer - 1][kept])  # (|kept|, D)
-                left_x = torch.cat([left_x, old_x])
+                left_x = torch.cat([left_x, inputs[kept]])
                 left_codes = torch.cat([left_codes, st.codes[kept].long()])
-            if layer > 0:
-                state.residual[layer - 1][rows] = x
-            inputs = self._inputs(state, layer)
+            inputs[rows] = x
             leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept]], dim=1),
                                torch.cat([gone[layer][1], st.v[:, kept]], dim=1),
                                torch.cat([torch.full((end - start,), start), rank[kept]]))
             flips, flip_codes = self._layer(block, st, leaving, rows, x, rank, limit, inputs,
-                                            state, stats)
+                                            turn, stats)
             stats.flipped.append(len(flips))
             rows = torch.cat([rows, flips]).unique()  # sorted
-            x, codes = inputs(rows), st.codes[rows].long()
+            x, codes = inputs[rows], st.codes[rows].long()
             if layer == last:  # the outputs that go, computed with the new ones in one pass
-                x = torch.cat([x, left_x, inputs(flips)])
+                x = torch.cat([x, left_x, inputs[flips]])
                 codes = torch.cat([codes, left_codes, flip_codes])
             x = block.finish(x, block.codebook.lookup(codes))
         final = model.final_norm(x).double()  # (|D| + R, D)
@@ -240,15 +234,9 @@ class IncrementalEngine:
         state.order = order
         return order[start:start + inserted]
 
-    def _inputs(self, state: SegmentState, layer: int) -> Inputs:
-        """Look-up of a layer's inputs by slot: stored, or for the first layer, embedded again."""
-        if layer == 0:
-            return lambda rows: self.model.embed(state.slot_ids[rows], state.slot_positions[rows])
-        return lambda rows: state.residual[layer - 1][rows]
-
     def _layer(self, block: Block, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
-               x: torch.Tensor, rank: torch.Tensor, limit: torch.Tensor, inputs: Inputs,
-               state: SegmentState, stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
+               x: torch.Tensor, rank: torch.Tensor, limit: torch.Tensor, inputs: torch.Tensor,
+               turn: torch.Tensor, stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention and quantization of one layer for an edit.
 
         rows (|D|,) sorted slots whose input is now x (|D|, D). Returns the slots outside D
@@ -259,17 +247,15 @@ class IncrementalEngine:
         st.q[:, rows], st.k[:, rows], st.v[:, rows] = q.half(), k, v
         clean = torch.ones(len(rank), dtype=torch.bool)
         clean[rows] = False
-        refresh = self._update_rows(st, leaving, rows, rank, limit, clean, causal)
+        refresh, moved = self._update_rows(st, leaving, rows, rank, limit, clean, causal)
         if len(refresh):
             stats.refreshed += len(refresh)
-            q = torch.cat([q, block.queries(inputs(refresh)).transpose(0, 1)], dim=1)
+            q = torch.cat([q, block.queries(inputs[refresh]).transpose(0, 1)], dim=1)
         self._attend(st, torch.cat([rows, refresh]), q, rank, causal)
 
         # Which codes to decide: rows in D (nearest), rows that moved past their slack or were
         # refreshed (the mode's rule), and the refresh policy's turn (nearest).
-        size = len(rank)
-        moved = (clean & (st.slack[:, :size] < 0).any(0)).nonzero().squeeze(1)  # past their slack
-        swept = self._sweep(state, clean) if self.mode.delta > 0 else rows[:0]
+        swept = turn[clean[turn]]
         check = torch.cat([moved, refresh, swept]).unique()
         decide = torch.cat([rows, check])
         nearest = torch.cat([torch.ones(len(rows), dtype=torch.bool), torch.isin(check, swept)])
@@ -278,7 +264,7 @@ class IncrementalEngine:
         ties &= st.updates[decide] > 0  # rows computed in full just now are already exact
         if ties.any():
             tied = decide[ties]
-            self._attend(st, tied, block.queries(inputs(tied)).transpose(0, 1), rank, causal)
+            self._attend(st, tied, block.queries(inputs[tied]).transpose(0, 1), rank, causal)
             self.totals.refresh_tie += len(tied)
             codes[ties], slack[:, ties], _ = self._quantize(block, st, tied, nearest[ties])
         st.codes[decide], st.slack[:, decide] = codes, slack
@@ -288,10 +274,12 @@ class IncrementalEngine:
 
     def _update_rows(self, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
                      rank: torch.Tensor, limit: torch.Tensor, clean: torch.Tensor,
-                     causal: bool) -> torch.Tensor:
-        """Running softmax update of the clean rows; returns the rows due for a full refresh.
+                     causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Running softmax update of the clean rows.
 
-        `limit` (T,) is each row's number of running updates before it is refreshed.
+        Returns the rows due for a full refresh, and the other rows whose head outputs moved
+        past their slack. `limit` (T,) is each row's number of running updates before it is
+        refreshed.
 
         Every row in use is updated at once, in place: rows in D are recomputed afterwards
         anyway, and a causal row before the edit sees none of the changed keys, so it gains
@@ -299,17 +287,18 @@ class IncrementalEngine:
         """
         size, (n_heads, _, head_dim) = len(rank), st.k.shape
         n_old = leaving.k.shape[1]
-        if not size or not (len(rows) or n_old):
-            return rows[:0]
-        order = torch.cat([leaving.order, rank[rows]])  # (R + |D|,) text index of each key
+        n_keys = n_old + len(rows)
+        if not size or not n_keys:
+            return rows[:0], rows[:0]
         if causal:
+            order = torch.cat([leaving.order, rank[rows]])  # (R + |D|,) text index of each key
             visible = order.unsqueeze(1) <= rank.unsqueeze(0)  # (R + |D|, T)
             touched = clean & visible.any(0)  # (T,)
             pairs = int(visible[:, clean].sum())
         else:
-            touched, pairs = clean, int(clean.sum()) * len(order)
-        if 2 * len(order) > size:  # cheaper to recompute the touched rows in full
-            return touched.nonzero().squeeze(1)
+            touched, pairs = clean, int(clean.sum()) * n_keys
+        if 2 * n_keys > size:  # cheaper to recompute the touched rows in full
+            return touched.nonzero().squeeze(1), rows[:0]
         self.model.counter.add(2 * pairs * n_heads * head_dim)
 
         # Key-major (keys × queries): MKL multiplies this way round about 2x faster than
@@ -321,14 +310,14 @@ class IncrementalEngine:
         scores = torch.bmm(keys, st.q[:, :size].float().transpose(1, 2))  # (H, R + |D|, T)
         if causal:
             scores.masked_fill_(~visible.unsqueeze(0), -math.inf)
-        m_old = st.m[:, :size]  # (H, T)
+        m_old, s_old = st.m[:, :size], st.s[:, :size]  # (H, T) views
         m_new = torch.maximum(m_old, scores[:, n_old:].amax(1)) if len(rows) else m_old
         weights = _exp(scores.sub_(m_new.unsqueeze(1)))  # (H, R + |D|, T)
         if causal:
             weights.masked_fill_(~visible.unsqueeze(0), 0)
         removed = weights[:, :n_old].sum(1)  # (H, T) softmax mass taken away
         weights[:, :n_old].neg_()
-        s_kept = st.s[:, :size] * _exp(m_old - m_new)  # (H, T)
+        s_kept = s_old * _exp(m_old - m_new)  # (H, T)
         added = weights.sum(1)  # (H, T) net softmax mass added
         s_new = s_kept + added
         # h' = (h·s_kept + Σ w·v) / s_new, so h' − h = Σ (w / s_new)·v − h·(Σ w / s_new); in
@@ -339,14 +328,18 @@ class IncrementalEngine:
         change = torch.bmm(weights.transpose(1, 2), values)  # (H, T, Dh)
         change.addcmul_(heads, (added / s_new).unsqueeze(-1), value=-1)
         heads.add_(change)
-        st.m[:, :size], st.s[:, :size] = m_new, s_new
-        st.slack[:, :size] -= torch.linalg.vector_norm(change, dim=-1)
-        st.updates[:size] += touched.to(torch.uint8)
-        tired = touched & (st.updates[:size] >= limit)  # (T,)
-        cancelled = touched & (removed > CANCELLATION * s_kept).any(0) & ~tired  # (T,)
-        self.totals.refresh_updates += int(tired.sum())
-        self.totals.refresh_cancellation += int(cancelled.sum())
-        return (tired | cancelled).nonzero().squeeze(1)
+        m_old.copy_(m_new)
+        s_old.copy_(s_new)
+        slack = st.slack[:, :size].sub_(torch.linalg.vector_norm(change, dim=-1))  # (H, T)
+        updates = st.updates[:size].add_(touched)  # (T,)
+        tired = updates >= limit  # (T,)
+        cancelled = ~tired & (removed > CANCELLATION * s_kept).any(0)  # (T,)
+        refresh = (touched & (tired | cancelled)).nonzero().squeeze(1)
+        n_tired = int(tired[refresh].sum())
+        self.totals.refresh_updates += n_tired
+        self.totals.refresh_cancellation += len(refresh) - n_tired
+        moved = (touched & (slack < 0).any(0)).index_fill_(0, refresh, False)  # (T,)
+        return refresh, moved.nonzero().squeeze(1)
 
     def _attend(self, st: LayerState, rows: torch.Tensor, q: torch.Tensor, rank: torch.Tensor,
                 causal: bool) -> None:
@@ -380,31 +373,31 @@ class IncrementalEngine:
         decision changes.
         """
         heads = st.heads[:, rows]  # (H, R, Dh)
-        dist2 = block.codebook.head_distances(heads).clamp_(min=0)  # (H, R, K) squared distances
-        best = dist2.argmin(-1, keepdim=True)  # (H, R, 1) argmin: the first of twin codewords
-        current = st.codes[rows].T.long().unsqueeze(-1)  # (H, R, 1)
-        d_current = dist2.gather(-1, current).sqrt()  # (H, R, 1)
-        # Nearest and second-nearest distances (topk is several times slower on these sizes);
-        # the nearest is masked in place, dist2 is not needed after this.
-        best_d2 = dist2.gather(-1, best)  # (H, R, 1)
-        second = dist2.scatter_(-1, best, math.inf).amin(-1, keepdim=True)  # (H, R, 1)
-        two = torch.cat([best_d2, second], -1).sqrt()  # (H, R, 2)
-        keep = (d_current <= (1 + self.mode.delta) * two[..., :1]) & ~nearest.view(1, -1, 1)
-        codes = torch.where(keep, current, best)  # (H, R, 1)
+        dist = block.codebook.head_distances(heads).clamp_(min=0).sqrt_()  # (H, R, K)
+        d_best, best = dist.min(-1)  # (H, R): the first of twin codewords
+        current = st.codes[rows].T.long()  # (H, R)
+        d_current = dist.gather(-1, current.unsqueeze(-1)).squeeze(-1)  # (H, R)
+        # The second-nearest distance (topk is several times slower on these sizes); the
+        # nearest is masked in place, dist is not needed after this.
+        d_second = dist.scatter_(-1, best.unsqueeze(-1), math.inf).amin(-1)  # (H, R)
+        keep = (d_current <= (1 + self.mode.delta) * d_best) & ~nearest
+        codes = torch.where(keep, current, best)  # (H, R)
         # Code c stays valid while |h − c| ≤ (1 + δ)·|h − c'| for every other codeword c'.
         # Moving h by ε changes each distance by at most ε, so c stays valid while
         # d_c + ε ≤ (1 + δ)(d_other − ε), i.e. ε ≤ ((1 + δ)·d_other − d_code) / (2 + δ).
-        d_code = torch.where(keep, d_current, two[..., :1])  # (H, R, 1)
-        d_other = torch.where(codes == best, two[..., 1:], two[..., :1])  # (H, R, 1)
-        slack = (((1 + self.mode.delta) * d_other - d_code) / (2 + self.mode.delta)).squeeze(-1)
+        on_best = codes == best
+        d_code = torch.where(on_best, d_best, d_current)
+        d_other = torch.where(on_best, d_second, d_best)
+        slack = ((1 + self.mode.delta) * d_other - d_code) / (2 + self.mode.delta)  # (H, R)
         ties = (slack < TIE * torch.linalg.vector_norm(heads, dim=-1)).any(0)  # (R,)
-        return codes.squeeze(-1).T.to(st.codes.dtype), slack, ties
+        return codes.T.to(st.codes.dtype), slack, ties
 
-    def _sweep(self, state: SegmentState, clean: torch.Tensor) -> torch.Tensor:
-        """The clean slots the sticky refresh policy re-quantizes exactly at this edit."""
+    def _turn(self, state: SegmentState) -> torch.Tensor:
+        """The slots the sticky refresh policy re-quantizes exactly at this edit (none in exact
+        mode); each layer takes those of them that are not dirty."""
         size = len(state)
-        turn = state.order[(torch.arange(min(self.mode.sweep, size)) + state.sweep) % size]
-        return turn[clean[turn]]
+        count = min(self.mode.sweep, size) if self.mode.delta > 0 else 0
+        return state.order[(torch.arange(count) + state.sweep) % max(size, 1)]
 
 
 def _exp(x: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,9 @@ class LiveDocument:
 
     def segment_embeddings(self) -> torch.Tensor:
         """One pooled embedding per segment (paragraph), L2-normalised. (N, D)"""
-        return F.normalize(torch.stack([state.mean() for state in self.states]), dim=1)
+        totals = torch.stack([state.total for state in self.states])  # (N, D)
+        counts = torch.tensor([max(len(state), 1) for state in self.states])  # (N,)
+        return F.normalize((totals / counts.unsqueeze(1)).float(), dim=1)
 
     def _build(self, index: int) -> SegmentState:
         return self.engine.build(self.document.model_input(self.document.segments[index]))

@@ -3,17 +3,17 @@
 Per layer it holds each token's query, key and value, the running softmax statistics of each
 query (a reference max m, the normaliser s = Σ exp(score − m), and the head output, the mean of
 the values weighted by exp(score − m) / s), each head's code, and how far each head output may
-still move before its code could change. Between layers it holds the residual stream (layer l's
-output is layer l + 1's input, stored once).
+still move before its code could change. It also holds every layer's input: the embeddings
+for the first, then the residual stream (layer l's output is layer l + 1's input, stored once).
 
 Rows live in *slots*, not in text order: attention does not care about order (the causal mask
 and the positions carry it), so an edit writes new tokens into free slots and fills the slots of
 deleted tokens with the last rows, instead of shifting every later row. `order` maps text order
 to slots; arrays keep spare rows so that inserts rarely reallocate.
 
-What is derived instead of stored, and what is stored in lower precision (MiniLM then needs just
-under 40 KiB per token):
-- the first layer's input is the token and position embedding, looked up again when needed;
+What is derived instead of stored, and what is stored in lower precision (MiniLM then needs about
+41 KiB per token; the first layer's input, 1.5 KiB of it, is kept because an edit reads it several
+times and embedding it again costs more than the look-up):
 - the last layer's output is not kept: results only need its sum over the segment's tokens, which
   the engine updates with the old and new outputs of the tokens an edit changes;
 - queries are float16. They only enter the running updates of rows whose code is not being
@@ -76,7 +76,7 @@ class SegmentState:
     slot_positions: torch.Tensor  # (S,) float64 virtual position per slot
     order: torch.Tensor  # (T,) int64 the slot of each token, in text order
     layers: list[LayerState]  # L
-    residual: list[torch.Tensor]  # L − 1 × (S, D) float32: layer l's output, layer l + 1's input
+    residual: list[torch.Tensor]  # L × (S, D) float32: layer l's input (the embeddings for l = 0)
     total: torch.Tensor  # (D,) float64 sum of the final hidden states of all tokens
     sweep: int = 0  # sticky mode: the next token (text order) the refresh policy re-quantizes
 
