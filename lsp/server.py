@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,15 @@ class Protocol(LanguageServerProtocol):
                                           else types.PositionEncodingKind.Utf16]
         return (yield from super().lsp_initialize(params))
 
+    @lsp_method(types.EXIT)
+    def lsp_exit(self, *args):
+        if not self._server.over_tcp:
+            return (yield from super().lsp_exit(*args))
+        # pygls would call sys.exit inside the TCP connection's task, which asyncio reports as
+        # an unhandled exception with a traceback; stopping the server ends `start_tcp` instead.
+        self._server.exit_code = 0 if self._shutdown else 1
+        self._server.shutdown()
+
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
         yield self.fm.features[types.TEXT_DOCUMENT_DID_OPEN], (params,), None
@@ -89,6 +99,8 @@ class VqeditServer(LanguageServer):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.background_tasks: set[asyncio.Future] = set()  # the loop only holds tasks weakly
+        self.over_tcp = False  # serve_tcp: `exit` and signals stop the server, not the process
+        self.exit_code = 0  # of `vqedit lsp --tcp`: 1 after an `exit` without `shutdown`
 
     # --- the backend, on its own thread -------------------------------------------------------
 
@@ -212,6 +224,23 @@ class VqeditServer(LanguageServer):
             if document.current is not None:
                 diagnostics.publish(self, document)
 
+    def serve_tcp(self, host: str, port: int) -> None:
+        """One client on TCP, until it disconnects or sends `exit`, or SIGINT/SIGTERM."""
+        self.over_tcp = True
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self._stop_on_signal)
+        self.start_tcp(host, port)
+
+    def _stop_on_signal(self, number: int, frame: Any) -> None:
+        """Stop serving, so `start_tcp` returns normally (a KeyboardInterrupt would end it with
+        a traceback from inside asyncio)."""
+        log.info("%s: stopping", signal.Signals(number).name)
+        try:
+            loop = asyncio.get_running_loop()  # the handler runs on the loop's thread
+        except RuntimeError:  # not serving yet
+            raise SystemExit(0) from None
+        loop.call_soon_threadsafe(self.shutdown)  # wakes the loop, unlike a direct call
+
     def stop_backend(self) -> None:
         if self._backend is not None:
             self._backend.stop()
@@ -274,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     server = create_server(args.in_process)
     try:
         if args.tcp:
-            server.start_tcp(*args.tcp)
+            server.serve_tcp(*args.tcp)
         else:
             # LSP owns standard output; anything else that prints (a library, a progress bar)
             # goes to standard error instead of corrupting the stream.
@@ -283,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
             server.start_io(sys.stdin.buffer, lsp_out)
     finally:
         server.stop_backend()
-    return 0
+    return server.exit_code
 
 
 def _configure_logging(path: str | None, level: str) -> None:
