@@ -11,9 +11,9 @@ How an edit flows: `didChange` → `Documents.change` (our own copy of the text,
 negotiated encoding converted to code points, Markdown code masked) → after `debounceMs` of
 quiet, one backend `change` with every edit queued since the last, at the document's newest
 revision → results pushed back on another thread → `received` on the event loop, which drops
-results that a newer revision superseded → diagnostics with the client's version, and
-`vqedit/status`. One handler per LSP method lives in `features/`; this module owns the state
-they share and the order of backend calls.
+results older than those already published and moves the rest onto the current text →
+diagnostics with the client's current version, and `vqedit/status`. One handler per LSP method
+lives in `features/`; this module owns the state they share and the order of backend calls.
 
 Threads: pygls's event loop runs every handler and owns `Documents`; backend calls run in order
 on one thread of their own (`_backend_thread`), so a slow one never holds up the editor.
@@ -40,6 +40,8 @@ from vqedit.daemon.protocol import Results
 from .backend import Backend, DaemonBackend, ModelState
 from .documents import Document, Documents
 from .features import diagnostics, register_features, status
+from .ignored import IgnoredLabels
+from .ignored import default_path as ignored_path
 from .recorder import Recorder
 from .settings import Settings
 
@@ -90,6 +92,7 @@ class VqeditServer(LanguageServer):
         self.documents = Documents()
         self.settings = Settings()
         self.recorder = Recorder(self.documents)  # the editLog setting
+        self.ignored = IgnoredLabels(ignored_path())  # vqedit.ignoreLabel, kept on disk
         self.model = ModelState("loading")
         self._make_backend = make_backend
         self._backend: Backend | None = None
@@ -188,20 +191,19 @@ class VqeditServer(LanguageServer):
     # --- results, on the event loop -----------------------------------------------------------
 
     def received(self, results: Results) -> None:
-        """Keep results unless a newer revision superseded them; publish the current ones."""
+        """Publish results unless newer ones were; results for a revision the document has
+        since left are moved onto its current text (documents.py)."""
         document = self.documents.get(results.uri)
         log.debug("results for %s revision %d (document at %s)", results.uri, results.version,
                   document.revision if document else "closed")
         if document is None or results.version < max(document.published, document.opened):
             return
-        if document.results is None or results.version >= document.results.version:
-            document.results = results
+        document.take(results)
         if self.model.state != "ready":
             self.set_model(ModelState("ready"))
-        if results.version == document.revision:
-            document.published = results.version
-            diagnostics.publish(self, document)
-            status.send(self, document)
+        document.published = results.version
+        diagnostics.publish(self, document)
+        status.send(self, document)
 
     def set_model(self, model: ModelState) -> None:
         """A change of the model's state: every open document's status line hears of it."""
@@ -219,10 +221,9 @@ class VqeditServer(LanguageServer):
             self._guarded(lambda backend, uri=uri: backend.set_labels(uri, labels), uri)
 
     def republish(self) -> None:
-        """Diagnostics again for every document with current results (rules changed)."""
+        """Diagnostics again for every open document (rules or ignored labels changed)."""
         for document in self.documents.open_documents.values():
-            if document.current is not None:
-                diagnostics.publish(self, document)
+            diagnostics.publish(self, document)
 
     def serve_tcp(self, host: str, port: int) -> None:
         """One client on TCP, until it disconnects or sends `exit`, or SIGINT/SIGTERM."""
