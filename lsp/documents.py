@@ -51,6 +51,9 @@ class Document:
     # document of the same uri closed before
     edits: list[tuple[int, WireEdit]] = field(default_factory=list)  # (the revision it was
     # made at, the edit of `masked`) since the revision of `results`
+    versions: dict[int, int] = field(default_factory=dict)  # the client's version of each
+    # revision since that of `results`
+    results_version: int | None = None  # the client's version `results` were computed for
 
     def paragraphs(self, results: Results) -> list[Paragraph]:
         """The paragraphs of `results` on the current text, less those edited since."""
@@ -61,8 +64,11 @@ class Document:
     def take(self, results: Results) -> None:
         """Keep `results` as the newest; edits made before their revision are not needed."""
         self.results = results
+        self.results_version = self.versions.get(results.version)
         self.edits = [(revision, edit) for revision, edit in self.edits
                       if revision >= results.version]
+        self.versions = {revision: version for revision, version in self.versions.items()
+                         if revision >= results.version}
 
 
 class Documents:
@@ -80,13 +86,15 @@ class Documents:
         revision = next(self._revisions)
         document = Document(item.uri, item.language_id, item.version, item.text,
                             LineIndex(item.text, self.encoding),
-                            _masked(item.language_id, item.text), revision, opened=revision)
+                            _masked(item.language_id, item.text), revision, opened=revision,
+                            versions={revision: item.version})
         self.open_documents[item.uri] = document
         return document
 
     def renew(self, document: Document) -> None:
         """A new revision of the same text: it is recomputed from scratch."""
         document.revision = next(self._revisions)
+        document.versions[document.revision] = document.version
 
     def close(self, uri: str) -> Document | None:
         return self.open_documents.pop(uri, None)
@@ -114,6 +122,7 @@ class Documents:
             self._replace(document, text)
         document.version = version
         document.revision = next(self._revisions)
+        document.versions[document.revision] = version
 
     def _replace(self, document: Document, text: str) -> None:
         """Take `text` as the document's new text and queue the masked difference."""
