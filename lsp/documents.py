@@ -142,6 +142,8 @@ def moved(start: int, end: int, edits: list[WireEdit]) -> tuple[int, int] | None
     """Where [start, end) of a text is after `edits` (in order), or None if one of them
     replaced or inserted text inside it."""
     for edit in edits:
+        if edit.start == edit.end and not edit.text:  # changed nothing (code edited, say)
+            continue
         if edit.end <= start:
             start, end = (offset + len(edit.text) - (edit.end - edit.start)
                           for offset in (start, end))
