@@ -13,7 +13,8 @@ of results computed for it (its `vqedit/status` says which version they were com
 minus the configured debounce; versions overtaken by newer ones while the server waited are
 superseded, never computed. `change_to_any_diagnostics_ms_*` is to the first publishDiagnostics
 at a version, which may carry older results moved onto it (docs/lsp.md, "Editing, debounce and
-versions"): what the user sees while typing. A publish older than one already sent is stale.
+versions"), with nothing subtracted: how soon the user sees diagnostics placed on the text. A
+publish older than one already sent is stale.
 Prints one JSON line.
 """
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             daemon.disconnect()
     latency = _first_latency(computed, sent, args.debounce_ms)
-    shown = _first_latency([(p.version, p.at) for p in published], sent, args.debounce_ms)
+    shown = _first_latency([(p.version, p.at) for p in published], sent, 0)
     report = {
         "bench": "lsp",
         "change_to_diagnostics_ms_p50": round(float(np.percentile(latency, 50)), 3),
