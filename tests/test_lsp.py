@@ -143,9 +143,9 @@ async def test_ignored_labels_survive_closing_and_restarts_until_cleared():
         # Keyed by the paragraph's text: edited, it is a new paragraph and reported again.
         change(client, uri, 2, edit(11, 0, 11, 6, "Stock"))
         await diagnostics_for(client, uri, 2, PROSE_LINES)
-        change(client, uri, 3, edit(11, 0, 11, 5, "Shares"))
+        change(client, uri, 3, edit(11, 0, 11, 5, "Shares"))  # back to the ignored text
         await diagnostics_for(client, uri, 3, [3])
-        assert await command(client, "vqedit.clearIgnored", uri) == 1
+        assert await command(client, "vqedit.clearIgnored", uri) == 1  # the edits kept it
         await diagnostics_for(client, uri, 3, PROSE_LINES)
         assert await command(client, "vqedit.clearIgnored", uri) == 0
     finally:
