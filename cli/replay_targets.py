@@ -233,10 +233,10 @@ class LspTarget:
         uri, version = step.record.uri, step.record.version
         contents = self.driver.content_changes(self.texts[uri][0], step.edits)
         sent = self.driver.change(uri, version, contents)
-        published = self.driver.wait_published(uri, version)
+        computed = self.driver.wait_computed(uri, version)
         status = self.driver.wait_status(uri, version)
         self.texts[uri] = (step.text, version)
-        return Outcome((published.at - sent) * 1000, status.get("label"), status.get("score"))
+        return Outcome((computed - sent) * 1000, status.get("label"), status.get("score"))
 
     def verify(self, uri: str, text: str) -> bool:
         """Have the server recompute the document from scratch (`vqedit.recompute`); the label

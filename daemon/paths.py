@@ -2,7 +2,8 @@
 
     runtime  $XDG_RUNTIME_DIR/vqedit (fallback: <temp dir>/vqedit-<uid>), mode 0700:
              daemon.sock (0600), daemon.pid, daemon.lock (spawn lock), tcp.json (port + token)
-    state    $XDG_STATE_HOME/vqedit (fallback: ~/.local/state/vqedit): daemon.log
+    state    $XDG_STATE_HOME/vqedit (fallback: ~/.local/state/vqedit): daemon.log (and the
+             language server's ignored-labels.json, lsp/ignored.py)
     config   $XDG_CONFIG_HOME/vqedit/daemon.toml (fallback: ~/.config/vqedit/daemon.toml)
 
 The runtime directory is the security boundary: only its owner may enter it, so only the owner

@@ -3,38 +3,36 @@
 pygls applies a change to its workspace copy before our handler runs, so that copy cannot say
 what the text was before; the server therefore keeps its own text per document and never reads
 pygls's. `Documents.change` is where every accepted `didChange` goes: it converts positions
-(in the negotiated encoding) to code points, applies the edits, masks Markdown, shifts the
-paragraph markers of ignored labels, and queues the edits for the backend. A hook that wants
+(in the negotiated encoding) to code points, applies the edits, masks Markdown, queues the
+edits for the backend and keeps them to move older results with. A hook that wants
 every accepted change (an edit log) belongs there.
 
 Revisions: the backend is sent the server's own counter, `revision`, which increases with every
 text the server accepts, whatever version numbers the client sends, and is never reused (not
-even by a document closed and opened again, whose old results may still be on their way);
-results come back with a revision and are published with the client's version of that
-revision only if it is still the document's newest, so a diagnostic never lands on text it was
-not computed for.
+even by a document closed and opened again, whose old results may still be on their way).
+
+Results for a revision the document has since left are not thrown away: when keystrokes come
+faster than results, every result is for such a revision, and withholding them showed nothing
+until the user paused. `Document.paragraphs` moves their paragraphs through the edits made
+since (kept in `edits`, on the masked text, whose offsets are the text's), and drops a
+paragraph that a later edit replaced or inserted text inside: its label was computed for words
+it no longer has. An insertion at either end of a paragraph leaves its text, and its results,
+as they were. So every range fits the text the client has now, and diagnostics are published
+with the current version (diagnostics.py says why not the older one).
 """
 
 import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lsprotocol import types
 
-from vqedit.daemon.protocol import Results, WireEdit
+from vqedit.daemon.protocol import Paragraph, Results, WireEdit
 
 from . import markdown
 from .text import LineIndex
 
 log = logging.getLogger("vqedit.lsp")
-
-
-@dataclass
-class Ignore:
-    """`label` is not reported for the paragraph that contains `offset` (moved by edits)."""
-
-    offset: int
-    label: str
 
 
 @dataclass
@@ -48,17 +46,29 @@ class Document:
     revision: int  # the server's counter of accepted texts, sent to the backend as version
     unsent: list[WireEdit] = field(default_factory=list)  # edits of `masked` not yet sent
     results: Results | None = None  # the newest results received, maybe for an older revision
-    published: int = -1  # the revision whose diagnostics were last published
+    published: int = -1  # the revision of the results last published
     opened: int = 0  # the revision it was opened at: results older than that are for a
     # document of the same uri closed before
-    ignored: list[Ignore] = field(default_factory=list)
+    edits: list[tuple[int, WireEdit]] = field(default_factory=list)  # (the revision it was
+    # made at, the edit of `masked`) since the revision of `results`
+    versions: dict[int, int] = field(default_factory=dict)  # the client's version of each
+    # revision since that of `results`
+    results_version: int | None = None  # the client's version `results` were computed for
 
-    @property
-    def current(self) -> Results | None:
-        """Results for the text as it is now, or None."""
-        if self.results is not None and self.results.version == self.revision:
-            return self.results
-        return None
+    def paragraphs(self, results: Results) -> list[Paragraph]:
+        """The paragraphs of `results` on the current text, less those edited since."""
+        later = [edit for revision, edit in self.edits if revision >= results.version]
+        return [replace(paragraph, start=span[0], end=span[1]) for paragraph in results.paragraphs
+                if (span := moved(paragraph.start, paragraph.end, later)) is not None]
+
+    def take(self, results: Results) -> None:
+        """Keep `results` as the newest; edits made before their revision are not needed."""
+        self.results = results
+        self.results_version = self.versions.get(results.version)
+        self.edits = [(revision, edit) for revision, edit in self.edits
+                      if revision >= results.version]
+        self.versions = {revision: version for revision, version in self.versions.items()
+                         if revision >= results.version}
 
 
 class Documents:
@@ -76,13 +86,15 @@ class Documents:
         revision = next(self._revisions)
         document = Document(item.uri, item.language_id, item.version, item.text,
                             LineIndex(item.text, self.encoding),
-                            _masked(item.language_id, item.text), revision, opened=revision)
+                            _masked(item.language_id, item.text), revision, opened=revision,
+                            versions={revision: item.version})
         self.open_documents[item.uri] = document
         return document
 
     def renew(self, document: Document) -> None:
         """A new revision of the same text: it is recomputed from scratch."""
         document.revision = next(self._revisions)
+        document.versions[document.revision] = document.version
 
     def close(self, uri: str) -> Document | None:
         return self.open_documents.pop(uri, None)
@@ -110,13 +122,14 @@ class Documents:
             self._replace(document, text)
         document.version = version
         document.revision = next(self._revisions)
+        document.versions[document.revision] = version
 
     def _replace(self, document: Document, text: str) -> None:
         """Take `text` as the document's new text and queue the masked difference."""
         masked = _masked(document.language, text)
         edit = WireEdit.between(document.masked, masked)
         document.unsent.append(edit)
-        shift_ignores(document.ignored, edit)
+        document.edits.append((document.revision, edit))
         document.text, document.masked = text, masked
         document.lines = LineIndex(text, self.encoding)
 
@@ -125,10 +138,15 @@ def _masked(language: str, text: str) -> str:
     return markdown.mask(text) if language == "markdown" else text
 
 
-def shift_ignores(ignored: list[Ignore], edit: WireEdit) -> None:
-    """Move markers with an edit: after it they shift, inside it they go to its start."""
-    for ignore in ignored:
-        if ignore.offset >= edit.end:
-            ignore.offset += len(edit.text) - (edit.end - edit.start)
-        elif ignore.offset > edit.start:
-            ignore.offset = edit.start
+def moved(start: int, end: int, edits: list[WireEdit]) -> tuple[int, int] | None:
+    """Where [start, end) of a text is after `edits` (in order), or None if one of them
+    replaced or inserted text inside it."""
+    for edit in edits:
+        if edit.start == edit.end and not edit.text:  # changed nothing (code edited, say)
+            continue
+        if edit.end <= start:
+            start, end = (offset + len(edit.text) - (edit.end - edit.start)
+                          for offset in (start, end))
+        elif edit.start < end:
+            return None
+    return start, end

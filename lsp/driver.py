@@ -48,6 +48,8 @@ class DocumentLog:
 
     published: list[Published] = field(default_factory=list)
     status: list[dict[str, Any]] = field(default_factory=list)  # vqedit/status params
+    computed: list[tuple[int, float]] = field(default_factory=list)  # (a status's resultsVersion,
+    # when it arrived): results computed for that version were published then
     stale: int = 0  # publishes for a version older than one already published
 
 
@@ -164,12 +166,19 @@ class LspDriver:
                                         if p.version is not None and p.version >= version),
                                        None), f"diagnostics of {uri} version {version}")
 
+    def wait_computed(self, uri: str, version: int) -> float:
+        """When diagnostics of results computed for `version` or a newer one arrived (the first
+        publish at `version` may carry older results moved onto it)."""
+        return self._wait(lambda: next((at for computed, at in self.documents[uri].computed
+                                        if computed >= version), None),
+                          f"results of {uri} computed for version {version}")
+
     def wait_status(self, uri: str, version: int, after: int = 0) -> dict[str, Any]:
-        """The first vqedit/status of `uri` for `version` or newer, among those after the
-        first `after` received."""
+        """The first vqedit/status of `uri` with results computed for `version` or newer, among
+        those after the first `after` received."""
         def ready(s: dict[str, Any]) -> bool:
-            return (s.get("state") != "loading" and s.get("version") is not None
-                    and s["version"] >= version)
+            return (s.get("state") != "loading" and s.get("resultsVersion") is not None
+                    and s["resultsVersion"] >= version)
 
         return self._wait(lambda: next((s for s in self.documents[uri].status[after:] if ready(s)),
                                        None), f"status of {uri} version {version}")
@@ -209,8 +218,12 @@ class LspDriver:
             """vqedit/status: the document label for status lines (docs/lsp.md)."""
             # pygls hands a method it has no type for a namedtuple of the JSON object.
             value = params if isinstance(params, dict) else params._asdict()
+            at = time.perf_counter()
             with self._changed:
-                self.documents.setdefault(value.get("uri"), DocumentLog()).status.append(value)
+                doc = self.documents.setdefault(value.get("uri"), DocumentLog())
+                doc.status.append(value)
+                if value.get("resultsVersion") is not None:
+                    doc.computed.append((value["resultsVersion"], at))
                 self._changed.notify_all()
 
         @client.feature(types.WORKSPACE_CONFIGURATION)

@@ -11,9 +11,9 @@ How an edit flows: `didChange` → `Documents.change` (our own copy of the text,
 negotiated encoding converted to code points, Markdown code masked) → after `debounceMs` of
 quiet, one backend `change` with every edit queued since the last, at the document's newest
 revision → results pushed back on another thread → `received` on the event loop, which drops
-results that a newer revision superseded → diagnostics with the client's version, and
-`vqedit/status`. One handler per LSP method lives in `features/`; this module owns the state
-they share and the order of backend calls.
+results older than those already published and moves the rest onto the current text →
+diagnostics with the client's current version, and `vqedit/status`. One handler per LSP method
+lives in `features/`; this module owns the state they share and the order of backend calls.
 
 Threads: pygls's event loop runs every handler and owns `Documents`; backend calls run in order
 on one thread of their own (`_backend_thread`), so a slow one never holds up the editor.
@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,8 @@ from vqedit.daemon.protocol import Results
 from .backend import Backend, DaemonBackend, ModelState
 from .documents import Document, Documents
 from .features import diagnostics, register_features, status
+from .ignored import IgnoredLabels
+from .ignored import default_path as ignored_path
 from .recorder import Recorder
 from .settings import Settings
 
@@ -61,6 +64,15 @@ class Protocol(LanguageServerProtocol):
                                           else types.PositionEncodingKind.Utf16]
         return (yield from super().lsp_initialize(params))
 
+    @lsp_method(types.EXIT)
+    def lsp_exit(self, *args):
+        if not self._server.over_tcp:
+            return (yield from super().lsp_exit(*args))
+        # pygls would call sys.exit inside the TCP connection's task, which asyncio reports as
+        # an unhandled exception with a traceback; stopping the server ends `start_tcp` instead.
+        self._server.exit_code = 0 if self._shutdown else 1
+        self._server.shutdown()
+
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
         yield self.fm.features[types.TEXT_DOCUMENT_DID_OPEN], (params,), None
@@ -80,6 +92,7 @@ class VqeditServer(LanguageServer):
         self.documents = Documents()
         self.settings = Settings()
         self.recorder = Recorder(self.documents)  # the editLog setting
+        self.ignored = IgnoredLabels(ignored_path())  # vqedit.ignoreLabel, kept on disk
         self.model = ModelState("loading")
         self._make_backend = make_backend
         self._backend: Backend | None = None
@@ -89,6 +102,8 @@ class VqeditServer(LanguageServer):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.background_tasks: set[asyncio.Future] = set()  # the loop only holds tasks weakly
+        self.over_tcp = False  # serve_tcp: `exit` and signals stop the server, not the process
+        self.exit_code = 0  # of `vqedit lsp --tcp`: 1 after an `exit` without `shutdown`
 
     # --- the backend, on its own thread -------------------------------------------------------
 
@@ -176,20 +191,19 @@ class VqeditServer(LanguageServer):
     # --- results, on the event loop -----------------------------------------------------------
 
     def received(self, results: Results) -> None:
-        """Keep results unless a newer revision superseded them; publish the current ones."""
+        """Publish results unless newer ones were; results for a revision the document has
+        since left are moved onto its current text (documents.py)."""
         document = self.documents.get(results.uri)
         log.debug("results for %s revision %d (document at %s)", results.uri, results.version,
                   document.revision if document else "closed")
         if document is None or results.version < max(document.published, document.opened):
             return
-        if document.results is None or results.version >= document.results.version:
-            document.results = results
+        document.take(results)
         if self.model.state != "ready":
             self.set_model(ModelState("ready"))
-        if results.version == document.revision:
-            document.published = results.version
-            diagnostics.publish(self, document)
-            status.send(self, document)
+        document.published = results.version
+        diagnostics.publish(self, document)
+        status.send(self, document)
 
     def set_model(self, model: ModelState) -> None:
         """A change of the model's state: every open document's status line hears of it."""
@@ -207,10 +221,26 @@ class VqeditServer(LanguageServer):
             self._guarded(lambda backend, uri=uri: backend.set_labels(uri, labels), uri)
 
     def republish(self) -> None:
-        """Diagnostics again for every document with current results (rules changed)."""
+        """Diagnostics again for every open document (rules or ignored labels changed)."""
         for document in self.documents.open_documents.values():
-            if document.current is not None:
-                diagnostics.publish(self, document)
+            diagnostics.publish(self, document)
+
+    def serve_tcp(self, host: str, port: int) -> None:
+        """One client on TCP, until it disconnects or sends `exit`, or SIGINT/SIGTERM."""
+        self.over_tcp = True
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self._stop_on_signal)
+        self.start_tcp(host, port)
+
+    def _stop_on_signal(self, number: int, frame: Any) -> None:
+        """Stop serving, so `start_tcp` returns normally (a KeyboardInterrupt would end it with
+        a traceback from inside asyncio)."""
+        log.info("%s: stopping", signal.Signals(number).name)
+        try:
+            loop = asyncio.get_running_loop()  # the handler runs on the loop's thread
+        except RuntimeError:  # not serving yet
+            raise SystemExit(0) from None
+        loop.call_soon_threadsafe(self.shutdown)  # wakes the loop, unlike a direct call
 
     def stop_backend(self) -> None:
         if self._backend is not None:
@@ -274,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
     server = create_server(args.in_process)
     try:
         if args.tcp:
-            server.start_tcp(*args.tcp)
+            server.serve_tcp(*args.tcp)
         else:
             # LSP owns standard output; anything else that prints (a library, a progress bar)
             # goes to standard error instead of corrupting the stream.
@@ -283,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
             server.start_io(sys.stdin.buffer, lsp_out)
     finally:
         server.stop_backend()
-    return 0
+    return server.exit_code
 
 
 def _configure_logging(path: str | None, level: str) -> None:

@@ -114,10 +114,16 @@ async def until(condition, what: str) -> Any:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-async def diagnostics_for(client: Client, uri: str, version: int) -> types.PublishDiagnosticsParams:
-    """The first publishDiagnostics for `uri` at `version`."""
+async def diagnostics_for(client: Client, uri: str, version: int,
+                          lines: list[int] | None = None) -> types.PublishDiagnosticsParams:
+    """The first publishDiagnostics for `uri` at `version` (with diagnostics starting at
+    `lines`, if given: results of an older version, moved onto this one, may come first and
+    lack the paragraphs edited since)."""
     return await until(lambda: next((p for p in client.published
-                                     if p.uri == uri and p.version == version), None),
+                                     if p.uri == uri and p.version == version and (
+                                         lines is None or lines == sorted(
+                                             d.range.start.line for d in p.diagnostics))),
+                                    None),
                        f"diagnostics of {uri} v{version}")
 
 

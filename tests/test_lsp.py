@@ -60,8 +60,7 @@ async def test_diagnostics_status_and_sync_as_a_real_editor(profile):
         expected = MARKDOWN.replace("The striker", "Late on, The striker").replace(
             "Shares in", "Stock in")
         assert await server_text(client, uri) == expected
-        second = await diagnostics_for(client, uri, 2)
-        assert sorted(d.range.start.line for d in second.diagnostics) == PROSE_LINES
+        second = await diagnostics_for(client, uri, 2, PROSE_LINES)
         assert second.diagnostics[0].range.end.character > first.diagnostics[0].range.end.character
         assert errors(client) == []
     finally:
@@ -107,10 +106,48 @@ async def test_quick_fix_ignores_the_label_for_that_paragraph():
         # The paragraph stays ignored through an edit elsewhere and a recompute.
         change(client, uri, 2, edit(0, 0, 0, 0, ""))
         change(client, uri, 3, edit(3, 0, 3, 3, "A"))
-        assert [d.range.start.line for d in (await diagnostics_for(client, uri, 3)).diagnostics
-                ] == [3]
+        await diagnostics_for(client, uri, 3, [3])
         stats = await command(client, "vqedit.stats")
         assert stats["backend"]["model"] is not None and stats["server"]["documents"] == 1
+    finally:
+        await stop(client)
+
+
+async def first_lines(client, uri: str) -> list[int]:
+    """The lines of the first diagnostics published for `uri` at version 1 from now on."""
+    client.published.clear()
+    found = await diagnostics_for(client, uri, 1)
+    return sorted(d.range.start.line for d in found.diagnostics)
+
+
+async def test_ignored_labels_survive_closing_and_restarts_until_cleared():
+    uri = "file:///tmp/kept.md"
+    client = await start("neovim", options=EVERY_LABEL)
+    try:
+        open_document(client, uri, MARKDOWN)
+        found = await diagnostics_for(client, uri, 1)
+        label = next(d.code for d in found.diagnostics if d.range.start.line == 11)
+        await command(client, "vqedit.ignoreLabel", uri, 11, label)
+        await diagnostics_for(client, uri, 1, [3])
+        client.text_document_did_close(types.DidCloseTextDocumentParams(
+            types.TextDocumentIdentifier(uri)))
+        open_document(client, uri, MARKDOWN)
+        assert await first_lines(client, uri) == [3]
+    finally:
+        await stop(client)
+
+    client = await start("visual-studio-code", options=EVERY_LABEL)  # a new server process
+    try:
+        open_document(client, uri, MARKDOWN)
+        assert await first_lines(client, uri) == [3]
+        # Keyed by the paragraph's text: edited, it is a new paragraph and reported again.
+        change(client, uri, 2, edit(11, 0, 11, 6, "Stock"))
+        await diagnostics_for(client, uri, 2, PROSE_LINES)
+        change(client, uri, 3, edit(11, 0, 11, 5, "Shares"))  # back to the ignored text
+        await diagnostics_for(client, uri, 3, [3])
+        assert await command(client, "vqedit.clearIgnored", uri) == 1  # the edits kept it
+        await diagnostics_for(client, uri, 3, PROSE_LINES)
+        assert await command(client, "vqedit.clearIgnored", uri) == 0
     finally:
         await stop(client)
 

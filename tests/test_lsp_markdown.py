@@ -11,10 +11,13 @@ def kept(text: str) -> list[str]:
     return [line for line in mask(text).splitlines() if line.strip()]
 
 
-def test_front_matter_yaml_and_toml_are_hidden():
+def test_yaml_front_matter_is_hidden():
     assert kept("---\ntitle: x\n---\nProse.\n") == ["Prose."]
-    assert kept("+++\ntitle = 'x'\n+++\nProse.\n") == ["Prose."]
     assert kept("---\ntitle: x\n...\nProse.\n") == ["Prose."]
+
+
+def test_toml_front_matter_is_not_recognised():
+    assert kept("+++\ntitle = 'x'\n+++\nProse.\n") == ["+++", "title = 'x'", "+++", "Prose."]
 
 
 def test_unclosed_front_matter_is_prose():
@@ -36,8 +39,26 @@ def test_indented_code_after_a_blank_line_is_hidden_but_a_continuation_is_not():
     assert kept(text) == ["Para one", "    continues here.", "Para two."]
 
 
-@given(st.lists(st.sampled_from(["---", "```", "~~~", "    x", "\t", "a", " ", "\n", "\r\n",
-                                 "\r", "😀"]), max_size=40).map("".join))
+def test_indented_continuations_of_list_items_are_prose():
+    text = ("- First item\n\n    continues after a blank line.\n"
+            "1. Numbered\n\n   and continued.\n")
+    assert kept(text) == ["- First item", "    continues after a blank line.", "1. Numbered",
+                          "   and continued."]
+
+
+def test_code_blocks_nested_in_lists_are_hidden():
+    text = ("- Item\n\n      indented code in the item\n\n  - nested item\n\n    ```sh\n"
+            "    make\n    ```\n\n    nested prose\n")
+    assert kept(text) == ["- Item", "  - nested item", "    nested prose"]
+
+
+def test_fences_in_block_quotes_and_crlf_line_breaks():
+    assert kept("> quote\n> ```\n> code\n> ```\n") == ["> quote"]
+    assert mask("Prose.\r\n```\r\ncode\r\n```\r\nEnd.") == "Prose.\r\n   \r\n    \r\n   \r\nEnd."
+
+
+@given(st.lists(st.sampled_from(["---", "```", "~~~", "    x", "\t", "- ", "1. ", "> ", "a", " ",
+                                 "\n", "\r\n", "\r", "😀", "\x00"]), max_size=40).map("".join))
 def test_masking_keeps_every_offset_and_line_break(text):
     masked = mask(text)
     assert len(masked) == len(text)

@@ -142,6 +142,11 @@ def test_typing_in_markdown_brings_diagnostics_and_status(tiny: TinyModel, tmp_p
             wait(nvim, lambda: one_per_paragraph(nvim, [2, 4]),
                  "the quick-fixed paragraph's diagnostic to go")
 
+            # :VqeditClearIgnored reports both ignored paragraphs again.
+            nvim.command("VqeditClearIgnored")
+            wait(nvim, lambda: one_per_paragraph(nvim, [0, 2, 4, 6]),
+                 "the ignored paragraphs' diagnostics to come back")
+
             seen = nvim.exec_lua("return _G.statuses")
             nvim.command("VqeditRecompute")
             wait(nvim, lambda: nvim.exec_lua("return _G.statuses") > seen,
@@ -256,11 +261,12 @@ def test_diagnostics_follow_random_edits_at_the_right_positions(tiny: TinyModel,
 def test_commands_without_a_server_say_why():
     with private_dirs(), headless_nvim() as nvim:
         nvim.command("enew")
-        for command in ("VqeditRecompute", "VqeditStats", "VqeditIgnore sport"):
+        for command in ("VqeditRecompute", "VqeditStats", "VqeditIgnore sport",
+                        "VqeditClearIgnored"):
             nvim.command(command)
         assert error_messages(nvim) == [
             "vqedit: the language server is not attached to this buffer (:checkhealth vqedit)"
-        ] * 3
+        ] * 4
         assert nvim.exec_lua("return require('vqedit').status()") == ""
 
 

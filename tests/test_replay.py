@@ -131,7 +131,8 @@ def test_bench_lsp_reports_change_to_diagnostics_latency_and_no_stale_publishes(
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["stale_publishes"] == 0
-    assert result["published_versions"] >= 1  # the last version at least
+    assert result["published_versions"] >= 1 and result["computed_versions"] >= 1  # the last
     assert result["change_to_diagnostics_ms_p99"] >= result["change_to_diagnostics_ms_p50"]
+    assert result["change_to_any_diagnostics_ms_p99"] >= result["change_to_any_diagnostics_ms_p50"]
     assert result["words"] >= 80 and result["tokens"] > result["words"] / 2
     assert result["model"].startswith("tiny-bert")

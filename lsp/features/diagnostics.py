@@ -1,8 +1,13 @@
 """`textDocument/publishDiagnostics`: paragraphs whose label matches a rule, with their version.
 
-Only results for the document's newest revision are published (server.py drops the rest), so
-every range refers to the text the client has at that version. A paragraph gets one diagnostic
-per matching rule, unless `vqedit.ignoreLabel` silenced that label there.
+The newest results are published even when the document has changed since they were computed
+(typing faster than results arrive): their paragraphs are moved onto the current text and
+those edited since are left out (documents.py), and they go out with the *current* version.
+Not with the older one: the specification makes `version` optional information that clients need
+not check, so a client puts the ranges on the text it has now, and ranges of an older text
+would mark the wrong words. Versions published for a document therefore only go up. A
+paragraph gets one diagnostic per matching rule, unless the user ignored that label for its
+text (`vqedit.ignoreLabel`, ignored.py).
 """
 
 import logging
@@ -24,11 +29,13 @@ SOURCE = "vqedit"
 
 
 def publish(ls: "VqeditServer", document: Document) -> None:
-    results = document.current
+    results = document.results
     if results is None:
         return
     _report_unknown_labels(ls, results.scores.keys())
-    found = [d for p in results.paragraphs for d in diagnose(document, p, ls.settings)]
+    found = [d for p in document.paragraphs(results)
+             if p.label not in ls.ignored.labels(document.uri, document.text[p.start:p.end])
+             for d in diagnose(document, p, ls.settings)]
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
         document.uri, found, version=document.version))
 
@@ -46,8 +53,6 @@ def _report_unknown_labels(ls: "VqeditServer", labels: Collection[str]) -> None:
 
 def diagnose(document: Document, paragraph: Paragraph, settings: Settings) -> list[
         types.Diagnostic]:
-    if is_ignored(document, paragraph):
-        return []
     found = []
     for rule in settings.rules:
         if rule.label == paragraph.label and paragraph.score >= rule.min_score:
@@ -59,7 +64,3 @@ def diagnose(document: Document, paragraph: Paragraph, settings: Settings) -> li
                 code=paragraph.label, source=SOURCE))
     return found
 
-
-def is_ignored(document: Document, paragraph: Paragraph) -> bool:
-    return any(i.label == paragraph.label and paragraph.start <= i.offset < paragraph.end
-               for i in document.ignored)

@@ -3,6 +3,9 @@
     vqedit.recompute   [uri]               the document from scratch
     vqedit.stats       []                  the backend's statistics and the server's, as an object
     vqedit.ignoreLabel [uri, line, label]  stop reporting `label` for the paragraph at `line`
+                                           (for its text, across closes and restarts)
+    vqedit.clearIgnored [uri]              report every label of the document again; returns
+                                           how many ignored labels were forgotten
     vqedit.text        [uri]               debugging aid: the server's own copy of the text,
                                            {uri, version, text}; tests compare it with the client's
 
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer as Server
 
-from vqedit.lsp.documents import Document, Ignore
+from vqedit.lsp.documents import Document
 
 from . import diagnostics
 
@@ -25,8 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vqedit.lsp")
 
-RECOMPUTE, STATS, IGNORE_LABEL, TEXT = ("vqedit.recompute", "vqedit.stats",
-                                        "vqedit.ignoreLabel", "vqedit.text")
+RECOMPUTE, STATS, IGNORE_LABEL, CLEAR_IGNORED, TEXT = (
+    "vqedit.recompute", "vqedit.stats", "vqedit.ignoreLabel", "vqedit.clearIgnored", "vqedit.text")
 
 
 class CommandError(ValueError):
@@ -62,13 +65,22 @@ def register(server: "VqeditServer") -> None:
         results = document.results
         start = document.lines.offset(types.Position(line, 0)).offset
         end = document.lines.line_end(line) if line < len(document.lines.starts) else start
-        paragraph = next((p for p in results.paragraphs if p.start <= end and start <= p.end),
+        paragraph = next((p for p in document.paragraphs(results)
+                          if p.start <= end and start <= p.end),
                          None) if results is not None else None
         if paragraph is None:
             raise _fail(f"{IGNORE_LABEL}: no paragraph with results at line {line} of "
                         f"{document.uri}")
-        document.ignored.append(Ignore(paragraph.start, label))
+        ls.ignored.add(document.uri, document.text[paragraph.start:paragraph.end], label)
         diagnostics.publish(ls, document)
+
+    @server.command(CLEAR_IGNORED)
+    def clear_ignored(ls: Server, *args: Any) -> int:
+        document = _document(ls, CLEAR_IGNORED, args, 1)
+        cleared = ls.ignored.clear(document.uri)
+        log.info("%s: %d ignored label(s) cleared", document.uri, cleared)
+        diagnostics.publish(ls, document)
+        return cleared
 
     @server.command(TEXT)
     def text(ls: Server, *args: Any) -> dict[str, Any]:

@@ -24,7 +24,8 @@ def register(server: "VqeditServer") -> None:
             return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text))
         offset = document.lines.offset(params.position).offset
         lines = ["**vqedit** document: " + _scores(results.scores)]
-        paragraph = next((p for p in results.paragraphs if p.start <= offset < p.end), None)
+        paragraph = next((p for p in document.paragraphs(results) if p.start <= offset < p.end),
+                         None)
         if paragraph is not None:
             lines.append(f"paragraph: **{paragraph.label}** {paragraph.score:.2f}")
         if results.version != document.revision:

@@ -1,9 +1,10 @@
 """`vqedit/status` (a notification of ours): the document's label for status lines.
 
-Params: `{uri, version, state, label, score, message}`; `state` is the model's ("loading",
-"ready", "error"); `label`/`score` are the document's best label and its score from results of
-its newest version (null while there are none); `uri` and `version` are null when the state
-changes with no document open.
+Params: `{uri, version, state, label, score, resultsVersion, message}`; `state` is the model's
+("loading", "ready", "error"); `label`/`score` are the document's best label and its score from
+the newest results, which may be a few keystrokes behind `version` while the user types (null
+while there are none), and `resultsVersion` is the version they were computed for; `uri` and
+`version` are null when the state changes with no document open.
 """
 
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ METHOD = "vqedit/status"
 
 
 def send(ls: "VqeditServer", document: Document | None) -> None:
-    results = document.current if document is not None else None
+    results = document.results if document is not None else None
     label = results.label if results is not None else None
     ls.protocol.notify(METHOD, {
         "uri": document.uri if document else None,
@@ -25,4 +26,5 @@ def send(ls: "VqeditServer", document: Document | None) -> None:
         "state": ls.model.state,
         "label": label,
         "score": results.scores.get(label) if label is not None else None,
+        "resultsVersion": document.results_version if results is not None else None,
         "message": ls.model.message})

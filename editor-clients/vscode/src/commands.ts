@@ -8,6 +8,7 @@ export const ServerCommand = {
   recompute: "vqedit.recompute",
   stats: "vqedit.stats",
   ignoreLabel: "vqedit.ignoreLabel",
+  clearIgnored: "vqedit.clearIgnored",
   text: "vqedit.text",
 } as const;
 
@@ -15,6 +16,7 @@ export const ClientCommand = {
   recompute: "vqedit.recomputeDocument",
   stats: "vqedit.showStats",
   ignoreLabel: "vqedit.ignoreLabelAtCursor",
+  clearIgnored: "vqedit.clearIgnoredInDocument",
   text: "vqedit.showServerText",
   restart: "vqedit.restartServer",
   showOutput: "vqedit.showOutput",
@@ -53,6 +55,11 @@ export function ignoreLabel(uri: string, line: number, label: string): ExecuteCo
     throw new RangeError("label must not be empty");
   }
   return { command: ServerCommand.ignoreLabel, arguments: [uri, line, label.trim()] };
+}
+
+/** Report every label of the document again; the server answers how many it forgot. */
+export function clearIgnored(uri: string): ExecuteCommand {
+  return { command: ServerCommand.clearIgnored, arguments: [uri] };
 }
 
 /**

@@ -104,6 +104,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
           running.code2ProtocolConverter.asUri(editor.document.uri), line, label));
       }
     }),
+    register(ClientCommand.clearIgnored, async (running) => {
+      const editor = activeProse();
+      const cleared = await running.sendRequest(ExecuteCommandRequest.type, commands.clearIgnored(
+        running.code2ProtocolConverter.asUri(editor.document.uri)));
+      void vscode.window.showInformationMessage(
+        `vqedit: ${cleared} ignored label(s) of this document are reported again.`);
+    }),
     // Not `register`: a server that failed to start must be restartable too.
     vscode.commands.registerCommand(ClientCommand.restart, async () => {
       statuses.clear();

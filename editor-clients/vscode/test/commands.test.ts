@@ -14,6 +14,8 @@ test("commands carry the arguments docs/lsp.md specifies", () => {
                    { command: "vqedit.text", arguments: ["file:///a.md"] });
   assert.deepEqual(commands.ignoreLabel("file:///a.md", 4, " sport "),
                    { command: "vqedit.ignoreLabel", arguments: ["file:///a.md", 4, "sport"] });
+  assert.deepEqual(commands.clearIgnored("file:///a.md"),
+                   { command: "vqedit.clearIgnored", arguments: ["file:///a.md"] });
 });
 
 test("palette ids never collide with the server's, which the language client registers", () => {

@@ -106,7 +106,16 @@ function M.ignore_label(label)
   end
 end
 
---- Create :VqeditRecompute, :VqeditStats, :VqeditText and :VqeditIgnore [label].
+--- Report the labels ignored in buffer `bufnr` (0: current) again: forget them on the server.
+function M.clear_ignored(bufnr)
+  bufnr = resolve(bufnr)
+  M.execute(bufnr, "vqedit.clearIgnored", { vim.uri_from_bufnr(bufnr) }, function(cleared)
+    vim.notify(("vqedit: %d ignored label(s) reported again"):format(cleared))
+  end)
+end
+
+--- Create :VqeditRecompute, :VqeditStats, :VqeditText, :VqeditIgnore [label] and
+--- :VqeditClearIgnored.
 function M.create_user_commands()
   vim.api.nvim_create_user_command("VqeditRecompute", function()
     M.recompute(0)
@@ -126,6 +135,9 @@ function M.create_user_commands()
       return M.labels_at(0, vim.api.nvim_win_get_cursor(0)[1] - 1)
     end,
   })
+  vim.api.nvim_create_user_command("VqeditClearIgnored", function()
+    M.clear_ignored(0)
+  end, { desc = "vqedit: report the labels ignored in this document again" })
 end
 
 return M

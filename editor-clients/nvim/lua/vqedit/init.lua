@@ -96,5 +96,6 @@ M.recompute = commands.recompute
 M.stats = commands.stats
 M.text = commands.text
 M.ignore_label = commands.ignore_label
+M.clear_ignored = commands.clear_ignored
 
 return M
