@@ -75,9 +75,9 @@ def peaked(request):
             for projection in (block.attention.q, block.attention.k):
                 projection.weight *= 40
                 projection.bias *= 40
-    ids, positions = torch.arange(3, 63).unsqueeze(0), torch.arange(60.0).unsqueeze(0)
-    q, k, _ = model.blocks[0].projections(model.embed(ids, positions))  # (1, T, H, Dh)
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+        ids, positions = torch.arange(3, 63).unsqueeze(0), torch.arange(60.0).unsqueeze(0)
+        q, k, _ = model.blocks[0].projections(model.embed(ids, positions))  # (1, T, H, Dh)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
     gap = float((scores.amax(-1) - scores.amin(-1)).max())
     assert gap > -EXP_FLOOR + 20, f"scores span only {gap}: the clamp is never exercised"
     return model
