@@ -34,6 +34,7 @@ from vqedit.engine.heads import pooled
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.kmeans import fit_codebooks
 from vqedit.engine.live import LiveDocument
+from vqedit.engine.ops import full_pass_macs
 from vqedit.engine.verify import verify
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
@@ -187,7 +188,7 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
     if len(live.states) != 1:
         raise CliError("an edit split the benchmark segment in two")
     ids = live.states[0].ids.unsqueeze(0)  # (1, T)
-    dense = dense_macs(model, ids.shape[1])
+    dense = full_pass_macs(model.config, ids.shape[1])
     with torch.no_grad():
         start = time.perf_counter()
         hf(input_ids=ids)
@@ -213,14 +214,6 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
 
 
 @functools.cache
-def dense_macs(model, length: int) -> int:
-    """MACs of a dense full pass: they depend only on the length, so each is counted once."""
-    model.counter.reset()
-    with torch.no_grad():
-        model(torch.zeros(1, length, dtype=torch.long), quantize=False)
-    return model.counter.reset()
-
-
 def _measure_prefix_reuse(loaded: LoadedModel, old: torch.Tensor, new: torch.Tensor,
                           dense_macs: int, samples: Samples) -> None:
     """A causal model's usual trick: keep the key/value cache up to the edit, redo the rest."""
