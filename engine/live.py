@@ -26,6 +26,11 @@ from .tokens import TextEdit, Tokenizer
 _clock = itertools.count()  # one order of use over every live document in the process
 
 
+def stamp() -> int:
+    """The clock now: segments built or edited from here on are stamped later than this."""
+    return next(_clock)
+
+
 @dataclass
 class LiveEditStats:
     macs: int  # multiply-accumulates of the whole edit, rebuilt segments included

@@ -1,11 +1,13 @@
 """`vqedit/status` (a notification of ours): the document's label for status lines.
 
-Params: `{uri, version, state, label, score, message}`; `state` is the model's ("loading",
-"ready", "error"); `label`/`score` are the document's best label and its score from results of
-its newest version (null while there are none); `uri` and `version` are null when the state
-changes with no document open.
+Params: `{uri, version, state, label, score, message, cost}`; `state` is the model's
+("loading", "ready", "error"); `label`/`score` are the document's best label and its score from
+results of its newest version (null while there are none); `cost` is what computing those
+results took, as the daemon's results carry it (null when unknown); `uri` and `version` are null
+when the state changes with no document open.
 """
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from vqedit.lsp.documents import Document
@@ -25,4 +27,5 @@ def send(ls: "VqeditServer", document: Document | None) -> None:
         "state": ls.model.state,
         "label": label,
         "score": results.scores.get(label) if label is not None else None,
-        "message": ls.model.message})
+        "message": ls.model.message,
+        "cost": dataclasses.asdict(results.cost) if results and results.cost else None})
