@@ -207,8 +207,7 @@ class LspDriver:
         @client.feature("vqedit/status")
         def status(params: Any) -> None:
             """vqedit/status: the document label for status lines (docs/lsp.md)."""
-            # pygls hands a method it has no type for a namedtuple of the JSON object.
-            value = params if isinstance(params, dict) else params._asdict()
+            value = _plain(params)
             with self._changed:
                 self.documents.setdefault(value.get("uri"), DocumentLog()).status.append(value)
                 self._changed.notify_all()
@@ -262,6 +261,18 @@ class LspDriver:
             method(params)
 
         self._run(send())
+
+
+def _plain(value: Any) -> Any:
+    """JSON as dicts and lists: pygls hands a method it has no type for namedtuples of the
+    JSON objects, nested ones too."""
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _range(r: editlog.Range) -> types.Range:
