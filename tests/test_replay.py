@@ -159,3 +159,11 @@ def test_bench_lsp_reports_change_to_diagnostics_latency_and_no_stale_publishes(
     assert result["change_to_diagnostics_ms_p99"] >= result["change_to_diagnostics_ms_p50"]
     assert result["words"] >= 80 and result["tokens"] > result["words"] / 2
     assert result["model"].startswith("tiny-bert")
+
+
+def test_the_driver_says_at_once_when_the_server_exits():
+    driver = LspDriver(command=[sys.executable, "-c", "raise SystemExit(3)"], timeout=60)
+    with pytest.raises(RuntimeError, match="exit"):
+        driver.start()
+    assert driver.returncode == 3
+    driver.stop()
