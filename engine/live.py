@@ -59,7 +59,12 @@ class Resident:
 
     index: int  # the segment, in text order
     used: int  # the clock when it was last built or edited (smaller: longer ago)
-    nbytes: int  # memory of its state (allocated rows)
+    state: SegmentState
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of its state (allocated rows)."""
+        return self.state.nbytes(allocated=True)
 
 
 class LiveDocument:
@@ -117,7 +122,7 @@ class LiveDocument:
 
     def resident(self) -> list[Resident]:
         """The segments whose states are in memory, least recently used first."""
-        return sorted((Resident(i, self._used[i], s.nbytes(allocated=True))
+        return sorted((Resident(i, self._used[i], s)
                        for i, s in enumerate(self._states) if isinstance(s, SegmentState)),
                       key=lambda r: r.used)
 
