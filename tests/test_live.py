@@ -126,7 +126,7 @@ def test_an_evicted_segment_keeps_its_results_and_is_computed_again_when_edited(
 
 
 @given(text=texts, data=st.data())
-@settings(max_examples=15)
+@settings(max_examples=10)
 def test_random_edits_and_evictions_keep_results_and_states_exact(engine, wordpiece, text,
                                                                   data):
     live = LiveDocument(engine, wordpiece, text)
