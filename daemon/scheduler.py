@@ -56,8 +56,8 @@ class Entry:
     state_bytes: int = 0  # memory of `live`'s segment states in memory
     needs_compaction: bool = False  # edited since the last compaction (idle work to do)
     closed: bool = False  # closed while the worker held it: its work is dropped
-    live: LiveDocument | None = None  # worker only: None before the first pass, when evicted or
-    # after the model was unloaded or reloaded; then rebuilt from `text`
+    live: LiveDocument | None = None  # worker only: None before the first pass or after the
+    # model was unloaded or reloaded, then rebuilt from `text`; the budget evicts its segments
     live_version: int = -1  # worker only: the version `live` holds
 
 
