@@ -14,7 +14,6 @@ paths share; times are medians of single runs, on `--threads` threads.
 """
 
 import argparse
-import functools
 import json
 import math
 import random
@@ -213,7 +212,6 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
         _measure_prefix_reuse(loaded, old_ids, ids[0], dense, samples)
 
 
-@functools.cache
 def _measure_prefix_reuse(loaded: LoadedModel, old: torch.Tensor, new: torch.Tensor,
                           dense_macs: int, samples: Samples) -> None:
     """A causal model's usual trick: keep the key/value cache up to the edit, redo the rest."""
