@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/vqedit doctor
 	mkdir -p build/demo
-	$(VENV)/bin/vqedit replay docs/demo/bbc-sport.jsonl --via lsp --verify 100 --savings \
+	$(VENV)/bin/vqedit replay docs/demo/bbc-sport.jsonl --via lsp --verify 100 \
 		--json build/demo/replay.json --csv build/demo/replay.csv --plot build/demo/replay.png
 	@echo "plots: build/demo/replay.png; every figure: build/demo/replay.json"
 

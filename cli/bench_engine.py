@@ -14,7 +14,6 @@ paths share; times are medians of single runs, on `--threads` threads.
 """
 
 import argparse
-import functools
 import json
 import math
 import random
@@ -34,6 +33,7 @@ from vqedit.engine.heads import pooled
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.kmeans import fit_codebooks
 from vqedit.engine.live import LiveDocument
+from vqedit.engine.ops import full_pass_macs
 from vqedit.engine.verify import verify
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
@@ -187,7 +187,7 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
     if len(live.states) != 1:
         raise CliError("an edit split the benchmark segment in two")
     ids = live.states[0].ids.unsqueeze(0)  # (1, T)
-    dense = dense_macs(model, ids.shape[1])
+    dense = full_pass_macs(model.config, ids.shape[1])
     with torch.no_grad():
         start = time.perf_counter()
         hf(input_ids=ids)
@@ -210,15 +210,6 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
         samples.flipped.append(edited.flipped)
     if model.config.causal and old_ids is not None:
         _measure_prefix_reuse(loaded, old_ids, ids[0], dense, samples)
-
-
-@functools.cache
-def dense_macs(model, length: int) -> int:
-    """MACs of a dense full pass: they depend only on the length, so each is counted once."""
-    model.counter.reset()
-    with torch.no_grad():
-        model(torch.zeros(1, length, dtype=torch.long), quantize=False)
-    return model.counter.reset()
 
 
 def _measure_prefix_reuse(loaded: LoadedModel, old: torch.Tensor, new: torch.Tensor,

@@ -4,7 +4,7 @@ Usage:
     vqedit replay demo.jsonl --via engine --verify 50 --json out.json --csv out.csv --plot out.png
     vqedit replay demo.jsonl --via daemon             # a private daemon started for the run
     vqedit replay demo.jsonl --via daemon --shared-daemon   # the user's own daemon
-    vqedit replay demo.jsonl --via lsp --savings      # `vqedit lsp` over stdio, as an editor
+    vqedit replay demo.jsonl --via lsp                # `vqedit lsp` over stdio, as an editor
 
 The log is read and checked whole before anything starts: a bad record (a truncated last line,
 an unknown field, an edit outside the text, a version going backwards) stops the replay with
@@ -13,9 +13,9 @@ alone and its results awaited before the next, so a latency is one edit's. Every
 edits the target is checked against a full recomputation (`replay_targets.py` says how per
 target). The document's label is printed whenever it changes, or its score by 0.1.
 
-Operation counts come from the engine's counter, so only `--via engine` measures them; with
-`--savings` a daemon or LSP replay is followed by an engine replay of the same log in this
-process, after the timing is done, for the savings and dirty-token figures.
+Operation counts come from the engine's counter in the run itself: in process for `--via
+engine`, from the `cost` the daemon's results carry for `--via daemon` (`docs/protocol.md`),
+and from the `cost` in the server's `vqedit/status` for `--via lsp` (`docs/lsp.md`).
 """
 
 import argparse
@@ -39,6 +39,9 @@ from vqedit.replay_targets import DaemonTarget, EngineTarget, LspTarget, Outcome
 
 VIAS = ("engine", "daemon", "lsp")
 SCORE_STEP = 0.1  # the label is printed again when its score has moved this much
+MEASURED_BY = {"engine": "the engine's counter, in process",
+               "daemon": "the engine's counter, carried in the daemon's results",
+               "lsp": "the engine's counter, carried in the server's vqedit/status"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check against a full recomputation every N edits (0: never)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave out bad records (counted) instead of stopping")
-    parser.add_argument("--savings", action="store_true",
-                        help="daemon/lsp: also measure operations through the engine after")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--csv", type=Path, help="write one row per edit here")
     parser.add_argument("--plot", type=Path, help="write a PNG: latency, savings, dirty tokens")
@@ -143,12 +144,11 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described: dict,
-           final: dict, savings: Run | None) -> dict[str, Any]:
-    measured = savings or run
+           final: dict) -> dict[str, Any]:
     latency = [r.outcome.latency_ms for r in run.rows]
-    ratios = _ratios(measured)
-    dirty = [d for r in measured.rows for d in r.outcome.dirty]
-    tokens = [r.outcome.tokens for r in measured.rows if r.outcome.tokens is not None]
+    ratios = _ratios(run)
+    dirty = [d for r in run.rows for d in r.outcome.dirty]
+    tokens = [r.outcome.tokens for r in run.rows if r.outcome.tokens is not None]
     return {
         "replay": str(args.log), "via": args.via, **described,
         "edits": len(run.rows),
@@ -162,9 +162,8 @@ def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described
         "ops_ratio_p10": _pct(ratios, 10),
         "ops_ratio_p90": _pct(ratios, 90),
         "ops_baseline": "a dense pass over the whole document, per edit",
-        "free_edits": sum(r.outcome.macs == 0 for r in measured.rows),  # nothing recomputed
-        "savings_measured_by": None if not ratios else "engine" if savings is None or
-        args.via == "engine" else "engine, replayed after the timed run",
+        "free_edits": sum(r.outcome.macs == 0 for r in run.rows),  # nothing recomputed
+        "savings_measured_by": None if not ratios else MEASURED_BY[args.via],
         "dirty_tokens_per_layer": [round(float(v), 2) for v in np.mean(dirty, 0)]
         if dirty else [],
         "verified": run.verified,
@@ -198,13 +197,12 @@ def write_csv(run: Run, path: Path) -> None:
                              dirty])
 
 
-def plot(run: Run, savings: Run | None, result: dict, path: Path) -> None:
+def plot(run: Run, result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = savings or run
     fig, (latency, ops, dirty) = plt.subplots(1, 3, figsize=(15, 4))
     values = np.sort([r.outcome.latency_ms for r in run.rows])
     latency.plot(values, np.linspace(0, 1, len(values)))
@@ -214,7 +212,7 @@ def plot(run: Run, savings: Run | None, result: dict, path: Path) -> None:
     latency.axvline(result["latency_ms_p50"], color="black", linestyle="--",
                     label=f"p50 {result['latency_ms_p50']:.1f} ms")
     latency.legend()
-    ratios = _ratios(measured)
+    ratios = _ratios(run)
     if ratios:
         ops.scatter(range(len(ratios)), ratios, s=4)
         ops.set_yscale("log")
@@ -222,10 +220,10 @@ def plot(run: Run, savings: Run | None, result: dict, path: Path) -> None:
                     label=f"median {result['ops_ratio_median']:.0f}x")
         ops.legend()
     else:
-        ops.text(0.5, 0.5, "not measured (--savings)", ha="center", transform=ops.transAxes)
+        ops.text(0.5, 0.5, "not measured", ha="center", transform=ops.transAxes)
     ops.set_xlabel("edit")
     ops.set_ylabel("dense MACs (document) / incremental")
-    per_layer = [d for r in measured.rows for d in r.outcome.dirty]
+    per_layer = [d for r in run.rows for d in r.outcome.dirty]
     if per_layer:
         layers = np.array(per_layer)  # (edits, L)
         x = np.arange(layers.shape[1])
@@ -233,7 +231,7 @@ def plot(run: Run, savings: Run | None, result: dict, path: Path) -> None:
         dirty.plot(x, np.percentile(layers, 90, axis=0), "k_", markersize=20, label="p90")
         dirty.legend()
     else:
-        dirty.text(0.5, 0.5, "not measured (--savings)", ha="center", transform=dirty.transAxes)
+        dirty.text(0.5, 0.5, "not measured", ha="center", transform=dirty.transAxes)
     dirty.set_xlabel("layer")
     dirty.set_ylabel("dirty tokens per edited segment")
     fig.suptitle(f"replay of {Path(result['replay']).name}: {result['edits']} edits via "
@@ -287,17 +285,14 @@ def run(args: argparse.Namespace) -> int:
                 replay = _play(_remote(args, settings, paths), loaded, args)
     except ModelLoadError as e:
         raise CliError(str(e)) from None
-    savings = None
-    if args.savings and args.via != "engine":
-        savings = play(loaded, EngineTarget(settings), 0)
-    result = report(args, loaded, replay[0], replay[1], replay[2], savings)
+    result = report(args, loaded, replay[0], replay[1], replay[2])
     line = json.dumps(result, ensure_ascii=False)
     if args.json:
         args.json.write_text(line + "\n")
     if args.csv:
         write_csv(replay[0], args.csv)
     if args.plot:
-        plot(replay[0], savings, result, args.plot)
+        plot(replay[0], result, args.plot)
     if not args.quiet:
         print(summary(result))
     print(line)

@@ -17,11 +17,10 @@ from typing import Any, Protocol
 
 import torch
 
-from vqedit.bench_engine import dense_macs
 from vqedit.daemon.cache import SharedModel, load_shared, placed
 from vqedit.daemon.client import DaemonClient
 from vqedit.daemon.paths import Paths
-from vqedit.daemon.protocol import Results
+from vqedit.daemon.protocol import Cost, Results
 from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import Settings
 from vqedit.engine.live import LiveDocument
@@ -38,10 +37,18 @@ class Outcome:
     latency_ms: float  # change sent → its results received
     label: str | None  # the document's label after the change
     score: float | None  # that label's score
-    macs: int | None = None  # multiply-accumulates of the incremental update (engine only)
+    macs: int | None = None  # multiply-accumulates of the incremental update (None: not known)
     dense_macs: int | None = None  # those of a dense pass over the whole document
     dirty: list[list[int]] = field(default_factory=list)  # |D| per layer, per edited segment
     tokens: int | None = None  # the document's model-input tokens after the change
+
+    @classmethod
+    def of(cls, latency_ms: float, label: str | None, score: float | None,
+           cost: Cost | None) -> "Outcome":
+        """An outcome whose operation counts are the ones the results carried."""
+        if cost is None:
+            return cls(latency_ms, label, score)
+        return cls(latency_ms, label, score, cost.macs, cost.dense_macs, cost.dirty, cost.tokens)
 
 
 class Target(Protocol):
@@ -89,11 +96,10 @@ class EngineTarget:
             stats = [live.apply(edit.to_engine()) for edit in step.edits]
             results = self._results(uri, step.record.version, live)
             latency = (time.perf_counter() - started) * 1000
-            dense = sum(dense_macs(self.model.engine.model, len(s)) for s in live.states)
         self.documents[uri] = (live, step.record.version)
-        return Outcome(latency, results.label, _best(results), sum(s.macs for s in stats), dense,
-                       [e.dirty for s in stats for e in s.edited],
-                       sum(len(s) for s in live.states))
+        return Outcome(latency, results.label, _best(results), sum(s.macs for s in stats),
+                       live.dense_macs(), [e.dirty for s in stats for e in s.edited],
+                       live.tokens())
 
     def verify(self, uri: str, text: str) -> bool:
         """The text is the log's, and every segment's state is what a full pass computes
@@ -173,7 +179,7 @@ class DaemonTarget:
         results = self.client.wait_for(uri, version, self.timeout)
         latency = (time.perf_counter() - started) * 1000
         self.versions[uri] = version
-        return Outcome(latency, results.label, _best(results))
+        return Outcome.of(latency, results.label, _best(results), results.cost)
 
     def verify(self, uri: str, text: str) -> bool:
         """Wait for the daemon's idle compaction of this version; its exact results must equal
@@ -236,7 +242,9 @@ class LspTarget:
         computed = self.driver.wait_computed(uri, version)
         status = self.driver.wait_status(uri, version)
         self.texts[uri] = (step.text, version)
-        return Outcome((computed - sent) * 1000, status.get("label"), status.get("score"))
+        cost = status.get("cost")
+        return Outcome.of((computed - sent) * 1000, status.get("label"), status.get("score"),
+                          None if cost is None else Cost.parse(cost))
 
     def verify(self, uri: str, text: str) -> bool:
         """Have the server recompute the document from scratch (`vqedit.recompute`); the label

@@ -122,7 +122,7 @@ class DaemonClient:
     def results(self, uri: str) -> wire.Results | None:
         """Ask for the newest computed results (maybe older than the newest version)."""
         found = self._call("results", {"uri": uri})
-        return None if found is None else _results(found)
+        return None if found is None else wire.Results.parse(found)
 
     def wait_for(self, uri: str, version: int, timeout: float = 120.0) -> wire.Results:
         """Block until results for `version` (or newer) of `uri` have been pushed."""
@@ -261,7 +261,7 @@ class DaemonClient:
                     if future is not None:
                         future.set_result(message)
                 elif message.get("method") == "results":
-                    self._received(_results(message["params"]))
+                    self._received(wire.Results.parse(message["params"]))
         except (OSError, wire.ProtocolError, ConnectionError):
             pass
         finally:
@@ -329,7 +329,3 @@ class _Document:
     def open_params(self, uri: str) -> dict[str, Any]:
         return {"uri": uri, "version": self.version, "text": self.text, "labels": self.labels}
 
-
-def _results(value: dict[str, Any]) -> wire.Results:
-    paragraphs = [wire.Paragraph(**p) for p in value["paragraphs"]]
-    return wire.Results(**{**value, "paragraphs": paragraphs})

@@ -327,6 +327,21 @@ class Paragraph:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What the pass behind a results notification cost, from the engine's counter."""
+
+    macs: int  # multiply-accumulates of the edits applied (a coalesced batch) and of segments
+    # computed from scratch (the first pass, split or merged paragraphs, evicted segments)
+    dense_macs: int  # a dense full pass over every segment of the new text, for comparison
+    tokens: int  # the document's model-input tokens (special tokens included)
+    dirty: list[list[int]]  # per incrementally edited segment: tokens recomputed, per layer
+
+    @classmethod
+    def parse(cls, value: dict[str, Any]) -> "Cost":
+        return cls(value["macs"], value["dense_macs"], value["tokens"], value["dirty"])
+
+
+@dataclass(frozen=True)
 class Results:
     uri: str  # the document
     version: int  # the version these results were computed for; older ones are superseded
@@ -334,6 +349,18 @@ class Results:
     scores: dict[str, float]  # every label's score, best first
     paragraphs: list[Paragraph]  # one per segment, in text order
     exact: bool  # True after idle compaction: equal to a fresh exact pass
+    cost: Cost | None = None  # of the pass that computed them; None after compaction (and
+    # from daemons older than this field)
+
+    @classmethod
+    def parse(cls, value: dict[str, Any]) -> "Results":
+        """Results as received; fields this client does not know are ignored, so a daemon
+        may add some without a new protocol version."""
+        cost = value.get("cost")
+        return cls(value["uri"], value["version"], value["label"], value["scores"],
+                   [Paragraph(p["start"], p["end"], p["label"], p["score"])
+                    for p in value["paragraphs"]], value["exact"],
+                   None if cost is None else Cost.parse(cost))
 
 
 @dataclass(frozen=True)
@@ -352,7 +379,8 @@ class Stats:
     resident_documents: int  # documents whose segment states are in memory
     state_mb: float  # memory held by segment states
     memory_budget_mb: float  # the LRU budget for segment states
-    evictions: int  # documents whose states were dropped to stay within the budget
+    evictions: int  # segment states dropped to stay within the budget (least recently used)
+    restored: int  # evicted segments computed again because an edit reached them
     edits: int  # change requests accepted
     passes: int  # worker passes over a document (coalesced edits count once)
     superseded: int  # versions never computed because a newer one arrived first

@@ -25,11 +25,11 @@ import torch
 
 from vqedit.engine.checkpoint import ModelLoadError
 from vqedit.engine.heads import LinearHead
-from vqedit.engine.live import LiveDocument
+from vqedit.engine.live import LiveDocument, LiveEditStats, stamp
 from vqedit.engine.tokens import TextEdit
 
 from .cache import SharedModel, load_shared, placed
-from .protocol import ErrorCode, Paragraph, ProtocolError, Results, WireEdit
+from .protocol import Cost, ErrorCode, Paragraph, ProtocolError, Results, WireEdit
 from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
@@ -53,12 +53,11 @@ class Entry:
     pending: list[TextEdit] = field(default_factory=list)  # accepted, not yet applied by the worker
     pending_versions: int = 0  # how many versions `pending` spans (for the superseded count)
     snapshot: Results | None = None  # immutable results of the newest computed version
-    state_bytes: int = 0  # memory of `live`'s segment states
-    last_used: float = 0.0  # monotonic time of the last edit or computation, for the LRU
+    state_bytes: int = 0  # memory of `live`'s segment states in memory
     needs_compaction: bool = False  # edited since the last compaction (idle work to do)
     closed: bool = False  # closed while the worker held it: its work is dropped
-    live: LiveDocument | None = None  # worker only: None before the first pass, when evicted or
-    # after the model was unloaded or reloaded; then rebuilt from `text`
+    live: LiveDocument | None = None  # worker only: None before the first pass or after the
+    # model was unloaded or reloaded, then rebuilt from `text`; the budget evicts its segments
     live_version: int = -1  # worker only: the version `live` holds
 
 
@@ -69,7 +68,8 @@ class Counters:
     superseded: int = 0  # versions never computed because a newer one came first
     results_sent: int = 0  # results pushed
     compactions: int = 0  # documents compacted in idle time
-    evictions: int = 0  # documents whose states were dropped to keep within the budget
+    evictions: int = 0  # segment states dropped to keep within the budget
+    restored: int = 0  # evicted segments computed again because an edit reached them
     reloads: int = 0  # successful model reloads
     resyncs: int = 0  # documents rebuilt from their text after an internal error
 
@@ -111,7 +111,7 @@ class Scheduler:
             old = self._docs.get(key)
             if old is not None:
                 old.closed = True
-            self._docs[key] = Entry(key, text, version, labels, last_used=time.monotonic())
+            self._docs[key] = Entry(key, text, version, labels)
             self._wake(key)
 
     def change(self, key: Key, version: int, edits: list[TextEdit]) -> None:
@@ -132,7 +132,6 @@ class Scheduler:
             entry.text, entry.version = text, version
             entry.pending.extend(edits)
             entry.pending_versions += 1
-            entry.last_used = time.monotonic()
             self.counters.edits += 1
             self._wake(key)
 
@@ -275,40 +274,43 @@ class Scheduler:
         model = self._model()
         if model is None:
             return
+        since, counter = stamp(), model.engine.model.counter
         with placed(model.device):
-            live = self._bring_up_to_date(model, entry, text, edits)
+            before = counter.macs
+            live, applied = self._bring_up_to_date(model, entry, text, edits)
+            cost = Cost(counter.macs - before, live.dense_macs(), live.tokens(),
+                        [e.dirty for stats in applied for e in stats.edited])
             results = self.results_of(self._head(model, labels), entry.key[1], version, live,
-                                      exact=model.engine.mode.delta == 0)
-        now = time.monotonic()
+                                      exact=model.engine.mode.delta == 0, cost=cost)
         with self._cond:
             self.counters.passes += 1
+            self.counters.restored += sum(stats.restored for stats in applied)
             if entry.closed:
                 return
             entry.live, entry.live_version, entry.snapshot = live, version, results
-            entry.state_bytes = sum(s.nbytes(allocated=True) for s in live.states)
-            entry.last_used, entry.needs_compaction = now, True
-            self._evict(keep=entry)
+            entry.state_bytes, entry.needs_compaction = live.nbytes(), True
+            self._evict(keep=entry, since=since)
             self.counters.results_sent += 1
         self._publish(entry.key[0], results)
 
     def _bring_up_to_date(self, model: SharedModel, entry: Entry, text: str,
-                          edits: list[TextEdit]) -> LiveDocument:
-        """`entry.live` with `edits` applied, or a fresh document where there is none."""
+                          edits: list[TextEdit]) -> tuple[LiveDocument, list[LiveEditStats]]:
+        """`entry.live` with `edits` applied and what each cost, or a fresh document (no edit
+        stats) where there is none."""
         live = entry.live
         if live is None:
-            return LiveDocument(model.engine, model.tokenizer, text)
+            return LiveDocument(model.engine, model.tokenizer, text), []
         try:
-            for edit in coalesce(live.text, text, edits):
-                live.apply(edit)
+            applied = [live.apply(edit) for edit in coalesce(live.text, text, edits)]
             if live.text != text:
                 raise RuntimeError("document text diverged from the accepted text")
-            return live
+            return live, applied
         except Exception:
             # The state may be half-updated: rebuild this document only, from its text.
             log.exception("edit failed on %s; resyncing it from its text", entry.key[1])
             with self._cond:
                 self.counters.resyncs += 1
-            return LiveDocument(model.engine, model.tokenizer, text)
+            return LiveDocument(model.engine, model.tokenizer, text), []
 
     def _head(self, model: SharedModel, labels: Labels | None) -> LinearHead:
         """The model's head, or one whose prototypes are the label descriptions' embeddings."""
@@ -327,10 +329,10 @@ class Scheduler:
 
     @staticmethod
     def results_of(head: LinearHead, uri: str, version: int, live: LiveDocument,
-                   exact: bool) -> Results:
+                   exact: bool, cost: Cost | None = None) -> Results:
         """A document's results from its live state (also what `vqedit replay` reports)."""
-        if not live.states:
-            return Results(uri, version, None, {}, [], exact)
+        if not live.document.segments:
+            return Results(uri, version, None, {}, [], exact, cost)
         document = head.classify(live.embedding())
         tokens, paragraphs = live.document.tokens, []
         for segment, found in zip(live.document.segments,
@@ -339,7 +341,7 @@ class Scheduler:
                 paragraphs.append(Paragraph(tokens.starts[segment.start],
                                             tokens.ends[segment.end - 1], found.label,
                                             found.scores[found.label]))
-        return Results(uri, version, document.label, document.scores, paragraphs, exact)
+        return Results(uri, version, document.label, document.scores, paragraphs, exact, cost)
 
     def _compact(self, entry: Entry) -> None:
         """Idle time: renumber positions and recompute exactly; push the exact results."""
@@ -356,23 +358,36 @@ class Scheduler:
             self.counters.compactions += 1
             if entry.closed or entry.snapshot is None:
                 return
+            # Compaction computed evicted segments again: back within the budget.
+            entry.state_bytes = live.nbytes()
+            self._evict(keep=entry, since=stamp())
             # A version accepted meanwhile is computed next; these results are still newer
             # than or equal to the last ones pushed for this document.
             entry.snapshot = results
             self.counters.results_sent += 1
         self._publish(entry.key[0], results)
 
-    def _evict(self, keep: Entry) -> None:
-        """Drop least-recently-used documents' states until within the budget (under the lock)."""
+    def _evict(self, keep: Entry, since: int) -> None:
+        """Drop segment states, least recently edited first over all documents, until within
+        the budget; never those of `keep` computed after `since` (worker, under the lock).
+
+        An evicted segment keeps its pooled sum, so results need no model work; it is computed
+        again when an edit reaches it.
+        """
         budget = self.settings.memory_mb * 2**20
-        resident = sorted((e for e in self._docs.values() if e.live is not None and e is not keep),
-                          key=lambda e: e.last_used)
-        total = keep.state_bytes + sum(e.state_bytes for e in resident)
-        for entry in resident:
+        entries = [e for e in self._docs.values() if e.live is not None]
+        total = sum(e.state_bytes for e in entries)
+        if total <= budget:
+            return
+        ranked = sorted(((segment, e) for e in entries for segment in e.live.resident()
+                         if not (e is keep and segment.used > since)),
+                        key=lambda found: found[0].used)
+        for segment, entry in ranked:
             if total <= budget:
                 break
-            total -= entry.state_bytes
-            entry.live, entry.state_bytes = None, 0
+            freed = entry.live.evict(segment.index)
+            entry.state_bytes -= freed
+            total -= freed
             self.counters.evictions += 1
 
     def _unload(self) -> None:

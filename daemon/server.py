@@ -319,8 +319,9 @@ class Daemon:
             device=str(model.device) if model else settings.device, mode=settings.mode_name,
             sessions=len(self.sessions), documents=documents, resident_documents=resident,
             state_mb=round(state_bytes / 2**20, 3), memory_budget_mb=settings.memory_mb,
-            evictions=counters.evictions, edits=counters.edits, passes=counters.passes,
-            superseded=counters.superseded, results_sent=counters.results_sent,
+            evictions=counters.evictions, restored=counters.restored, edits=counters.edits,
+            passes=counters.passes, superseded=counters.superseded,
+            results_sent=counters.results_sent,
             compactions=counters.compactions, reloads=counters.reloads,
             resyncs=counters.resyncs, rss_mb=round(_rss_mb(rss_kb), 1), tcp_port=self.tcp_port)
 

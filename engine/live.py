@@ -3,8 +3,15 @@
 This is what the daemon holds per open file. A text edit inside one segment becomes a token edit
 on that segment's state; an edit that splits or merges segments (a blank line typed or deleted,
 a paragraph pasted) rebuilds only the segments it touched. Untouched segments keep their state.
+
+A segment's state can be evicted to save memory (`evict`): what stays is its pooled sum, so
+results still need no model work, and the state is computed again from the text when the
+segment is next edited or its state is read (`states`). Every build and edit stamps the segment
+from one process-wide clock, so an owner of several documents can evict the least recently
+used segments of all of them first (`resident`).
 """
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -12,8 +19,16 @@ import torch.nn.functional as F
 
 from .document import Document
 from .incremental import EditStats, IncrementalEngine
+from .ops import full_pass_macs
 from .state import SegmentState
 from .tokens import TextEdit, Tokenizer
+
+_clock = itertools.count()  # one order of use over every live document in the process
+
+
+def stamp() -> int:
+    """The clock now: segments built or edited from here on are stamped later than this."""
+    return next(_clock)
 
 
 @dataclass
@@ -21,17 +36,50 @@ class LiveEditStats:
     macs: int  # multiply-accumulates of the whole edit, rebuilt segments included
     edited: list[EditStats] = field(default_factory=list)  # one per incrementally edited segment
     rebuilt: int = 0  # segments computed from scratch
+    restored: int = 0  # of those, evicted segments computed again because the edit reached them
+
+
+@dataclass(frozen=True)
+class Evicted:
+    """What stays of an evicted segment: enough for pooled results, not for an edit."""
+
+    total: torch.Tensor  # (D,) float64 the state's sum of final hidden states
+    tokens: int  # the state's length, special tokens included
+
+    def __len__(self) -> int:
+        return self.tokens
+
+
+@dataclass(frozen=True)
+class Resident:
+    """A segment whose state is in memory, as an owner ranks it for eviction."""
+
+    index: int  # the segment, in text order
+    used: int  # the clock when it was last built or edited (smaller: longer ago)
+    state: SegmentState
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of its state (allocated rows)."""
+        return self.state.nbytes(allocated=True)
 
 
 class LiveDocument:
     def __init__(self, engine: IncrementalEngine, tokenizer: Tokenizer, text: str) -> None:
         self.engine = engine
         self.document = Document(tokenizer, text, engine.model.config.max_positions)
-        self.states = [self._build(i) for i in range(len(self.document.segments))]
+        self._states: list[SegmentState | Evicted] = [
+            self._build(i) for i in range(len(self.document.segments))]
+        self._used = [next(_clock) for _ in self._states]  # per segment, when last built or edited
 
     @property
     def text(self) -> str:
         return self.document.text
+
+    @property
+    def states(self) -> list[SegmentState]:
+        """Every segment's state, computing evicted ones again (checks and benchmarks)."""
+        return [self._resident(i) for i in range(len(self._states))]
 
     def apply(self, edit: TextEdit) -> LiveEditStats:
         """Apply a text edit (raises `EditError`, changing nothing, if it does not fit)."""
@@ -42,33 +90,72 @@ class LiveDocument:
         seg, tok = change.segments, change.tokens
         stats = LiveEditStats(0)
         one_to_one = seg.end - seg.start == 1 and seg.new_end - seg.start == 1
-        if one_to_one and old[seg.start].start <= tok.start and tok.end <= old[seg.start].end:
+        inside = one_to_one and old[seg.start].start <= tok.start and tok.end <= old[seg.start].end
+        if inside and isinstance(self._states[seg.start], SegmentState):
             offset = len(self.document.tokenizer.prefix) - old[seg.start].start
-            stats.edited.append(self.engine.apply(self.states[seg.start], tok.start + offset,
+            stats.edited.append(self.engine.apply(self._states[seg.start], tok.start + offset,
                                                   tok.end + offset, tok.new.ids))
+            self._used[seg.start] = next(_clock)
         else:
-            self.states[seg.start:seg.end] = [self._build(i) for i in seg.touched]
+            stats.restored = int(inside)  # evicted: computed from the text holding the edit
+            self._states[seg.start:seg.end] = [self._build(i) for i in seg.touched]
+            self._used[seg.start:seg.end] = [next(_clock) for _ in seg.touched]
             stats.rebuilt = len(seg.touched)
         stats.macs = counter.macs - before
         return stats
 
     def compact(self) -> None:
-        """Rebuild every segment at canonical positions, exactly (idle time)."""
-        self.states = [self.engine.compact(state) for state in self.states]
+        """Rebuild every segment at canonical positions, exactly (idle time; evicted ones too)."""
+        self._states = [self.engine.compact(s) if isinstance(s, SegmentState) else self._build(i)
+                        for i, s in enumerate(self._states)]
+
+    def evict(self, index: int) -> int:
+        """Drop segment `index`'s state, keeping its pooled sum; returns the bytes freed."""
+        state = self._states[index]
+        if not isinstance(state, SegmentState):
+            return 0
+        self._states[index] = Evicted(state.total.clone(), len(state))
+        return state.nbytes(allocated=True)
+
+    def resident(self) -> list[Resident]:
+        """The segments whose states are in memory, least recently used first."""
+        return sorted((Resident(i, self._used[i], s)
+                       for i, s in enumerate(self._states) if isinstance(s, SegmentState)),
+                      key=lambda r: r.used)
+
+    def nbytes(self) -> int:
+        """Memory of the states in memory (allocated rows)."""
+        return sum(r.nbytes for r in self.resident())
+
+    def tokens(self) -> int:
+        """Model-input tokens of all segments, special tokens included."""
+        return sum(len(s) for s in self._states)
+
+    def dense_macs(self) -> int:
+        """What dense full passes (no codebooks) over every segment would cost: the baseline
+        an edit's cost is compared with, from the token counts alone."""
+        config = self.engine.model.config
+        return sum(full_pass_macs(config, len(s)) for s in self._states)
 
     def embedding(self) -> torch.Tensor:
         """The document's pooled embedding: mean final state over all tokens, L2-normalised."""
-        if not self.states:
+        if not self._states:
             raise ValueError("nothing to pool: the document has no tokens")
-        total = torch.stack([state.total for state in self.states]).sum(0)  # (D,)
-        count = sum(len(state) for state in self.states)
-        return F.normalize((total / count).float(), dim=0)
+        total = torch.stack([s.total for s in self._states]).sum(0)  # (D,)
+        return F.normalize((total / self.tokens()).float(), dim=0)
 
     def segment_embeddings(self) -> torch.Tensor:
         """One pooled embedding per segment (paragraph), L2-normalised. (N, D)"""
-        totals = torch.stack([state.total for state in self.states])  # (N, D)
-        counts = torch.tensor([max(len(state), 1) for state in self.states])  # (N,)
+        totals = torch.stack([s.total for s in self._states])  # (N, D)
+        counts = torch.tensor([max(len(s), 1) for s in self._states])  # (N,)
         return F.normalize((totals / counts.unsqueeze(1)).float(), dim=1)
+
+    def _resident(self, index: int) -> SegmentState:
+        state = self._states[index]
+        if isinstance(state, Evicted):
+            state = self._states[index] = self._build(index)
+            self._used[index] = next(_clock)
+        return state
 
     def _build(self, index: int) -> SegmentState:
         return self.engine.build(self.document.model_input(self.document.segments[index]))

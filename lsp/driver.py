@@ -9,11 +9,15 @@ Usage:
         published = lsp.wait_published("file:///a.md", 2)   # its publishDiagnostics
 
 The client is pygls's `LanguageClient`, run on an event loop in a thread of its own, so that
-notifications are timestamped when they arrive, whatever the caller is doing. Positions are sent
+notifications are timestamped when they arrive, whatever the caller is doing. The driver starts
+the server process itself and hands its pipes to the client's protocol (pygls's public
+`protocol.set_writer` and `pygls.io_.run_async`), so it can watch the process without reaching
+into the client. Positions are sent
 in the encoding the server negotiated (`encoding`); `content_changes` converts code-point edits.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import sys
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
+from pygls.io_ import run_async
 from pygls.lsp.client import LanguageClient
 
 from vqedit import __version__
@@ -70,7 +75,9 @@ class LspDriver:
         self._thread = threading.Thread(target=self._loop.run_forever, name="vqedit-lsp-client",
                                         daemon=True)
         self._client = LanguageClient("vqedit-driver", __version__)
-        self._stderr_task: asyncio.Future | None = None
+        self._process: asyncio.subprocess.Process | None = None  # the server, once started
+        self._stopping = threading.Event()  # ends the loop reading the server's messages
+        self._tasks: list[asyncio.Future] = []  # reading its stdout and its stderr
         self._register()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -84,8 +91,7 @@ class LspDriver:
 
     def start(self) -> types.InitializeResult:
         self._thread.start()
-        self._run(self._client.start_io(*self.server_command))
-        self._run(self._drain_stderr())
+        self._run(self._start_server())
         capabilities = types.ClientCapabilities(
             general=types.GeneralClientCapabilities(
                 position_encodings=[_ENCODINGS[e] for e in self.offered]),
@@ -112,14 +118,14 @@ class LspDriver:
             self._run(self._client.shutdown_async(None), timeout=30)
             self._client.exit(None)
         with contextlib.suppress(Exception):
-            self._run(self._client.stop(), timeout=30)
+            self._run(self._finish(), timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
     @property
     def returncode(self) -> int | None:
-        server = self._client._server  # pygls keeps the process there; no public accessor
-        return None if server is None else server.returncode
+        """The server's exit status; None while it runs (or before it started)."""
+        return None if self._process is None else self._process.returncode
 
     # --- documents --------------------------------------------------------------------------
 
@@ -216,8 +222,7 @@ class LspDriver:
         @client.feature("vqedit/status")
         def status(params: Any) -> None:
             """vqedit/status: the document label for status lines (docs/lsp.md)."""
-            # pygls hands a method it has no type for a namedtuple of the JSON object.
-            value = params if isinstance(params, dict) else params._asdict()
+            value = _plain(params)
             at = time.perf_counter()
             with self._changed:
                 doc = self.documents.setdefault(value.get("uri"), DocumentLog())
@@ -250,24 +255,50 @@ class LspDriver:
             """window/logMessage: to our log."""
             log.debug("server: %s", params.message)
 
-    async def _drain_stderr(self) -> None:
-        """Read the server's standard error as it comes: a full pipe would block the server."""
-        stream = self._client._server.stderr
+    async def _start_server(self) -> None:
+        """Start the server and connect the client to its pipes; its standard error is read as
+        it comes (a full pipe would block the server)."""
+        process = self._process = await asyncio.create_subprocess_exec(
+            *self.server_command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        self._client.protocol.set_writer(process.stdin)
         sink = self.stderr_path.open("ab") if self.stderr_path else None
 
-        async def pump() -> None:
-            while line := await stream.readline():
+        async def drain_stderr() -> None:
+            while line := await process.stderr.readline():
                 if sink is not None:
                     sink.write(line)
                     sink.flush()
                 else:
                     log.debug("server stderr: %s", line.decode(errors="replace").rstrip())
 
-        self._stderr_task = asyncio.ensure_future(pump())
+        self._tasks = [asyncio.ensure_future(run_async(self._stopping, process.stdout,
+                                                       self._client.protocol, log)),
+                       asyncio.ensure_future(drain_stderr())]
+
+    async def _finish(self) -> None:
+        """After `exit`: wait for the server process and for its pipes to be read to the end."""
+        self._stopping.set()
+        if self._process is not None:
+            await self._process.wait()
+        await asyncio.gather(*self._tasks)
 
     def _run(self, coroutine: Coroutine, timeout: float | None = None) -> Any:
+        """Run `coroutine` on the client's loop and wait for it; a server that exits meanwhile
+        is an error at once, not after the timeout (a reply will never come)."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        return future.result(timeout or self.timeout)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            try:
+                return future.result(min(max(deadline - time.monotonic(), 0), 0.5))
+            except concurrent.futures.TimeoutError:
+                if self.returncode is not None and not self._stopping.is_set():
+                    future.cancel()
+                    raise RuntimeError(f"the language server exited with status "
+                                       f"{self.returncode}; messages: {self.messages[-3:]}"
+                                       ) from None
+                if time.monotonic() >= deadline:
+                    raise
 
     def _call(self, method, params: Any) -> None:
         """A notification, sent from the loop's thread (pygls is not thread-safe)."""
@@ -275,6 +306,18 @@ class LspDriver:
             method(params)
 
         self._run(send())
+
+
+def _plain(value: Any) -> Any:
+    """JSON as dicts and lists: pygls hands a method it has no type for namedtuples of the
+    JSON objects, nested ones too."""
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _range(r: editlog.Range) -> types.Range:

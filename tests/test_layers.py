@@ -62,3 +62,27 @@ def test_only_the_daemon_protocol_module_imports_msgpack():
         if ".venv" in path.parts or path == WIRE_MODULE or path.parent.name == "tests":
             continue
         assert "msgpack" not in imports(path.read_text()), f"{path.relative_to(ROOT)}"
+
+
+# namedtuple's public methods start with an underscore so as not to clash with field names.
+PUBLIC_UNDERSCORED = {"_asdict", "_replace", "_fields", "_make"}
+
+
+def private_reads(source: str) -> list[str]:
+    """Private attributes read from anything but our own `self`/`cls`."""
+    return [ast.unparse(node) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+            and not node.attr.startswith("__") and node.attr not in PUBLIC_UNDERSCORED
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))]
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_no_layer_reads_another_objects_private_attributes(layer):
+    """A library's private attribute (pygls's client's `_server`, say) can go in any release."""
+    for path in sorted((ROOT / layer).rglob("*.py")):
+        assert not private_reads(path.read_text()), f"{path.relative_to(ROOT)}"
+
+
+def test_the_check_sees_private_reads():
+    assert private_reads("self._client._server\nself._own\nvalue._asdict()\n") == [
+        "self._client._server"]

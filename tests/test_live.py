@@ -99,6 +99,56 @@ def test_compaction_gives_the_canonical_document_embedding(engine, wordpiece):
     assert torch.allclose(live.segment_embeddings(), fresh.segment_embeddings(), atol=1e-6)
 
 
+def assert_results_match_fresh(live: LiveDocument) -> None:
+    """Pooled results (read without computing evicted segments again) equal a fresh pass's."""
+    fresh = LiveDocument(live.engine, live.document.tokenizer, live.text)
+    if fresh.document.segments:
+        assert torch.dot(live.embedding(), fresh.embedding()) >= 1 - 1e-6
+        cosines = (live.segment_embeddings() * fresh.segment_embeddings()).sum(1)
+        assert bool((cosines >= 1 - 1e-6).all())
+
+
+def test_an_evicted_segment_keeps_its_results_and_is_computed_again_when_edited(
+        engine, wordpiece):
+    live = LiveDocument(engine, wordpiece, TEXT)
+    held = live.nbytes()
+    assert [r.index for r in live.resident()] == [0, 1, 2]  # least recently used first
+    freed = live.evict(1)
+    assert freed > 0 and live.nbytes() == held - freed and live.evict(1) == 0
+    assert [r.index for r in live.resident()] == [0, 2]
+    assert_results_match_fresh(live)
+    first, last = live.resident()[0], live.resident()[1]
+    stats = live.apply(TextEdit(TEXT.index("ten"), TEXT.index("ten") + 3, "twelve"))
+    assert stats.restored == 1 and stats.rebuilt == 1 and not stats.edited and stats.macs > 0
+    assert [r.index for r in live.resident()] == [0, 2, 1]  # the edited one is the newest
+    assert live.resident()[0] == first and live.resident()[1] == last  # untouched
+    assert_matches_fresh_document(live)
+
+
+@given(text=texts, data=st.data())
+@settings(max_examples=10)
+def test_random_edits_and_evictions_keep_results_and_states_exact(engine, wordpiece, text,
+                                                                  data):
+    live = LiveDocument(engine, wordpiece, text)
+    for _ in range(data.draw(st.integers(1, 6))):
+        before = (live.embedding(), live.segment_embeddings()) if live.document.segments else None
+        for segment in live.resident():
+            if data.draw(st.booleans()):
+                live.evict(segment.index)
+        if before is not None:  # eviction changes no result
+            assert torch.equal(live.embedding(), before[0])
+            assert torch.equal(live.segment_embeddings(), before[1])
+        live.apply(data.draw(edits(live.text)))
+        fresh = LiveDocument(engine, wordpiece, live.text)
+        assert live.document.segments == fresh.document.segments
+        assert live.tokens() == fresh.tokens() and live.dense_macs() == fresh.dense_macs()
+        for segment in live.resident():  # read without computing evicted ones again
+            assert verify(engine, segment.state).exact()
+    live.compact()  # evicted segments too: then the canonical results
+    assert_results_match_fresh(live)
+    assert_matches_fresh_document(live)
+
+
 @given(seed=st.integers(0, 10_000))
 @settings(max_examples=50)
 def test_atomic_edits_change_one_word_or_one_character(seed):

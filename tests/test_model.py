@@ -7,6 +7,7 @@ from tests.tiny import tiny_bert, tiny_opt
 from vqedit.engine.checkpoint import ModelLoadError, from_hf, load
 from vqedit.engine.corpus import bbc_articles
 from vqedit.engine.kmeans import fit_codebooks, kmeans
+from vqedit.engine.ops import full_pass_macs
 
 TINY_MODELS = {"bert": tiny_bert, "opt": tiny_opt}
 
@@ -126,16 +127,6 @@ def test_kmeans_finds_well_separated_clusters():
     assert torch.cdist(centers, found).min(1).values.max() < 0.1
 
 
-def analytic_macs(config, t: int, quantized: bool) -> int:
-    """Multiply-accumulates of one full forward pass over t tokens."""
-    d, f = config.d_model, config.d_ff
-    pairs = t * (t + 1) // 2 if config.causal else t * t
-    per_layer = 4 * t * d * d + 2 * t * d * f + 2 * pairs * d
-    if quantized:
-        per_layer += t * config.codebook_size * d  # distance to every codeword of every head
-    return config.n_layers * per_layer
-
-
 @pytest.mark.parametrize("family", ["bert", "opt"])
 @pytest.mark.parametrize("quantized", [False, True])
 @pytest.mark.parametrize("t", [1, 17, 64])
@@ -144,14 +135,14 @@ def test_mac_counter_equals_the_analytic_formula(family, quantized, t):
     model.counter.reset()
     with torch.no_grad():
         model(torch.randint(3, 1000, (1, t)), quantize=quantized)
-    assert model.counter.reset() == analytic_macs(model.config, t, quantized)
+    assert model.counter.reset() == full_pass_macs(model.config, t, quantized)
 
 
 def test_minilm_mac_count_matches_the_formula(minilm):
     minilm.model.counter.reset()
     with torch.no_grad():
         minilm.model(torch.randint(1000, 2000, (1, 128)), quantize=False)
-    assert minilm.model.counter.reset() == analytic_macs(minilm.model.config, 128, False)
+    assert minilm.model.counter.reset() == full_pass_macs(minilm.model.config, 128, False)
 
 
 def test_unknown_model_path_is_a_clear_error(tmp_path):

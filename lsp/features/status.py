@@ -1,12 +1,14 @@
 """`vqedit/status` (a notification of ours): the document's label for status lines.
 
-Params: `{uri, version, state, label, score, resultsVersion, message}`; `state` is the model's
-("loading", "ready", "error"); `label`/`score` are the document's best label and its score from
-the newest results, which may be a few keystrokes behind `version` while the user types (null
-while there are none), and `resultsVersion` is the version they were computed for; `uri` and
-`version` are null when the state changes with no document open.
+Params: `{uri, version, state, label, score, resultsVersion, message, cost}`; `state` is the
+model's ("loading", "ready", "error"); `label`/`score` are the document's best label and its score
+from the newest results, which may be a few keystrokes behind `version` while the user types
+(null while there are none), and `resultsVersion` is the version they were computed for; `cost`
+is what computing those results took, as the daemon's results carry it (null when unknown);
+`uri` and `version` are null when the state changes with no document open.
 """
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from vqedit.lsp.documents import Document
@@ -27,4 +29,5 @@ def send(ls: "VqeditServer", document: Document | None) -> None:
         "label": label,
         "score": results.scores.get(label) if label is not None else None,
         "resultsVersion": document.results_version if results is not None else None,
-        "message": ls.model.message})
+        "message": ls.model.message,
+        "cost": dataclasses.asdict(results.cost) if results and results.cost else None})
