@@ -240,6 +240,9 @@ class VqeditServer(LanguageServer):
             loop = asyncio.get_running_loop()  # the handler runs on the loop's thread
         except RuntimeError:  # not serving yet
             raise SystemExit(0) from None
+        # The client's connection task may still be reading when the loop stops; asyncio then
+        # cancels it and its stream callback reports the cancellation as an error.
+        loop.set_exception_handler(_ignore_cancellation)
         loop.call_soon_threadsafe(self.shutdown)  # wakes the loop, unlike a direct call
 
     def stop_backend(self) -> None:
@@ -290,6 +293,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-file", help="also write the log to this file")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
+
+
+def _ignore_cancellation(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's error report, except for tasks cancelled because the server is stopping."""
+    if not isinstance(context.get("exception"), asyncio.CancelledError):
+        loop.default_exception_handler(context)
 
 
 def _host_port(value: str) -> tuple[str, int]:
