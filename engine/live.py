@@ -125,7 +125,7 @@ class LiveDocument:
 
     def nbytes(self) -> int:
         """Memory of the states in memory (allocated rows)."""
-        return sum(r.nbytes for r in self.resident())
+        return sum(s.nbytes(allocated=True) for s in self._states if isinstance(s, SegmentState))
 
     def tokens(self) -> int:
         """Model-input tokens of all segments, special tokens included."""
