@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "eval": "student", "model": student.description,
         "codebook_size": student.model.config.codebook_size,
+        "codebook_groups": student.model.config.codebook_groups,
         "training": _training(student), "train_articles": len(train),
         "test_articles": len(test),
         "teacher_accuracy": _accuracy(teacher_head, teacher_test, labels),
@@ -190,8 +191,9 @@ def _plot(reports: list[dict], path: Path) -> None:
         ax.scatter(xs, ys, marker=marker, label=f"{mode} mode")
         for r, x, y in zip(reports, xs, ys, strict=True):
             settings = r["training"].get("settings", {})
-            ax.annotate(f"K={r['codebook_size']}, stability={settings.get('stability', '?')}",
-                        (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            label = (f"K={r['codebook_size']}, G={r.get('codebook_groups', 1)}, "
+                     f"stability={settings.get('stability', '?')}")
+            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     teacher = 100 * reports[-1]["teacher_accuracy"]
     ax.axhline(teacher, color="black", linestyle="--", label=f"teacher {teacher:.1f}%")
     ax.set_xscale("log")

@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--tokens-per-step", type=int, default=1024,
                         help="tokens per batch; window lengths vary per step")
-    parser.add_argument("--codebook-size", type=int, default=64)
+    parser.add_argument("--codebook-size", type=int, default=64, help="codewords per group")
+    parser.add_argument("--codebook-groups", type=int, default=1,
+                        help="slices each head output is quantized in (product quantization)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--stability", type=float, default=Objective.stability,
                         help="weight of the code-stability term")
@@ -113,7 +115,8 @@ def _settings(args: argparse.Namespace) -> dict:
     """What a resumed run must share with the run it continues."""
     return {"model": args.model, "text": [str(p) for p in args.text], "steps": args.steps,
             "tokens_per_step": args.tokens_per_step, "codebook_size": args.codebook_size,
-            "lr": args.lr, "stability": args.stability, "ratio": args.ratio, "seed": args.seed}
+            "codebook_groups": args.codebook_groups, "lr": args.lr,
+            "stability": args.stability, "ratio": args.ratio, "seed": args.seed}
 
 
 def _optimizer(student: VQTransformer, lr: float) -> torch.optim.Optimizer:
@@ -155,6 +158,8 @@ class Run:
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.codebook_size < 2 or (args.stop_after or 1) < 1:
         raise CliError("need --steps ≥ 1, --stop-after ≥ 1 and --codebook-size ≥ 2")
+    if args.codebook_groups < 1:
+        raise CliError("need --codebook-groups ≥ 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -172,7 +177,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--tokens-per-step must be ≥ {max(lengths)}, the longest window")
     windows = Windows(loaded, _texts(args.text))
     teacher = loaded.model.to(device)
-    student = from_hf(loaded.hf_model, args.codebook_size)
+    try:
+        student = from_hf(loaded.hf_model, args.codebook_size, args.codebook_groups)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     rng = random.Random(args.seed)
     if not args.resume:
         print("fitting codebooks by k-means on the base model's head outputs")

@@ -128,14 +128,16 @@ def _block_weights(layer: int, ours: dict[str, nn.Module]) -> dict[str, torch.Te
             for name, module in ours.items() for kind in ("weight", "bias")}
 
 
-def from_hf(hf_model: nn.Module, codebook_size: int = 64) -> VQTransformer:
+def from_hf(hf_model: nn.Module, codebook_size: int = 64,
+            codebook_groups: int = 1) -> VQTransformer:
     """Build a VQ-transformer carrying the weights of a `BertModel` or `OPTModel`.
 
     Task models (`BertForSequenceClassification`, `OPTForCausalLM`, …) are accepted too: their
     base model is used. Codebooks start unfitted.
     """
     base = getattr(hf_model, "base_model", hf_model)
-    config = VQConfig(**{**config_from_hf(base.config).__dict__, "codebook_size": codebook_size})
+    config = VQConfig(**{**config_from_hf(base.config).__dict__, "codebook_size": codebook_size,
+                         "codebook_groups": codebook_groups})
     weights = (_bert_weights if config.family == "bert" else _opt_weights)(base)
     model = VQTransformer(config)
     expected = {name for name, _ in model.named_parameters() if ".codebook." not in name}

@@ -57,22 +57,23 @@ class Losses:
     parts: dict[str, float]  # every term, unweighted, for progress bars and logs
     flips: float  # tokens per window and layer whose code flipped in the edited copy
     heads: list[torch.Tensor]  # L × (B, T, H, Dh) the student's head outputs, detached
-    codes: list[torch.Tensor]  # L × (B, T, H) their codes
+    codes: list[torch.Tensor]  # L × (B, T, Q) their codes
 
 
 @torch.no_grad()
 def update_codewords(model: VQTransformer, heads: list[torch.Tensor], codes: list[torch.Tensor],
                      decay: float) -> None:
-    """Move every codeword towards the mean of the head outputs it quantized in this batch."""
+    """Move every codeword towards the mean of the head output groups it quantized in this
+    batch. heads: L × (B, T, H, Dh); codes: L × (B, T, Q)."""
     for block, x, c in zip(model.blocks, heads, codes, strict=True):
-        words = block.codebook.codewords  # (H, K, Dh)
-        n_heads, size, head_dim = words.shape
-        slot = (c + torch.arange(n_heads, device=c.device) * size).flatten()  # (B·T·H,)
-        sums = torch.zeros(n_heads * size, head_dim, device=x.device).index_add_(
-            0, slot, x.reshape(-1, head_dim))  # (H·K, Dh)
-        counts = torch.bincount(slot, minlength=n_heads * size).unsqueeze(1)  # (H·K, 1)
+        words = block.codebook.codewords  # (Q, K, Dg)
+        n_codes, size, width = words.shape
+        slot = (c + torch.arange(n_codes, device=c.device) * size).flatten()  # (B·T·Q,)
+        sums = torch.zeros(n_codes * size, width, device=x.device).index_add_(
+            0, slot, x.reshape(-1, width))  # (Q·K, Dg)
+        counts = torch.bincount(slot, minlength=n_codes * size).unsqueeze(1)  # (Q·K, 1)
         means = (sums / counts.clamp(min=1)).view_as(words)
-        seen = (counts > 0).view(n_heads, size, 1)
+        seen = (counts > 0).view(n_codes, size, 1)
         words.copy_(torch.where(seen, decay * words + (1 - decay) * means, words))
 
 
@@ -100,13 +101,13 @@ def simulated_positions(length: int, limit: int, rng: random.Random,
 def margin_hinge(distances: torch.Tensor, codes: torch.Tensor, ratio: float) -> torch.Tensor:
     """How far each head output is from holding `codes` with the margin `ratio`.
 
-    distances (B, T, H, K) squared; codes (B, T, H) → (B, T, H), zero where the code's codeword
+    distances (B, T, Q, K) squared; codes (B, T, Q) → (B, T, Q), zero where the code's codeword
     is at least `ratio` times nearer than any other. Logs make it independent of scale.
     """
     eps = 1e-6
     d = distances.clamp(min=0)
-    own = d.gather(-1, codes.unsqueeze(-1)).squeeze(-1)  # (B, T, H)
-    other = d.scatter(-1, codes.unsqueeze(-1), math.inf).min(-1).values  # (B, T, H)
+    own = d.gather(-1, codes.unsqueeze(-1)).squeeze(-1)  # (B, T, Q)
+    other = d.scatter(-1, codes.unsqueeze(-1), math.inf).min(-1).values  # (B, T, Q)
     return F.relu(torch.log(own + eps) - torch.log(other + eps) + math.log(ratio))
 
 
@@ -141,7 +142,7 @@ def objective_losses(student: VQTransformer, teacher: VQTransformer, ids: torch.
     for block, heads, codes in zip(student.blocks, out.heads, out.codes, strict=True):
         words = block.codebook.lookup(codes).detach()  # (B, T, H, Dh)
         commitment = commitment + F.mse_loss(heads, words) / heads.detach().pow(2).mean()
-        d = block.codebook.distances(heads)  # (B, T, H, K)
+        d = block.codebook.distances(heads)  # (B, T, Q, K)
         margin = margin + margin_hinge(d, codes, objective.ratio).mean()
     layers = len(student.blocks)
     parts |= {"commitment": commitment / layers, "margin": margin / layers}

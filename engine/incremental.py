@@ -108,7 +108,7 @@ class IncrementalEngine:
 
     def empty(self) -> SegmentState:
         c = self.model.config
-        layers = [LayerState.empty(c.n_heads, c.head_dim, c.codebook_size)
+        layers = [LayerState.empty(c.n_heads, c.head_dim, c.n_codes, c.codebook_size)
                   for _ in range(c.n_layers)]
         residual = [torch.zeros(0, c.d_model) for _ in range(c.n_layers)]
         return SegmentState(torch.zeros(0, dtype=torch.long), canonical(0),
@@ -133,7 +133,7 @@ class IncrementalEngine:
         """
         model, last = self.model, len(state.layers) - 1
         x = state.residual[last][state.order]  # (T, D)
-        codes = state.layers[last].codes[state.order].long()  # (T, H)
+        codes = state.layers[last].codes[state.order].long()  # (T, Q)
         block = model.blocks[last]
         return model.final_norm(block.finish(x, block.codebook.lookup(codes)))
 
@@ -166,7 +166,7 @@ class IncrementalEngine:
         removed = state.order[start:end]
         gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
         left_x = state.residual[last][removed]  # (n_del, D)
-        left_codes = state.layers[last].codes[removed].long()  # (n_del, H)
+        left_codes = state.layers[last].codes[removed].long()  # (n_del, Q)
 
         new_slots = self._allocate(state, start, end, len(new_ids))
         state.slot_ids[new_slots] = torch.tensor(new_ids, dtype=torch.long)
@@ -262,7 +262,7 @@ class IncrementalEngine:
         check = torch.cat([moved, refresh, swept]).unique()
         decide = torch.cat([rows, check])
         nearest = torch.cat([torch.ones(len(rows), dtype=torch.bool), torch.isin(check, swept)])
-        before = st.codes[check].long()  # (R, H)
+        before = st.codes[check].long()  # (R, Q)
         codes, slack, ties = self._quantize(block, st, decide, nearest)
         ties &= st.updates[decide] > 0  # rows computed in full just now are already exact
         if ties.any():
@@ -333,7 +333,10 @@ class IncrementalEngine:
         heads.add_(change)
         m_old.copy_(m_new)
         s_old.copy_(s_new)
-        slack = st.slack[:, :size].sub_(torch.linalg.vector_norm(change, dim=-1))  # (H, T)
+        slack = st.slack[:, :size]  # (Q, T) a view
+        groups = len(slack) // n_heads
+        shift = torch.linalg.vector_norm(change.view(n_heads, size, groups, -1), dim=-1)
+        slack.view(n_heads, groups, size).sub_(shift.transpose(1, 2))  # (H, G, T)
         updates = st.updates[:size].add_(touched)  # (T,)
         tired = updates >= limit  # (T,)
         cancelled = ~tired & (removed > CANCELLATION * s_kept).any(0)  # (T,)
@@ -369,30 +372,32 @@ class IncrementalEngine:
 
     def _quantize(self, block: Block, st: LayerState, rows: torch.Tensor,
                   nearest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Codes (R, H), slack (H, R) and near-tie flags (R,) of `rows` under the mode's rule.
+        """Codes (R, Q), slack (Q, R) and near-tie flags (R,) of `rows` under the mode's rule.
 
         Rows where `nearest` (R,) holds take the nearest codeword whatever their current code.
-        A row is a near tie (R,) when some head could move less than TIE × its norm before its
-        decision changes.
+        A row is a near tie (R,) when some group could move less than TIE × its head output's
+        norm before its decision changes.
         """
         heads = st.heads[:, rows]  # (H, R, Dh)
-        dist = block.codebook.head_distances(heads).clamp_(min=0).sqrt_()  # (H, R, K)
-        d_best, best = dist.min(-1)  # (H, R): the first of twin codewords
-        current = st.codes[rows].T.long()  # (H, R)
-        d_current = dist.gather(-1, current.unsqueeze(-1)).squeeze(-1)  # (H, R)
+        dist = block.codebook.head_distances(heads).clamp_(min=0).sqrt_()  # (Q, R, K)
+        d_best, best = dist.min(-1)  # (Q, R): the first of twin codewords
+        current = st.codes[rows].T.long()  # (Q, R)
+        d_current = dist.gather(-1, current.unsqueeze(-1)).squeeze(-1)  # (Q, R)
         # The second-nearest distance (topk is several times slower on these sizes); the
         # nearest is masked in place, dist is not needed after this.
-        d_second = dist.scatter_(-1, best.unsqueeze(-1), math.inf).amin(-1)  # (H, R)
+        d_second = dist.scatter_(-1, best.unsqueeze(-1), math.inf).amin(-1)  # (Q, R)
         keep = (d_current <= (1 + self.mode.delta) * d_best) & ~nearest
-        codes = torch.where(keep, current, best)  # (H, R)
+        codes = torch.where(keep, current, best)  # (Q, R)
         # Code c stays valid while |h − c| ≤ (1 + δ)·|h − c'| for every other codeword c'.
         # Moving h by ε changes each distance by at most ε, so c stays valid while
         # d_c + ε ≤ (1 + δ)(d_other − ε), i.e. ε ≤ ((1 + δ)·d_other − d_code) / (2 + δ).
         on_best = codes == best
         d_code = torch.where(on_best, d_best, d_current)
         d_other = torch.where(on_best, d_second, d_best)
-        slack = ((1 + self.mode.delta) * d_other - d_code) / (2 + self.mode.delta)  # (H, R)
-        ties = (slack < TIE * torch.linalg.vector_norm(heads, dim=-1)).any(0)  # (R,)
+        slack = ((1 + self.mode.delta) * d_other - d_code) / (2 + self.mode.delta)  # (Q, R)
+        norm = torch.linalg.vector_norm(heads, dim=-1).unsqueeze(1)  # (H, 1, R)
+        by_head = slack.view(len(heads), len(slack) // len(heads), len(rows))  # (H, G, R)
+        ties = (by_head < TIE * norm).flatten(0, 1).any(0)  # (R,)
         return codes.T.to(st.codes.dtype), slack, ties
 
     def _turn(self, state: SegmentState) -> torch.Tensor:

@@ -6,7 +6,8 @@ before the output projection) is replaced by its nearest codeword: a token's nex
 then changes only if its own state changed or one of its head codes flipped (DESIGN.md).
 
 Shapes: B batch, T tokens, D model width, H heads, Dh head width (D = H·Dh), F MLP width,
-K codewords per head, L layers, V vocabulary, P rows of the position table.
+G code groups per head, Q = H·G codes per token, Dg = Dh / G group width, K codewords per
+group, L layers, V vocabulary, P rows of the position table.
 """
 
 import math
@@ -34,7 +35,8 @@ class VQConfig:
     activation: Literal["gelu", "relu"]  # BERT uses the exact (erf) GELU, OPT uses ReLU
     layer_norm_eps: float
     position_offset: int = 0  # OPT keeps two unused rows before position 0 (a fairseq legacy)
-    codebook_size: int = 64  # codewords per head; small enough to fit k-means on one document
+    codebook_size: int = 64  # codewords per group; small enough to fit k-means on one document
+    codebook_groups: int = 1  # each head output is quantized as this many equal slices
 
     def __post_init__(self) -> None:
         if self.family not in ("bert", "opt"):
@@ -43,6 +45,9 @@ class VQConfig:
             raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.codebook_groups < 1 or self.head_dim % self.codebook_groups:
+            raise ValueError(f"codebook_groups must divide the head width {self.head_dim}, "
+                             f"got {self.codebook_groups}")
 
     @property
     def causal(self) -> bool:
@@ -55,6 +60,11 @@ class VQConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def n_codes(self) -> int:
+        """Codes per token and layer: one per group of every head."""
+        return self.n_heads * self.codebook_groups
 
 
 class PositionTable(nn.Module):
@@ -87,43 +97,61 @@ class PositionTable(nn.Module):
 @dataclass
 class Quantized:
     values: torch.Tensor  # (B, T, H, Dh) codewords in the forward pass, identity gradient to x
-    codes: torch.Tensor  # (B, T, H) index of each head's codeword
+    codes: torch.Tensor  # (B, T, Q) index of each group's codeword
 
 
 class Codebook(nn.Module):
-    """One codebook per attention head; each head output is replaced by its nearest codeword."""
+    """Product quantization of the head outputs: each head output is cut into G slices of
+    width Dg and every slice is replaced by the nearest codeword of its own codebook.
+
+    With G = 1 this is one codebook per head. More groups keep more of each head output
+    (K^G combinations per head instead of K) at the same cost of distances, Q·K·Dg = H·K·Dh.
+    """
 
     def __init__(self, config: VQConfig, counter: MacCounter) -> None:
         super().__init__()
         self.counter = counter
-        shape = (config.n_heads, config.codebook_size, config.head_dim)
-        self.codewords = nn.Parameter(torch.zeros(shape))  # (H, K, Dh)
+        self.groups = config.codebook_groups
+        shape = (config.n_codes, config.codebook_size, config.head_dim // self.groups)
+        self.codewords = nn.Parameter(torch.zeros(shape))  # (Q, K, Dg)
         # False until fitted (k-means or a checkpoint): quantizing onto zeros is silent garbage.
         self.register_buffer("fitted", torch.tensor(False))
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared distance of every head output (..., H, Dh) to every codeword of its head."""
-        n_heads, size, head_dim = self.codewords.shape
-        by_head = x.reshape(-1, n_heads, head_dim).transpose(0, 1)  # (H, N, Dh)
-        return self.head_distances(by_head).transpose(0, 1).reshape(*x.shape[:-1], size)
+        """Squared distance of every group of the head outputs x (..., H, Dh) to every codeword
+        of its codebook. (..., Q, K)"""
+        n_codes, size, width = self.codewords.shape
+        by_group = x.reshape(-1, n_codes, width).transpose(0, 1)  # (Q, N, Dg)
+        return self._distances(by_group).transpose(0, 1).reshape(*x.shape[:-2], n_codes, size)
 
     def head_distances(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared distances of head-major outputs x (H, N, Dh) to their codewords. (H, N, K)"""
-        _, size, head_dim = self.codewords.shape
-        self.counter.add(x.shape[1] * x.shape[0] * size * head_dim)
-        square = self.codewords.pow(2).sum(-1).unsqueeze(1)  # (H, 1, K)
-        cross = torch.baddbmm(square, x, self.codewords.transpose(1, 2), alpha=-2)  # (H, N, K)
+        """Squared distances of head-major outputs x (H, N, Dh) to their codewords. (Q, N, K)"""
+        if self.groups > 1:
+            n_heads, n, head_dim = x.shape
+            x = x.view(n_heads, n, self.groups, head_dim // self.groups).transpose(1, 2)
+            x = x.reshape(n_heads * self.groups, n, head_dim // self.groups)  # (Q, N, Dg)
+        return self._distances(x)
+
+    def _distances(self, x: torch.Tensor) -> torch.Tensor:
+        """x (Q, N, Dg) → (Q, N, K)"""
+        _, size, width = self.codewords.shape
+        self.counter.add(x.shape[1] * x.shape[0] * size * width)
+        square = self.codewords.pow(2).sum(-1).unsqueeze(1)  # (Q, 1, K)
+        cross = torch.baddbmm(square, x, self.codewords.transpose(1, 2), alpha=-2)  # (Q, N, K)
         return cross + x.pow(2).sum(-1, keepdim=True)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        heads = torch.arange(self.codewords.shape[0], device=codes.device)  # (H,)
-        return self.codewords[heads, codes]  # (B, T, H, Dh)
+        """The codewords of codes (..., Q), as head outputs (..., H, Dh)."""
+        n_codes, _, width = self.codewords.shape
+        groups = torch.arange(n_codes, device=codes.device)  # (Q,)
+        words = self.codewords[groups, codes]  # (..., Q, Dg)
+        return words.reshape(*codes.shape[:-1], n_codes // self.groups, self.groups * width)
 
     def forward(self, x: torch.Tensor, blend: float = 1.0) -> Quantized:
         """`blend` < 1 (training only) moves each head output only that far towards its codeword."""
         if not self.fitted:
             raise RuntimeError("this codebook was never fitted: run k-means or load a checkpoint")
-        codes = self.distances(x).argmin(-1)  # (B, T, H)
+        codes = self.distances(x).argmin(-1)  # (B, T, Q)
         q = self.lookup(codes)  # (B, T, H, Dh)
         if blend != 1.0:
             q = torch.lerp(x, q, blend)
@@ -177,7 +205,7 @@ class MLP(nn.Module):
 class BlockOutput:
     x: torch.Tensor  # (B, T, D) the block's output, the next block's input
     heads: torch.Tensor  # (B, T, H, Dh) head outputs before quantization
-    codes: torch.Tensor | None  # (B, T, H) when quantized
+    codes: torch.Tensor | None  # (B, T, Q) when quantized
 
 
 class Block(nn.Module):
@@ -216,7 +244,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, quantize: bool, codes: torch.Tensor | None = None,
                 blend: float = 1.0) -> BlockOutput:
-        """`codes` (B, T, H), when given, replace the nearest codewords (to check a state)."""
+        """`codes` (B, T, Q), when given, replace the nearest codewords (to check a state)."""
         heads = self.head_outputs(x)
         if codes is not None:
             return BlockOutput(self.finish(x, self.codebook.lookup(codes)), heads, codes)
@@ -229,7 +257,7 @@ class Block(nn.Module):
 @dataclass
 class ModelOutput:
     hidden: torch.Tensor  # (B, T, D) final hidden states
-    codes: torch.Tensor | None  # (L, B, T, H) head codes when quantized
+    codes: torch.Tensor | None  # (L, B, T, Q) codes when quantized
     heads: list[torch.Tensor]  # L × (B, T, H, Dh) head outputs before quantization
 
 
@@ -265,7 +293,7 @@ class VQTransformer(nn.Module):
                 blend: float = 1.0) -> ModelOutput:
         """ids (B, T); positions (B, T) real-valued, default 0..T-1 (the canonical model).
 
-        `codes` (L, B, T, H) forces every head's codeword instead of the nearest one: a full
+        `codes` (L, B, T, Q) forces every group's codeword instead of the nearest one: a full
         pass that must reproduce an incremental state holding those codes. `blend` < 1 is for
         training: distillation anneals from dense (0) to quantized (1) head outputs.
         """

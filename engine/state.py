@@ -42,21 +42,22 @@ class LayerState:
     m: torch.Tensor  # (H, S) float32 reference max of each query's scores
     s: torch.Tensor  # (H, S) float32 normaliser Σ_j exp(score_j − m)
     heads: torch.Tensor  # (H, S, Dh) float32 head outputs Σ_j exp(score_j − m)·v_j / s
-    codes: torch.Tensor  # (S, H) uint8 (int16 past 256 codewords) the code of each head
-    slack: torch.Tensor  # (H, S) float32 distance the head output may move keeping its code
+    codes: torch.Tensor  # (S, Q) uint8 (int16 past 256 codewords) the code of each group
+    slack: torch.Tensor  # (Q, S) float32 distance each group may move keeping its code
     updates: torch.Tensor  # (S,) uint8 running updates since the row was computed in full
 
     SLOT_DIM: ClassVar[dict[str, int]] = {"q": 1, "k": 1, "v": 1, "m": 1, "s": 1, "heads": 1,
                                           "slack": 1}
 
     @classmethod
-    def empty(cls, n_heads: int, head_dim: int, codebook_size: int) -> "LayerState":
+    def empty(cls, n_heads: int, head_dim: int, n_codes: int,
+              codebook_size: int) -> "LayerState":
         per_head = (n_heads, 0, head_dim)
         code_type = torch.uint8 if codebook_size <= 256 else torch.int16
         return cls(q=torch.zeros(per_head, dtype=torch.float16), k=torch.zeros(per_head),
                    v=torch.zeros(per_head), m=torch.zeros(n_heads, 0), s=torch.zeros(n_heads, 0),
-                   heads=torch.zeros(per_head), codes=torch.zeros(0, n_heads, dtype=code_type),
-                   slack=torch.zeros(n_heads, 0), updates=torch.zeros(0, dtype=torch.uint8))
+                   heads=torch.zeros(per_head), codes=torch.zeros(0, n_codes, dtype=code_type),
+                   slack=torch.zeros(n_codes, 0), updates=torch.zeros(0, dtype=torch.uint8))
 
     def fields(self) -> Iterator[tuple[object, str, int]]:
         return ((self, f.name, self.SLOT_DIM.get(f.name, 0)) for f in fields(self))
@@ -92,7 +93,7 @@ class SegmentState:
         return self.slot_positions[self.order]  # (T,)
 
     def codes(self) -> torch.Tensor:
-        return torch.stack([layer.codes[self.order].long() for layer in self.layers])  # (L,T,H)
+        return torch.stack([layer.codes[self.order].long() for layer in self.layers])  # (L,T,Q)
 
     def mean(self) -> torch.Tensor:
         """Mean final hidden state over the segment's tokens. (D,) float32"""

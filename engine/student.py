@@ -51,7 +51,8 @@ def metadata(path: Path) -> dict[str, str]:
 def apply(base: VQTransformer, path: Path) -> VQTransformer:
     """A new model: `base`'s weights with the student's tensors on top, codebooks fitted."""
     config = VQConfig(**json.loads(metadata(path)["config"]))
-    if {**asdict(config), "codebook_size": 0} != {**asdict(base.config), "codebook_size": 0}:
+    own = {"codebook_size": 0, "codebook_groups": 0}  # the student's own choices
+    if {**asdict(config), **own} != {**asdict(base.config), **own}:
         raise StudentError(f"{path} was distilled from a different base model "
                            f"({config}) than the one loaded ({base.config})")
     model = VQTransformer(config)

@@ -57,16 +57,18 @@ class Verdict:
 def verify(engine: IncrementalEngine, state: SegmentState) -> Verdict:
     model, delta = engine.model, engine.mode.delta
     ids, positions = state.ids.unsqueeze(0), state.positions.unsqueeze(0)  # (1, T)
-    codes = state.codes()  # (L, T, H)
+    codes = state.codes()  # (L, T, Q)
     forced = model(ids, positions, codes=codes.unsqueeze(1))
     fresh = model(ids, positions)
     hidden = engine.final_hidden(state)  # (T, D)
     violations = not_nearest = 0
     for block, heads, layer_codes in zip(model.blocks, forced.heads, codes, strict=True):
         h = heads[0]  # (T, H, Dh)
-        dist = block.codebook.distances(h).clamp(min=0).sqrt()  # (T, H, K)
-        d_code = dist.gather(-1, layer_codes.unsqueeze(-1)).squeeze(-1)  # (T, H)
-        nearest, tie = dist.amin(-1), NEAR_TIE * h.norm(dim=-1)  # (T, H)
+        dist = block.codebook.distances(h).clamp(min=0).sqrt()  # (T, Q, K)
+        d_code = dist.gather(-1, layer_codes.unsqueeze(-1)).squeeze(-1)  # (T, Q)
+        # A near tie is judged against the norm of the whole head output the group belongs to.
+        tie = NEAR_TIE * h.norm(dim=-1).repeat_interleave(block.codebook.groups, dim=-1)
+        nearest = dist.amin(-1)  # (T, Q)
         violations += int((d_code > (1 + delta) * nearest + tie).sum())
         not_nearest += int((d_code > nearest + tie).sum())
     pooled = F.cosine_similarity(state.mean(), fresh.hidden[0].mean(0), dim=0)

@@ -15,9 +15,12 @@ from vqedit.engine.verify import verify
 TINY_WINDOW = 64  # the tiny models' positions
 
 
-@pytest.fixture(scope="module", params=["bert", "opt"])
+@pytest.fixture(scope="module", params=[("bert", 1), ("opt", 1), ("bert", 2), ("opt", 4)],
+                ids=["bert", "opt", "bert-2-groups", "opt-4-groups"])
 def tiny(request):
-    return tiny_vq(request.param)
+    """Tiny models, with one codebook per head and with head outputs quantized in groups."""
+    family, groups = request.param
+    return tiny_vq(family, codebook_groups=groups)
 
 
 @pytest.fixture(scope="module")

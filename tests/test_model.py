@@ -70,26 +70,35 @@ def test_positions_outside_the_window_are_refused(bad):
         model(torch.tensor([[5, 6]]), torch.tensor([[0.0, bad]]), quantize=False)
 
 
-def fitted(family: str, size: int = 16, seed: int = 0):
-    model = from_hf(TINY_MODELS[family](seed), codebook_size=size)
+def fitted(family: str, size: int = 16, seed: int = 0, groups: int = 1):
+    model = from_hf(TINY_MODELS[family](seed), codebook_size=size, codebook_groups=groups)
     fit_codebooks(model, [torch.randint(3, 1000, (1, 40), generator=torch.Generator()
                                         .manual_seed(seed + i)) for i in range(3)])
     return model
 
 
 @pytest.mark.parametrize("family", ["bert", "opt"])
-def test_codes_are_the_nearest_codewords_and_values_are_exactly_codewords(family):
-    model = fitted(family)
+@pytest.mark.parametrize("groups", [1, 2, 8])
+def test_codes_are_the_nearest_codewords_and_values_are_exactly_codewords(family, groups):
+    model = fitted(family, groups=groups)
     ids = torch.randint(3, 1000, (1, 30))
     with torch.no_grad():
         out = model(ids)
     for layer, block in enumerate(model.blocks):
         heads = out.heads[layer][0]  # (T, H, Dh)
-        words = block.codebook.codewords.detach()  # (H, K, Dh)
-        brute = ((heads.unsqueeze(2) - words.unsqueeze(0)) ** 2).sum(-1).argmin(-1)  # (T, H)
+        words = block.codebook.codewords.detach()  # (Q, K, Dg)
+        slices = heads.reshape(len(heads), -1, words.shape[-1])  # (T, Q, Dg) head by head
+        brute = ((slices.unsqueeze(2) - words.unsqueeze(0)) ** 2).sum(-1).argmin(-1)  # (T, Q)
         assert torch.equal(out.codes[layer, 0], brute)
         q = block.codebook(heads.unsqueeze(0))
-        assert torch.equal(q.values[0], words[torch.arange(words.shape[0]), brute])
+        chosen = words[torch.arange(words.shape[0]), brute]  # (T, Q, Dg)
+        assert torch.equal(q.values[0], chosen.reshape(heads.shape))
+
+
+@pytest.mark.parametrize("groups", [0, 3, 16])
+def test_groups_that_do_not_divide_a_head_are_refused(groups):
+    with pytest.raises(ValueError, match="codebook_groups must divide the head width 8"):
+        from_hf(tiny_bert(), codebook_groups=groups)
 
 
 def test_a_codebook_holding_every_head_output_reproduces_the_dense_model():

@@ -9,9 +9,10 @@ from vqedit.engine import student as students
 from vqedit.engine.checkpoint import from_hf
 
 
-def test_a_student_round_trips_through_its_file_in_fp16(tmp_path):
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_student_round_trips_through_its_file_in_fp16(tmp_path, groups):
     base = from_hf(tiny_bert(), codebook_size=16)
-    trained = tiny_vq("bert")
+    trained = tiny_vq("bert", codebook_groups=groups)
     with torch.no_grad():
         trained.blocks[1].mlp.up.weight.add_(0.5)
     path = tmp_path / "student.safetensors"

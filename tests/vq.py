@@ -15,10 +15,10 @@ from vqedit.engine.tokens import Tokenizer
 from vqedit.engine.verify import verify
 
 
-def tiny_vq(family: str, codebook_size: int = 16) -> VQTransformer:
+def tiny_vq(family: str, codebook_size: int = 16, codebook_groups: int = 1) -> VQTransformer:
     """A tiny random BERT or OPT with codebooks fitted on random token sequences."""
     hf = tiny_bert() if family == "bert" else tiny_opt()
-    model = from_hf(hf, codebook_size=codebook_size)
+    model = from_hf(hf, codebook_size=codebook_size, codebook_groups=codebook_groups)
     gen = torch.Generator().manual_seed(0)
     fit_codebooks(model, [torch.randint(3, 1000, (1, 60), generator=gen) for _ in range(16)])
     return model
