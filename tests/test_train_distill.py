@@ -27,12 +27,15 @@ def distill(base, out, *args: str):
     return run
 
 
-def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(base, tmp_path):
+@pytest.mark.parametrize("groups", ["1", "2"])
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(base, tmp_path, groups):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    report = json.loads(distill(base, straight, "--steps", "4").stdout.decode().splitlines()[-1])
+    grouped = ("--codebook-groups", groups)
+    report = json.loads(distill(base, straight, "--steps", "4", *grouped)
+                        .stdout.decode().splitlines()[-1])
     assert report["steps"] == 4 and report["bytes"] > 0
-    distill(base, resumed, "--steps", "4", "--stop-after", "2")
-    distill(base, resumed, "--steps", "4", "--resume")
+    distill(base, resumed, "--steps", "4", "--stop-after", "2", *grouped)
+    distill(base, resumed, "--steps", "4", "--resume", *grouped)
     a = safetensors.torch.load_file(straight / "student.safetensors")
     b = safetensors.torch.load_file(resumed / "student.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
@@ -49,3 +52,10 @@ def test_a_finished_run_is_not_overwritten_and_bad_text_is_refused(base, tmp_pat
     bad = vqedit("train", "distill", "--model", str(base), "--out", str(tmp_path / "other"),
                  "--text", str(binary))
     assert bad.returncode == 2 and b"not a UTF-8 text file" in bad.stderr
+
+
+def test_groups_that_do_not_divide_a_head_are_refused(base, tmp_path):
+    bad = vqedit("train", "distill", "--model", str(base), "--out", str(tmp_path / "run"),
+                 "--codebook-groups", "3")
+    assert bad.returncode == 2 and b"codebook_groups must divide the head width" in bad.stderr
+    assert not (tmp_path / "run").exists()
