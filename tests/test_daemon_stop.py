@@ -22,7 +22,7 @@ from vqedit.daemon.client import DaemonClient
 
 SENTENCE = "Paragraph {} tells of the council, the late match and the new phone."
 BIG = "\n\n".join(SENTENCE.format(i) for i in range(20_000))  # 20,000 segments
-MANY = "\n\n".join(SENTENCE.format(i) for i in range(400))
+MANY = "\n\n".join(SENTENCE.format(i) for i in range(200))
 FAST_S = 60  # far below what BIG's pass takes, far above one segment
 
 
@@ -101,8 +101,8 @@ def test_a_newer_version_stops_a_batch_between_edits_and_takes_over_the_rest(dae
     raw = RawConnection(paths.socket)
     raw.hello()
     raw.request("open", {"uri": "many", "version": 1, "text": MANY})
-    assert raw.notification()["params"]["version"] == 1
-    wait_until(lambda: client.stats()["compactions"] == 2, what="idle")
+    # Its pass, then its compaction: the worker is idle before the batch comes.
+    assert [raw.notification()["params"]["version"] for _ in range(2)] == [1, 1]
     assert "result" in raw.request("change", {"uri": "many", "version": 2, "edits": edits})
     working_on(client, "many")
     assert "result" in raw.request("change", {"uri": "many", "version": 3, "edits": [
