@@ -388,6 +388,8 @@ class Stats:
     compactions: int  # documents compacted in idle time
     reloads: int  # model reloads (reload requests and changes on disk)
     resyncs: int  # documents rebuilt from their text after an internal error
+    stopped: int  # passes and compactions stopped early (document closed, newer version, …)
+    computing: str | None  # the uri the worker is computing or compacting now; None when idle
     rss_mb: float  # the daemon's resident memory
     tcp_port: int | None  # the loopback TCP port, when listening on one
 

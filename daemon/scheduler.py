@@ -12,6 +12,18 @@ Pending changes of a document are coalesced: the worker takes all of them at onc
 results for the newest version only, so a newer version supersedes older queued work. Results
 are pushed through `publish` (called on the worker thread) and carry their version; per document
 they are computed, and so pushed, in increasing version order.
+
+A pass stops early rather than finish work nobody wants: between two segments when its document
+was closed (or its connection went away) or the daemon is stopping, and between two edits of a
+coalesced batch when a newer version came, handing the edits left to the next pass, which
+coalesces them with the newer ones. Compaction, idle work, also stops between segments when any
+other work comes. So a big document closed mid-pass costs at most one more segment.
+
+The memory budget holds between passes: after each pass and compaction the worker evicts segment
+states, least recently used first over all documents, until they fit. A pass holds every state
+it computes until it ends. The budget must hold the largest state one segment can take, else
+the model is refused with an error naming that minimum: the segment being typed in is then
+always kept, and is the last to go.
 """
 
 import logging
@@ -25,7 +37,7 @@ import torch
 
 from vqedit.engine.checkpoint import ModelLoadError
 from vqedit.engine.heads import LinearHead
-from vqedit.engine.live import LiveDocument, LiveEditStats, stamp
+from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped, largest_state_nbytes
 from vqedit.engine.tokens import TextEdit
 
 from .cache import SharedModel, load_shared, placed
@@ -72,6 +84,8 @@ class Counters:
     restored: int = 0  # evicted segments computed again because an edit reached them
     reloads: int = 0  # successful model reloads
     resyncs: int = 0  # documents rebuilt from their text after an internal error
+    stopped: int = 0  # passes and compactions stopped early: document closed, newer version,
+    # other work waiting (compaction) or the daemon stopping
 
 
 class Scheduler:
@@ -86,6 +100,7 @@ class Scheduler:
         self._reload: Settings | None = None  # a reload asked for, with the settings to use
         self._stop = False
         self._busy = False  # the worker is inside a job
+        self._current: Entry | None = None  # the document of that job, if it has one
         self._last_work = time.monotonic()  # for idle compaction and unloading
         self.model: SharedModel | None = None  # worker writes; others only read the name
         self.model_error: str | None = None  # why the last load failed
@@ -168,6 +183,11 @@ class Scheduler:
             self._reload = settings or self.settings
             self._cond.notify()
 
+    def computing(self) -> str | None:
+        """The uri of the document the worker is computing or compacting now."""
+        with self._cond:
+            return self._current.key[1] if self._current is not None else None
+
     def document_count(self) -> tuple[int, int, int]:
         """(open documents, documents with states in memory, bytes of those states)."""
         with self._cond:
@@ -214,7 +234,7 @@ class Scheduler:
                     log.exception("worker job failed; the daemon carries on")
                 finally:
                     with self._cond:
-                        self._busy = False
+                        self._busy, self._current = False, None
                         self._cond.notify_all()
 
     def _next_job(self) -> Callable[[], None] | None:
@@ -234,12 +254,13 @@ class Scheduler:
                     versions, entry.pending_versions = entry.pending_versions, 0
                     self.counters.superseded += max(versions - 1, 0)
                     text, version, labels = entry.text, entry.version, entry.labels
+                    self._current = entry
                     return lambda: self._compute(entry, text, version, edits, labels)
                 idle = time.monotonic() - self._last_work
                 if idle >= self.settings.compact_after_s:
                     for entry in self._docs.values():
                         if entry.needs_compaction and entry.live is not None:
-                            entry.needs_compaction = False
+                            entry.needs_compaction, self._current = False, entry
                             return lambda e=entry: self._compact(e)
                 if self.model is not None and idle >= self.settings.idle_unload_s:
                     return self._unload
@@ -256,6 +277,13 @@ class Scheduler:
         except (ModelLoadError, ValueError, OSError, RuntimeError) as e:
             self.model_error = str(e)
             log.error("model load failed: %s", e)
+            return None
+        minimum = largest_state_nbytes(model.engine)
+        if settings.memory_mb * 2**20 < minimum:
+            self.model_error = (f"memory_mb {settings.memory_mb:g} is below the largest state "
+                                f"one segment takes with {model.name} ({minimum / 2**20:.3f} MB): "
+                                "set memory_mb (--memory-mb) to at least that")
+            log.error("model refused: %s", self.model_error)
             return None
         log.info("loaded %s on %s in %.1f s (%s)", model.name, model.device,
                  time.monotonic() - started, settings.mode_name)
@@ -274,10 +302,20 @@ class Scheduler:
         model = self._model()
         if model is None:
             return
-        since, counter = stamp(), model.engine.model.counter
+        counter = model.engine.model.counter
         with placed(model.device):
             before = counter.macs
-            live, applied = self._bring_up_to_date(model, entry, text, edits)
+            try:
+                live, applied, rest = self._bring_up_to_date(model, entry, text, version, edits)
+            except Stopped:  # closed, or the daemon is stopping: the half-built state goes
+                with self._cond:
+                    self.counters.stopped += 1
+                    entry.live, entry.state_bytes = None, 0
+                log.info("%s: pass stopped (document closed or daemon stopping)", entry.key[1])
+                return
+            if rest:
+                self._carry_over(entry, live, rest)
+                return
             cost = Cost(counter.macs - before, live.dense_macs(), live.tokens(),
                         [e.dirty for stats in applied for e in stats.edited])
             results = self.results_of(self._head(model, labels), entry.key[1], version, live,
@@ -289,28 +327,59 @@ class Scheduler:
                 return
             entry.live, entry.live_version, entry.snapshot = live, version, results
             entry.state_bytes, entry.needs_compaction = live.nbytes(), True
-            self._evict(keep=entry, since=since)
+            self._evict()
             self.counters.results_sent += 1
         self._publish(entry.key[0], results)
 
-    def _bring_up_to_date(self, model: SharedModel, entry: Entry, text: str,
-                          edits: list[TextEdit]) -> tuple[LiveDocument, list[LiveEditStats]]:
-        """`entry.live` with `edits` applied and what each cost, or a fresh document (no edit
-        stats) where there is none."""
+    def _bring_up_to_date(self, model: SharedModel, entry: Entry, text: str, version: int,
+                          edits: list[TextEdit],
+                          ) -> tuple[LiveDocument, list[LiveEditStats], list[TextEdit]]:
+        """`entry.live` with `edits` applied, what each cost, and the edits left when a newer
+        version stopped the batch; or a fresh document (no edit stats) where there is none.
+        Raises `Stopped` when the document was closed (or the daemon is stopping) meanwhile."""
+        def closed() -> bool:
+            with self._cond:
+                return entry.closed or self._stop
+
+        def superseded() -> bool:
+            with self._cond:
+                return entry.closed or self._stop or entry.version != version
+
         live = entry.live
         if live is None:
-            return LiveDocument(model.engine, model.tokenizer, text), []
+            return LiveDocument(model.engine, model.tokenizer, text, closed), [], []
         try:
-            applied = [live.apply(edit) for edit in coalesce(live.text, text, edits)]
+            batch, applied = coalesce(live.text, text, edits), []
+            for i, edit in enumerate(batch):
+                if i and superseded():  # at least one edit per pass: typing cannot starve it
+                    return live, applied, batch[i:]
+                applied.append(live.apply(edit, closed))
             if live.text != text:
                 raise RuntimeError("document text diverged from the accepted text")
-            return live, applied
+            return live, applied, []
+        except Stopped:
+            raise
         except Exception:
             # The state may be half-updated: rebuild this document only, from its text.
             log.exception("edit failed on %s; resyncing it from its text", entry.key[1])
             with self._cond:
                 self.counters.resyncs += 1
-            return LiveDocument(model.engine, model.tokenizer, text), []
+            return LiveDocument(model.engine, model.tokenizer, text, closed), [], []
+
+    def _carry_over(self, entry: Entry, live: LiveDocument, rest: list[TextEdit]) -> None:
+        """A newer version stopped a batch: keep what was applied, hand the rest to the next
+        pass (the document is already queued: the change that came woke it)."""
+        with self._cond:
+            self.counters.stopped += 1
+            self.counters.superseded += 1  # this pass's version is never computed
+            if entry.closed:
+                return
+            # `live` holds a text between two versions: no results, no compaction, until the
+            # next pass brings it to one.
+            entry.live, entry.live_version, entry.needs_compaction = live, -1, False
+            entry.pending[:0] = rest  # they lead from live.text to the text the pass was for
+            entry.state_bytes = live.nbytes()
+            self._evict()
 
     def _head(self, model: SharedModel, labels: Labels | None) -> LinearHead:
         """The model's head, or one whose prototypes are the label descriptions' embeddings."""
@@ -350,8 +419,23 @@ class Scheduler:
             return
         with self._cond:
             labels = entry.labels
+
+        def other_work() -> bool:
+            with self._cond:
+                return (entry.closed or self._stop or bool(self._ready)
+                        or self._reload is not None)
+
         with placed(model.device):
-            live.compact()
+            try:
+                live.compact(other_work)
+            except Stopped:  # the document is whole, partly compacted: finish it when idle
+                with self._cond:
+                    self.counters.stopped += 1
+                    if not entry.closed:
+                        entry.needs_compaction = True
+                        entry.state_bytes = live.nbytes()
+                        self._evict()
+                return
             results = self.results_of(self._head(model, labels), entry.key[1],
                                       entry.live_version, live, exact=True)
         with self._cond:
@@ -360,27 +444,27 @@ class Scheduler:
                 return
             # Compaction computed evicted segments again: back within the budget.
             entry.state_bytes = live.nbytes()
-            self._evict(keep=entry, since=stamp())
+            self._evict()
             # A version accepted meanwhile is computed next; these results are still newer
             # than or equal to the last ones pushed for this document.
             entry.snapshot = results
             self.counters.results_sent += 1
         self._publish(entry.key[0], results)
 
-    def _evict(self, keep: Entry, since: int) -> None:
-        """Drop segment states, least recently edited first over all documents, until within
-        the budget; never those of `keep` computed after `since` (worker, under the lock).
+    def _evict(self) -> None:
+        """Drop segment states, least recently built or edited first over all documents, until
+        within the budget (worker, under the lock).
 
-        An evicted segment keeps its pooled sum, so results need no model work; it is computed
-        again when an edit reaches it.
+        The budget holds the largest state of one segment (`_load` checks), so the segment used
+        last, the one being typed in, is never dropped. An evicted segment keeps its pooled sum,
+        so results need no model work; it is computed again when an edit reaches it.
         """
         budget = self.settings.memory_mb * 2**20
         entries = [e for e in self._docs.values() if e.live is not None]
         total = sum(e.state_bytes for e in entries)
         if total <= budget:
             return
-        ranked = sorted(((segment, e) for e in entries for segment in e.live.resident()
-                         if not (e is keep and segment.used > since)),
+        ranked = sorted(((segment, e) for e in entries for segment in e.live.resident()),
                         key=lambda found: found[0].used)
         for segment, entry in ranked:
             if total <= budget:

@@ -323,7 +323,9 @@ class Daemon:
             passes=counters.passes, superseded=counters.superseded,
             results_sent=counters.results_sent,
             compactions=counters.compactions, reloads=counters.reloads,
-            resyncs=counters.resyncs, rss_mb=round(_rss_mb(rss_kb), 1), tcp_port=self.tcp_port)
+            resyncs=counters.resyncs, stopped=counters.stopped,
+            computing=scheduler.computing(), rss_mb=round(_rss_mb(rss_kb), 1),
+            tcp_port=self.tcp_port)
 
     def reload(self, session: Session, params: dict[str, Any]) -> None:
         """`reload`: reread the config, reload the model, recompute every open document."""

@@ -9,9 +9,15 @@ results still need no model work, and the state is computed again from the text 
 segment is next edited or its state is read (`states`). Every build and edit stamps the segment
 from one process-wide clock, so an owner of several documents can evict the least recently
 used segments of all of them first (`resident`).
+
+Building a big document segment by segment can take long, so the constructor, `apply` and
+`compact` take `stop`, asked before each segment is computed; when it says yes they raise
+`Stopped`. After the constructor or `apply` stopped, the document is half updated and must be
+dropped; after `compact` it is whole, with the segments compacted so far.
 """
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -26,9 +32,13 @@ from .tokens import TextEdit, Tokenizer
 _clock = itertools.count()  # one order of use over every live document in the process
 
 
-def stamp() -> int:
-    """The clock now: segments built or edited from here on are stamped later than this."""
-    return next(_clock)
+class Stopped(Exception):
+    """The owner's `stop` asked to stop before the next segment was computed."""
+
+
+def never() -> bool:
+    """The default `stop`: never stop."""
+    return False
 
 
 @dataclass
@@ -64,12 +74,23 @@ class Resident:
         return self.state.nbytes(allocated=True)
 
 
+def largest_state_nbytes(engine: IncrementalEngine) -> int:
+    """The most memory one segment's state can take: a full window, grown once more by the
+    spare rows a state keeps for inserts (`SegmentState.reserve`) when it had one row fewer."""
+    state = engine.empty()
+    window = engine.model.config.max_positions
+    state.reserve(window - 1)
+    state.reserve(window)
+    return state.nbytes(allocated=True)
+
+
 class LiveDocument:
-    def __init__(self, engine: IncrementalEngine, tokenizer: Tokenizer, text: str) -> None:
+    def __init__(self, engine: IncrementalEngine, tokenizer: Tokenizer, text: str,
+                 stop: Callable[[], bool] = never) -> None:
         self.engine = engine
         self.document = Document(tokenizer, text, engine.model.config.max_positions)
         self._states: list[SegmentState | Evicted] = [
-            self._build(i) for i in range(len(self.document.segments))]
+            self._build(i, stop) for i in range(len(self.document.segments))]
         self._used = [next(_clock) for _ in self._states]  # per segment, when last built or edited
 
     @property
@@ -81,8 +102,9 @@ class LiveDocument:
         """Every segment's state, computing evicted ones again (checks and benchmarks)."""
         return [self._resident(i) for i in range(len(self._states))]
 
-    def apply(self, edit: TextEdit) -> LiveEditStats:
-        """Apply a text edit (raises `EditError`, changing nothing, if it does not fit)."""
+    def apply(self, edit: TextEdit, stop: Callable[[], bool] = never) -> LiveEditStats:
+        """Apply a text edit (raises `EditError`, changing nothing, if it does not fit, and
+        `Stopped`, leaving the document to be dropped, if `stop` says so between segments)."""
         counter = self.engine.model.counter
         before = counter.macs
         old = self.document.segments
@@ -98,16 +120,23 @@ class LiveDocument:
             self._used[seg.start] = next(_clock)
         else:
             stats.restored = int(inside)  # evicted: computed from the text holding the edit
-            self._states[seg.start:seg.end] = [self._build(i) for i in seg.touched]
+            self._states[seg.start:seg.end] = [self._build(i, stop) for i in seg.touched]
             self._used[seg.start:seg.end] = [next(_clock) for _ in seg.touched]
             stats.rebuilt = len(seg.touched)
         stats.macs = counter.macs - before
         return stats
 
-    def compact(self) -> None:
-        """Rebuild every segment at canonical positions, exactly (idle time; evicted ones too)."""
-        self._states = [self.engine.compact(s) if isinstance(s, SegmentState) else self._build(i)
-                        for i, s in enumerate(self._states)]
+    def compact(self, stop: Callable[[], bool] = never) -> None:
+        """Rebuild every segment at canonical positions, exactly (idle time; evicted ones too).
+
+        Segment by segment: when `stop` says so it raises `Stopped`, the document whole, with
+        the segments before that one compacted.
+        """
+        for i, state in enumerate(self._states):
+            if stop():
+                raise Stopped(f"compaction stopped before segment {i} of {len(self._states)}")
+            self._states[i] = (self.engine.compact(state) if isinstance(state, SegmentState)
+                               else self._build(i))
 
     def evict(self, index: int) -> int:
         """Drop segment `index`'s state, keeping its pooled sum; returns the bytes freed."""
@@ -157,5 +186,7 @@ class LiveDocument:
             self._used[index] = next(_clock)
         return state
 
-    def _build(self, index: int) -> SegmentState:
+    def _build(self, index: int, stop: Callable[[], bool] = never) -> SegmentState:
+        if stop():
+            raise Stopped(f"stopped before computing segment {index}")
         return self.engine.build(self.document.model_input(self.document.segments[index]))

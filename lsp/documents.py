@@ -19,6 +19,11 @@ paragraph that a later edit replaced or inserted text inside: its label was comp
 it no longer has. An insertion at either end of a paragraph leaves its text, and its results,
 as they were. So every range fits the text the client has now, and diagnostics are published
 with the current version (diagnostics.py says why not the older one).
+
+Those edits are dropped once results newer than them arrive; while none arrive (a daemon that
+never answers) at most `KEPT_EDITS` are kept. Past that the oldest go, and with them every
+result that would need them to be moved (`Document.movable`): the results held are dropped and
+older ones arriving later are refused, so the server waits for fresh ones instead.
 """
 
 import itertools
@@ -33,6 +38,9 @@ from . import markdown
 from .text import LineIndex
 
 log = logging.getLogger("vqedit.lsp")
+
+KEPT_EDITS = 1000  # edits kept per document to move older results through: a few minutes of
+# typing ahead of the daemon, and the moving of every paragraph stays cheap
 
 
 @dataclass
@@ -54,6 +62,11 @@ class Document:
     versions: dict[int, int] = field(default_factory=dict)  # the client's version of each
     # revision since that of `results`
     results_version: int | None = None  # the client's version `results` were computed for
+    movable: int = 0  # results for an older revision cannot be moved: their edits were dropped
+
+    def accepts(self, results: Results) -> bool:
+        """Whether `results` are newer than those published and can be moved onto the text."""
+        return results.version >= max(self.published, self.opened, self.movable)
 
     def paragraphs(self, results: Results) -> list[Paragraph]:
         """The paragraphs of `results` on the current text, less those edited since."""
@@ -70,11 +83,21 @@ class Document:
         self.versions = {revision: version for revision, version in self.versions.items()
                          if revision >= results.version}
 
+    def forget(self, revision: int) -> None:
+        """Drop the edits made before `revision`, and the results that needed them."""
+        self.movable = revision
+        self.edits = [(made, edit) for made, edit in self.edits if made >= revision]
+        self.versions = {made: version for made, version in self.versions.items()
+                         if made >= revision}
+        if self.results is not None and self.results.version < revision:
+            self.results, self.results_version = None, None
+
 
 class Documents:
     """Open documents by uri. Used on the event loop only."""
 
-    def __init__(self) -> None:
+    def __init__(self, kept_edits: int = KEPT_EDITS) -> None:
+        self.kept_edits = kept_edits
         self.open_documents: dict[str, Document] = {}
         self.encoding = types.PositionEncodingKind.Utf16  # set at initialize
         self._revisions = itertools.count(1)  # one counter for all documents: never reused
@@ -130,6 +153,9 @@ class Documents:
         edit = WireEdit.between(document.masked, masked)
         document.unsent.append(edit)
         document.edits.append((document.revision, edit))
+        if len(document.edits) > self.kept_edits:
+            # Results from before the oldest edit kept could no longer be moved.
+            document.forget(document.edits[-self.kept_edits - 1][0] + 1)
         document.text, document.masked = text, masked
         document.lines = LineIndex(text, self.encoding)
 

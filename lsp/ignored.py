@@ -4,10 +4,11 @@
     {"<document uri>": {"<paragraph text>": ["<label>", …]}}
 
 Keyed by the paragraph's text, so an edited paragraph is a new paragraph: what the user judged
-is gone. Written whole, atomically (a temporary file renamed over it), after re-reading it, so
-two servers (two editors) lose each other's changes only if they write in the same instant. A
-file that cannot be read is logged, moved aside (`.corrupt`, so nothing is lost) and treated as
-empty. `vqedit.clearIgnored` undoes a document's.
+is gone. A change re-reads the file, merges and writes it whole, atomically (a temporary file
+renamed over it), all under an exclusive lock on `ignored-labels.json.lock` beside it, so two
+servers (two editors) changing it at the same instant both keep their change. A file that cannot
+be read is logged, moved aside (`.corrupt`, so nothing is lost) and treated as empty.
+`vqedit.clearIgnored` undoes a document's.
 
 Used on the server's event loop only.
 """
@@ -18,6 +19,8 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock
 
 from vqedit.daemon.paths import Paths
 
@@ -33,6 +36,7 @@ def default_path() -> Path:
 class IgnoredLabels:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = FileLock(path.with_name(path.name + ".lock"))  # read-merge-write, whole
         self._ignored: Ignored | None = None  # read at the first use, so a problem is logged
         # to the editor
 
@@ -40,18 +44,25 @@ class IgnoredLabels:
         return self._read_once().get(uri, {}).get(key(paragraph), [])
 
     def add(self, uri: str, paragraph: str, label: str) -> None:
-        ignored = self._reread()
-        labels = ignored.setdefault(uri, {}).setdefault(key(paragraph), [])
-        if label not in labels:
-            labels.append(label)
-        self._write(ignored)
+        with self._locked():
+            ignored = self._reread()
+            labels = ignored.setdefault(uri, {}).setdefault(key(paragraph), [])
+            if label not in labels:
+                labels.append(label)
+            self._write(ignored)
 
     def clear(self, uri: str) -> int:
         """Forget the document's ignored labels; how many there were."""
-        ignored = self._reread()
-        count = sum(len(labels) for labels in ignored.pop(uri, {}).values())
-        self._write(ignored)
+        with self._locked():
+            ignored = self._reread()
+            count = sum(len(labels) for labels in ignored.pop(uri, {}).values())
+            self._write(ignored)
         return count
+
+    def _locked(self) -> FileLock:
+        """Held from the re-read to the rename, so no other server writes in between."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self._lock
 
     def _read_once(self) -> Ignored:
         if self._ignored is None:
@@ -77,7 +88,6 @@ class IgnoredLabels:
 
     def _write(self, ignored: Ignored) -> None:
         self._ignored = ignored
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.path.parent,
                                          prefix=self.path.name, delete=False) as file:
             json.dump(ignored, file, ensure_ascii=False, indent=1)

@@ -196,7 +196,7 @@ class VqeditServer(LanguageServer):
         document = self.documents.get(results.uri)
         log.debug("results for %s revision %d (document at %s)", results.uri, results.version,
                   document.revision if document else "closed")
-        if document is None or results.version < max(document.published, document.opened):
+        if document is None or not document.accepts(results):
             return
         document.take(results)
         if self.model.state != "ready":

@@ -1,11 +1,13 @@
 """Results of an older version are moved through the edits made since: a paragraph keeps exactly
-its text, or is dropped when an edit replaced or inserted text inside it."""
+its text, or is dropped when an edit replaced or inserted text inside it; the edits kept for
+that are bounded, whether results come or not."""
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from lsprotocol import types
 
-from vqedit.daemon.protocol import WireEdit
-from vqedit.lsp.documents import moved
+from vqedit.daemon.protocol import Paragraph, Results, WireEdit
+from vqedit.lsp.documents import Documents, moved
 
 
 @st.composite
@@ -51,3 +53,38 @@ def test_insertions_at_the_ends_keep_it_and_inside_drop_it():
     assert moved(5, 10, [WireEdit(0, 2, "")]) == (3, 8)
     assert moved(5, 10, [WireEdit(7, 7, "ab")]) is None
     assert moved(5, 10, [WireEdit(9, 12, "")]) is None
+
+
+@settings(max_examples=150)
+@given(data=st.data(), kept=st.integers(1, 5))
+def test_with_a_daemon_behind_at_most_kept_edits_stay_and_accepted_results_still_fit(data, kept):
+    """Changes come, results for any earlier revision come late or never: the server keeps at
+    most `kept` edits, refuses results it could no longer move, and moves the rest exactly."""
+    documents = Documents(kept_edits=kept)
+    document = documents.open(types.TextDocumentItem("file:///a.txt", "plaintext", 1, "ab ab"))
+    texts = {document.revision: document.masked}  # every revision's text
+    for _ in range(data.draw(st.integers(1, 20))):
+        if data.draw(st.booleans()):
+            text = document.text
+            a = data.draw(st.integers(0, len(text)))
+            b = data.draw(st.integers(a, len(text)))
+            text = text[:a] + data.draw(st.text(alphabet="xy \n", max_size=3)) + text[b:]
+            documents.change(document, document.version + 1,
+                             [types.TextDocumentContentChangeWholeDocument(text)])
+            texts[document.revision] = document.masked
+        else:
+            revision = data.draw(st.sampled_from(sorted(texts)))
+            old = texts[revision]
+            start = data.draw(st.integers(0, len(old)))
+            end = data.draw(st.integers(start, len(old)))
+            results = Results(document.uri, revision, "x", {"x": 1.0},
+                              [Paragraph(start, end, "x", 1.0)], exact=True)
+            if document.accepts(results):
+                document.take(results)
+                document.published = revision
+                for paragraph in document.paragraphs(results):
+                    assert document.masked[paragraph.start:paragraph.end] == old[start:end]
+            else:
+                assert revision < max(document.published, document.movable)
+        assert len(document.edits) <= kept
+        assert document.results is None or document.results.version >= document.movable
