@@ -354,8 +354,8 @@ def _hello_as(uid: int, socket_path: Path) -> str:
             sock.sendall(hello)
             if sock.recv(4):
                 outcome = b"answered"
-        except ConnectionResetError:
-            pass  # closed with our hello unread
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # closed with our hello unread, or before it was all sent
         except OSError as e:
             outcome = f"failed: {e}".encode()
         os.write(write, outcome)
