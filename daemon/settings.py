@@ -29,7 +29,7 @@ class Settings:
     device: str = "auto"  # auto takes the GPU when there is one
     delta: float = 2.0  # sticky hysteresis; 0 is exact mode. See MODEL.md for the trade-off
     sweep: int = 2  # sticky refresh: tokens per layer re-quantized exactly per edit (issue 4)
-    memory_mb: float = 1024.0  # LRU budget for segment states; ~43 KiB per token for the shipped MiniLM student
+    memory_mb: float = 1024.0  # LRU budget for segment states; ~43 KiB a token (shipped student)
     idle_unload_s: float = 600.0  # no work for this long: drop the model and states, keep texts
     idle_exit_s: float = 1800.0  # no client connected for this long: exit
     compact_after_s: float = 2.0  # no edit for this long: compact edited documents exactly

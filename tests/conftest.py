@@ -3,6 +3,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.daemon_harness import Expected, TinyModel, make_tiny_model
 from tests.tiny import byte_level_bpe
 from vqedit.engine.checkpoint import LoadedModel, load
 from vqedit.engine.tokens import Tokenizer
@@ -14,6 +15,18 @@ settings.register_profile("dev", deadline=None,
 settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True,
                           print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> TinyModel:
+    """A tiny student, head and base on disk for daemon tests; one per module, as some tests
+    rewrite them. Modules testing the engine define their own `tiny`."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def expected(tiny) -> Expected:
+    return Expected(tiny)
 
 
 @pytest.fixture(scope="session")

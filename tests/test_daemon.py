@@ -19,7 +19,6 @@ import pytest
 from tests.daemon_harness import (
     LABELS,
     PROSE,
-    Expected,
     RawConnection,
     assert_matches,
     make_tiny_model,
@@ -31,16 +30,6 @@ from tests.daemon_harness import (
 from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient, DaemonError
 from vqedit.daemon.lifecycle import running_pid
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def expected(tiny):
-    return Expected(tiny)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,9 @@ an error that names the minimum.
 
 import random
 
-import pytest
-
 from tests.daemon_harness import (
     Expected,
     assert_matches,
-    make_tiny_model,
     private_dirs,
     wait_until,
 )
@@ -38,16 +35,6 @@ RAIN = ("Rain fell all day across the north of the country, closing several road
 TEXTS = {"a": "\n\n".join([COUNCIL, MATCH, PHONE]), "b": "\n\n".join([RAIN, PHONE, MATCH])}
 PARAGRAPHS = {uri: text.count("\n\n") + 1 for uri, text in TEXTS.items()}
 WORDS = ["budget", "match", "phone", "rain", "city"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def expected(tiny):
-    return Expected(tiny)
 
 
 def minimum_mb(expected: Expected) -> float:

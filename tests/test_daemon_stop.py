@@ -10,10 +10,8 @@ import pytest
 
 from tests.daemon_harness import (
     PROSE,
-    Expected,
     RawConnection,
     assert_matches,
-    make_tiny_model,
     private_dirs,
     wait_until,
 )
@@ -24,16 +22,6 @@ SENTENCE = "Paragraph {} tells of the council, the late match and the new phone.
 BIG = "\n\n".join(SENTENCE.format(i) for i in range(20_000))  # 20,000 segments
 MANY = "\n\n".join(SENTENCE.format(i) for i in range(200))
 FAST_S = 60  # far below what BIG's pass takes, far above one segment
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def expected(tiny):
-    return Expected(tiny)
 
 
 @pytest.fixture
