@@ -11,17 +11,14 @@ and the positions carry it), so an edit writes new tokens into free slots and fi
 deleted tokens with the last rows, instead of shifting every later row. `order` maps text order
 to slots; arrays keep spare rows so that inserts rarely reallocate.
 
-What is derived instead of stored, and what is stored in lower precision (MiniLM then needs about
-41 KiB per token; the first layer's input, 1.5 KiB of it, is kept because an edit reads it several
-times and embedding it again costs more than the look-up):
+What is derived instead of stored (MiniLM then needs about 46 KiB per token; the first layer's
+input, 1.5 KiB of it, is kept because an edit reads it several times and embedding it again costs
+more than the look-up):
 - the last layer's output is not kept: results only need its sum over the segment's tokens, which
-  the engine updates with the old and new outputs of the tokens an edit changes;
-- queries are float16. They only enter the running updates of rows whose code is not being
-  recomputed anyway; the error this leaves in a head output (~1e-3 of its norm) can change a code
-  only when its two nearest codewords are about that close, and such decisions are taken again on
-  the row recomputed in float32 (see `TIE` in incremental.py). Keys, values, the residual stream
-  and the softmax statistics are float32: full attention rows and the residual must match a full
-  pass to float32 tolerance.
+  the engine updates with the old and new outputs of the tokens an edit changes.
+Everything else is float32, queries included: float16 queries saved 4.5 KiB per token but left
+head outputs ~1e-3 of their norm off a full pass, and the near-tie decisions that error forced to
+be retaken (see `TIE` in incremental.py) cost 40 recomputed rows per edit on the shipped student.
 """
 
 from collections.abc import Iterator
@@ -36,7 +33,7 @@ class LayerState:
     """One layer's arrays. Attention arrays are head-major, so that every head's products are one
     batched matrix product without copies; the rest are slot-major. `SLOT_DIM` says which."""
 
-    q: torch.Tensor  # (H, S, Dh) float16 queries; S slots, T of them in use
+    q: torch.Tensor  # (H, S, Dh) float32 queries; S slots, T of them in use
     k: torch.Tensor  # (H, S, Dh) float32 keys
     v: torch.Tensor  # (H, S, Dh) float32 values
     m: torch.Tensor  # (H, S) float32 reference max of each query's scores
@@ -54,7 +51,7 @@ class LayerState:
               codebook_size: int) -> "LayerState":
         per_head = (n_heads, 0, head_dim)
         code_type = torch.uint8 if codebook_size <= 256 else torch.int16
-        return cls(q=torch.zeros(per_head, dtype=torch.float16), k=torch.zeros(per_head),
+        return cls(q=torch.zeros(per_head), k=torch.zeros(per_head),
                    v=torch.zeros(per_head), m=torch.zeros(n_heads, 0), s=torch.zeros(n_heads, 0),
                    heads=torch.zeros(per_head), codes=torch.zeros(0, n_codes, dtype=code_type),
                    slack=torch.zeros(n_codes, 0), updates=torch.zeros(0, dtype=torch.uint8))
