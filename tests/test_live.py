@@ -7,8 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.test_segments import prose
 from tests.test_tokens import edits, texts
-from tests.vq import minilm_vq
+from tests.vq import minilm_vq, tiny_vq
 from vqedit.engine.atomic import KINDS, random_edit
 from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.live import LiveDocument
@@ -97,6 +98,20 @@ def test_compaction_gives_the_canonical_document_embedding(engine, wordpiece):
     fresh = LiveDocument(engine, wordpiece, live.text)
     assert torch.allclose(live.embedding(), fresh.embedding(), atol=1e-6)
     assert torch.allclose(live.segment_embeddings(), fresh.segment_embeddings(), atol=1e-6)
+
+
+def test_an_edit_early_in_a_long_paragraph_without_sentences_rebuilds_few_segments(wordpiece):
+    """The cuts after an edit re-synchronise (engine/segments.py), so the segments past the
+    next cut or two keep their states; cuts at the window would all move and be rebuilt."""
+    engine = IncrementalEngine(tiny_vq("bert"))  # a window of 62 tokens
+    live = LiveDocument(engine, wordpiece, prose(random.Random(0), 1500, None))
+    assert len(live.states) > 20
+    rng = random.Random(1)
+    for _ in range(5):
+        at = live.text.index(" ", rng.randrange(100))
+        stats = live.apply(TextEdit(at, at, " budget"))
+        assert stats.rebuilt <= 3, f"{stats.rebuilt} of {len(live.states)} segments rebuilt"
+    assert_matches_fresh_document(live)
 
 
 def assert_results_match_fresh(live: LiveDocument) -> None:
