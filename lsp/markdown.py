@@ -14,10 +14,10 @@ recognised: the plugin reads YAML's only, and Hugo's TOML header is rare in pros
 Parsing the whole text costs about 2 ms for 2,000 words and 50 ms for 20,000 (docs/lsp.md), too
 much per keystroke, so `remask` updates a mask for one edit. Most keystrokes change words inside
 one line of prose, which cannot change which lines are code: the line starts with a letter
-before and after (so it opens, closes or continues no block but a paragraph, and keeps its
-indentation, which decides the lists and indented code it belongs to), it holds no character
-that ends an HTML block or a fence's info string or makes a link reference definition (whose
-end decides whether an indented line after it is code), and no line break is added or removed.
+before and after (so it opens or closes no fence and no block but a paragraph, and keeps its
+indentation, which decides the lists and indented code it belongs to), it holds no `<`, `>`
+(which end HTML blocks), `[` or `]`, the text has no link reference definition (`]:`: where one
+ends decides whether an indented line after it is code), and no line break is added or removed.
 Such an edit is copied into the mask (blanked on a hidden line); any other is parsed whole.
 """
 
@@ -30,8 +30,8 @@ LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")  # markdown-it's line breaks: \r\n
 NOT_LINE_BREAK = re.compile(r"[^\r\n]")
 LINE_BREAK = re.compile(r"[\r\n]")
 # A line no edit of which (keeping it so) changes the code around: indentation, a letter, then
-# none of the characters that build or end code blocks, HTML blocks and link definitions.
-PROSE_LINE = re.compile(r"([ \t]*)[^\W\d_][^`~<>\[\]'\"()\r\n]*")
+# none of the characters that end HTML blocks or build link definitions.
+PROSE_LINE = re.compile(r"([ \t]*)[^\W\d_][^<>\[\]\r\n]*")
 CODE_TOKENS = {"fence", "code_block", "front_matter"}
 # Only the block structure matters: inline parsing (emphasis, links) is most of the time spent.
 _PARSER = MarkdownIt("commonmark").use(front_matter_plugin).disable(["inline", "text_join"])

@@ -67,10 +67,11 @@ def test_masking_keeps_every_offset_and_line_break(text):
 
 
 PIECES = ["a", "b", "word", " ", "\n", "\n\n", "\r\n", "```", "~~~", "```py\n", "    ", "\t", "---",
-          "...", "- ", "1. ", "> ", "<!--", "-->", "<div>", "[a]: /u", "'", "é", "😀", "==="]
-EDITS = st.lists(st.tuples(st.floats(0, 1), st.integers(0, 6),
-                           st.lists(st.sampled_from(PIECES), max_size=3).map("".join)),
-                 min_size=1, max_size=25)
+          "...", "- ", "1. ", "> ", "<!--", "-->", "<div>", "[a]: /u", "'", "é", "😀", "===",
+          "```\nab\n", "\n    ab\n"]  # the last two: prose-like lines in code
+TYPED = st.one_of(st.sampled_from(["a", "b c", "'", "`", ""]),  # as in prose, and anything
+                  st.lists(st.sampled_from(PIECES), max_size=3).map("".join))
+EDITS = st.lists(st.tuples(st.floats(0, 1), st.integers(0, 6), TYPED), min_size=1, max_size=25)
 
 
 @given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join), EDITS)
