@@ -139,17 +139,18 @@ class Documents:
                 if begin != start.offset:
                     log.error("%s: a range ends before it starts; using it reversed",
                               document.uri)
-                text = document.text[:begin] + change.text + document.text[stop:]
             else:
-                text = change.text
-            self._replace(document, text)
+                begin, stop = 0, len(document.text)
+            self._replace(document, begin, stop, change.text)
         document.version = version
         document.revision = next(self._revisions)
         document.versions[document.revision] = version
 
-    def _replace(self, document: Document, text: str) -> None:
-        """Take `text` as the document's new text and queue the masked difference."""
-        masked = _masked(document.language, text)
+    def _replace(self, document: Document, start: int, end: int, inserted: str) -> None:
+        """Replace [start, end) of the document's text and queue the masked difference."""
+        text = document.text[:start] + inserted + document.text[end:]
+        masked = (markdown.remask(document.text, document.masked, start, end, inserted)
+                  if document.language == "markdown" else text)
         edit = WireEdit.between(document.masked, masked)
         document.unsent.append(edit)
         document.edits.append((document.revision, edit))

@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,6 +43,7 @@ from .documents import Document, Documents
 from .features import diagnostics, register_features, status
 from .ignored import IgnoredLabels
 from .ignored import default_path as ignored_path
+from .outbox import Outbox, Outgoing
 from .recorder import Recorder
 from .settings import Settings
 
@@ -99,6 +101,10 @@ class VqeditServer(LanguageServer):
         self._backend_error = "the backend has not started"  # why _backend is None
         self.unknown_rule_labels: frozenset[str] = frozenset()  # last reported, to say it once
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="vqedit-backend")
+        self.outbox = Outbox()  # each document's edits waiting for the backend thread
+        self._calls_lock = threading.Lock()
+        self._calls_waiting = 0  # backend calls submitted and not started
+        self.most_calls_waiting = 0  # since the start, for vqedit.stats
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.background_tasks: set[asyncio.Future] = set()  # the loop only holds tasks weakly
@@ -126,7 +132,13 @@ class VqeditServer(LanguageServer):
 
     def call_backend(self, call: Callable[[Backend], Any]) -> asyncio.Future:
         """`call(backend)` on the backend thread after every call submitted before it."""
+        with self._calls_lock:
+            self._calls_waiting += 1
+            self.most_calls_waiting = max(self.most_calls_waiting, self._calls_waiting)
+
         def guarded() -> Any:
+            with self._calls_lock:
+                self._calls_waiting -= 1
             if self._backend is None:
                 raise RuntimeError(self._backend_error)
             return call(self._backend)
@@ -136,28 +148,37 @@ class VqeditServer(LanguageServer):
     def send_open(self, document: Document) -> None:
         """Send the whole (masked) text: on didOpen, recompute and after a failed change."""
         self._cancel_timer(document.uri)
+        self.outbox.drop(document.uri)  # the whole text holds those edits
         document.unsent = []
         uri, text, revision, labels = (document.uri, document.masked, document.revision,
                                        self.settings.labels or None)
         self._guarded(lambda backend: backend.open(uri, text, revision, labels), uri)
 
     def send_changes(self, uri: str) -> None:
-        """Send every queued edit of `uri` as one change at its newest revision."""
+        """Send every queued edit of `uri` as one change at its newest revision: they join the
+        change already waiting for the backend thread, if one is (outbox.py)."""
         self._timers.pop(uri, None)
         document = self.documents.get(uri)
         if document is None or not document.unsent:
             return
-        edits, document.unsent = document.unsent, []
-        log.debug("sending %d edits of %s at revision %d", len(edits), uri, document.revision)
-        text, revision, labels = document.masked, document.revision, self.settings.labels or None
+        outgoing = Outgoing(document.unsent, document.revision, document.masked,
+                            self.settings.labels or None)
+        document.unsent = []
+        if not self.outbox.put(uri, outgoing):
+            log.debug("%d edits of %s join the waiting change", len(outgoing.edits), uri)
+            return
 
         def change(backend: Backend) -> None:
+            if not self.outbox.take(uri, outgoing):  # dropped: sent whole or closed since
+                return
+            log.debug("sending %d edits of %s at revision %d", len(outgoing.edits), uri,
+                      outgoing.revision)
             try:
-                backend.change(uri, revision, edits)
+                backend.change(uri, outgoing.revision, outgoing.edits)
             except Exception as e:  # the backend's copy differs: give it ours, whole
                 log.error("%s: the backend refused revision %d (%s); sending the whole text",
-                          uri, revision, e)
-                backend.open(uri, text, revision, labels)
+                          uri, outgoing.revision, e)
+                backend.open(uri, outgoing.text, outgoing.revision, outgoing.labels)
 
         self._guarded(change, uri)
 
@@ -185,6 +206,7 @@ class VqeditServer(LanguageServer):
 
     def close_document(self, uri: str) -> None:
         self._cancel_timer(uri)
+        self.outbox.drop(uri)
         if self.documents.close(uri) is not None:
             self._guarded(lambda backend: backend.close(uri), uri)
 

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vqedit.lsp.markdown import mask
+from vqedit.lsp.markdown import mask, remask
 
 
 def kept(text: str) -> list[str]:
@@ -64,3 +64,45 @@ def test_masking_keeps_every_offset_and_line_break(text):
     assert len(masked) == len(text)
     for original, hidden in zip(text, masked, strict=True):
         assert hidden == original or (hidden == " " and original not in "\r\n")
+
+
+PIECES = ["a", "b", "word", " ", "\n", "\n\n", "\r\n", "```", "~~~", "```py\n", "    ", "\t", "---",
+          "...", "- ", "1. ", "> ", "<!--", "-->", "<div>", "[a]: /u", "'", "é", "😀", "===",
+          "```\nab\n", "\n    ab\n"]  # the last two: prose-like lines in code
+TYPED = st.one_of(st.sampled_from(["a", "b c", "'", "`", ""]),  # as in prose, and anything
+                  st.lists(st.sampled_from(PIECES), max_size=3).map("".join))
+EDITS = st.lists(st.tuples(st.floats(0, 1), st.integers(0, 6), TYPED), min_size=1, max_size=25)
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join), EDITS)
+def test_a_mask_updated_edit_by_edit_equals_a_fresh_mask(text, edits):
+    """remask, which copies an edit inside a line of prose into the mask instead of parsing,
+    gives the fresh mask after every edit: fences, front matter, lists and indented code typed
+    and deleted around prose."""
+    masked = mask(text)
+    for where, length, inserted in edits:
+        start = round(where * len(text))
+        end = min(start + length, len(text))
+        masked = remask(text, masked, start, end, inserted)
+        text = text[:start] + inserted + text[end:]
+        assert masked == mask(text), (text, start, end, inserted)
+
+
+@given(st.integers(0, 60), st.sampled_from(["a", "x", "é", " the", ""]))
+def test_typing_in_prose_next_to_code_blocks_equals_a_fresh_mask(position, inserted):
+    """The common keystroke, which remask copies, on a text where every kind of code is near."""
+    text = ("---\ntitle: x\n---\nProse line one\n```\ncode here\n```\n\n    indented code\n\n"
+            "- Item text\n  more item\n> quoted words\nLast words\n")
+    start = min(position, len(text))
+    end = min(start + 1, len(text))
+    new_text = text[:start] + inserted + text[end:]
+    assert remask(text, mask(text), start, end, inserted) == mask(new_text)
+
+
+def test_ending_a_link_definition_in_a_line_of_prose_reveals_the_code_after_it():
+    """Why remask parses whole any text with a link definition: typing " more" after its
+    destination makes it a paragraph, which the indented line then continues."""
+    text = "[foo]:\nurl\n    code\n"
+    new_text = "[foo]:\nurl more\n    code\n"
+    assert mask(new_text) != mask(text)
+    assert remask(text, mask(text), 10, 10, " more") == mask(new_text)

@@ -51,6 +51,8 @@ def register(server: "VqeditServer") -> None:
                  "server": {"documents": len(ls.documents.open_documents),
                             "position_encoding": ls.documents.encoding,
                             "model_state": ls.model.state,
+                            "most_backend_calls_waiting": ls.most_calls_waiting,
+                            "edits_waiting": ls.outbox.edits_waiting(),
                             "settings": ls.settings.as_client_json()}}
         log.info("stats: %s", json.dumps(found, default=str))
         return found
