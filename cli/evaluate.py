@@ -189,16 +189,20 @@ def _plot(reports: list[dict], path: Path) -> None:
         xs = [r[mode]["ops_ratio_median"] for r in reports]
         ys = [100 * r["student_accuracy"] for r in reports]
         ax.scatter(xs, ys, marker=marker, label=f"{mode} mode")
-        for r, x, y in zip(reports, xs, ys, strict=True):
+        for i, (r, x, y) in enumerate(zip(reports, xs, ys, strict=True)):
             settings = r["training"].get("settings", {})
             label = (f"K={r['codebook_size']}, G={r.get('codebook_groups', 1)}, "
                      f"stability={settings.get('stability', '?')}")
-            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            if mode == "sticky":
+                label += f", δ={r[mode]['delta']:g}"
+            # Runs of one student share a y: their labels alternate above and below the point.
+            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4 if i % 2 else -10),
+                        textcoords="offset points")
     teacher = 100 * reports[-1]["teacher_accuracy"]
     ax.axhline(teacher, color="black", linestyle="--", label=f"teacher {teacher:.1f}%")
     ax.set_xscale("log")
     ax.set_xlabel(f"dense MACs / incremental MACs per edit (median, {reports[-1]['tokens']} "
-                  f"tokens, {reports[-1]['threads']} threads)")
+                  f"tokens, {reports[-1]['threads']} thread(s))")
     ax.set_ylabel("BBC test accuracy (%)")
     ax.set_title("accuracy / operations trade-off over codebook size and stability weight")
     ax.legend()
