@@ -18,6 +18,11 @@ from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
 # only UTF-16.
 PROFILES = ["neovim", "visual-studio-code"]
 TIMEOUT_S = 300  # the real student loads in seconds; on a shared 2-core machine a pass may take 1 s
+TOPICS = ["business", "entertainment", "politics", "sport", "tech"]  # the shipped head's labels
+# Every paragraph label is reported, so the diagnostics show exactly which paragraphs count.
+EVERY_LABEL = {"rules": [{"label": label, "minScore": 0.0} for label in TOPICS]}
+FIRST = "The striker scored twice in the second half and the home side won the cup."  # sport
+SECOND = "Shares in the chip maker rose after strong quarterly profits."  # business
 
 
 class Client(LanguageClient):

@@ -6,7 +6,9 @@ from lsprotocol import types
 
 from tests.daemon_harness import private_dirs
 from tests.lsp_harness import (
+    EVERY_LABEL,
     PROFILES,
+    TOPICS,
     change,
     command,
     diagnostics_for,
@@ -21,10 +23,7 @@ from tests.lsp_harness import (
 )
 from vqedit.daemon.lifecycle import running_pid
 
-TOPICS = ["business", "entertainment", "politics", "sport", "tech"]  # the shipped head's labels
-# Every paragraph label is reported, so the diagnostics show exactly which paragraphs count.
-EVERY_LABEL = {"rules": [{"label": label, "minScore": 0.0} for label in TOPICS],
-               "severity": "warning"}
+AS_WARNINGS = {**EVERY_LABEL, "severity": "warning"}  # every paragraph label, as warnings
 MARKDOWN = ("---\ntitle: Match report\n---\n"
             "The striker scored twice in the second half and the home side won the cup.\n\n"
             "```python\nprint('the government raised taxes on banks')\n```\n\n"
@@ -44,7 +43,7 @@ def daemon_directories():
 
 @pytest.mark.parametrize("profile", PROFILES)
 async def test_diagnostics_status_and_sync_as_a_real_editor(profile):
-    client = await start(profile, options=EVERY_LABEL)
+    client = await start(profile, options=AS_WARNINGS)
     try:
         uri = f"file:///tmp/{profile}.md"
         open_document(client, uri, MARKDOWN)
@@ -68,7 +67,7 @@ async def test_diagnostics_status_and_sync_as_a_real_editor(profile):
 
 
 async def test_progress_while_loading_and_hover():
-    client = await start("neovim", options=EVERY_LABEL)
+    client = await start("neovim", options=AS_WARNINGS)
     try:
         uri = "file:///tmp/hover.md"
         open_document(client, uri, MARKDOWN)
@@ -88,7 +87,7 @@ async def test_progress_while_loading_and_hover():
 
 
 async def test_quick_fix_ignores_the_label_for_that_paragraph():
-    client = await start("visual-studio-code", options=EVERY_LABEL)
+    client = await start("visual-studio-code", options=AS_WARNINGS)
     try:
         uri = "file:///tmp/fix.md"
         open_document(client, uri, MARKDOWN)
@@ -122,7 +121,7 @@ async def first_lines(client, uri: str) -> list[int]:
 
 async def test_ignored_labels_survive_closing_and_restarts_until_cleared():
     uri = "file:///tmp/kept.md"
-    client = await start("neovim", options=EVERY_LABEL)
+    client = await start("neovim", options=AS_WARNINGS)
     try:
         open_document(client, uri, MARKDOWN)
         found = await diagnostics_for(client, uri, 1)
@@ -136,7 +135,7 @@ async def test_ignored_labels_survive_closing_and_restarts_until_cleared():
     finally:
         await stop(client)
 
-    client = await start("visual-studio-code", options=EVERY_LABEL)  # a new server process
+    client = await start("visual-studio-code", options=AS_WARNINGS)  # a new server process
     try:
         open_document(client, uri, MARKDOWN)
         assert await first_lines(client, uri) == [3]
@@ -153,7 +152,7 @@ async def test_ignored_labels_survive_closing_and_restarts_until_cleared():
 
 
 async def test_bad_input_is_logged_and_the_text_stays_right():
-    client = await start("visual-studio-code", configuration={"debounceMs": 0, **EVERY_LABEL})
+    client = await start("visual-studio-code", configuration={"debounceMs": 0, **AS_WARNINGS})
     try:
         uri = "file:///tmp/bad.txt"
         text = "First line.\nSecond line."
@@ -206,7 +205,7 @@ async def test_bad_input_is_logged_and_the_text_stays_right():
 
 async def test_in_process_gives_the_same_diagnostics_without_a_daemon():
     with private_dirs() as paths:
-        client = await start("neovim", options=EVERY_LABEL, server_args=("--in-process",))
+        client = await start("neovim", options=AS_WARNINGS, server_args=("--in-process",))
         try:
             uri = "file:///tmp/in-process.md"
             open_document(client, uri, MARKDOWN)
@@ -228,7 +227,7 @@ async def test_in_process_gives_the_same_diagnostics_without_a_daemon():
 
 
 async def test_zero_shot_labels_from_the_settings_replace_the_topic_head():
-    client = await start("neovim", options=EVERY_LABEL)
+    client = await start("neovim", options=AS_WARNINGS)
     try:
         uri = "file:///tmp/labels.md"
         open_document(client, uri, MARKDOWN)

@@ -11,6 +11,9 @@ import pytest
 
 from tests.daemon_harness import private_dirs
 from tests.lsp_harness import (
+    EVERY_LABEL,
+    FIRST,
+    SECOND,
     change,
     command,
     diagnostics_for,
@@ -25,10 +28,6 @@ from vqedit.daemon.lifecycle import running_pid
 
 pytestmark = pytest.mark.asyncio
 
-TOPICS = ["business", "entertainment", "politics", "sport", "tech"]
-EVERY_LABEL = {"rules": [{"label": label, "minScore": 0.0} for label in TOPICS]}
-FIRST = "The striker scored twice in the second half and the home side won the cup."
-SECOND = "Shares in the chip maker rose after strong quarterly profits."
 TEXT = f"{FIRST}\n\n```\ncode()\n```\n\n{SECOND}\n"
 TYPED = (" The fans sang until the final whistle." * 6)[:199] + "!"  # a character per change
 MOST_WAITING = 2  # a change waiting and one other call (a stats or labels request)

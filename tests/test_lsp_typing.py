@@ -7,14 +7,20 @@ import asyncio
 import pytest
 
 from tests.daemon_harness import private_dirs
-from tests.lsp_harness import change, diagnostics_for, edit, open_document, start, stop
+from tests.lsp_harness import (
+    EVERY_LABEL,
+    FIRST,
+    SECOND,
+    change,
+    diagnostics_for,
+    edit,
+    open_document,
+    start,
+    stop,
+)
 
 pytestmark = pytest.mark.asyncio
 
-TOPICS = ["business", "entertainment", "politics", "sport", "tech"]
-EVERY_LABEL = {"rules": [{"label": label, "minScore": 0.0} for label in TOPICS]}
-FIRST = "The striker scored twice in the second half and the home side won the cup."
-SECOND = "Shares in the chip maker rose after strong quarterly profits."
 TEXT = f"{FIRST}\n\n{SECOND}\n"
 INTERVAL_S = 0.005  # between changes: faster than the daemon computes a version
 STREAM_LENGTH = 400  # changes at most: the stream stops at the first diagnostics
