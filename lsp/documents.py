@@ -148,7 +148,8 @@ class Documents:
 
     def _replace(self, document: Document, start: int, end: int, inserted: str) -> None:
         """Replace [start, end) of the document's text and queue the masked difference."""
-        text = document.text[:start] + inserted + document.text[end:]
+        lines = document.lines.edited(start, end, inserted)
+        text = lines.text
         masked = (markdown.remask(document.text, document.masked, start, end, inserted)
                   if document.language == "markdown" else text)
         edit = WireEdit.between(document.masked, masked)
@@ -157,8 +158,7 @@ class Documents:
         if len(document.edits) > self.kept_edits:
             # Results from before the oldest edit kept could no longer be moved.
             document.forget(document.edits[-self.kept_edits - 1][0] + 1)
-        document.text, document.masked = text, masked
-        document.lines = LineIndex(text, self.encoding)
+        document.text, document.masked, document.lines = text, masked, lines
 
 
 def _masked(language: str, text: str) -> str:

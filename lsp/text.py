@@ -33,12 +33,31 @@ class Clamped:
 
 
 class LineIndex:
-    """Where each line of one text starts; immutable, rebuilt for every new text."""
+    """Where each line of one text starts; immutable, derived anew for every new text."""
 
-    def __init__(self, text: str, encoding: types.PositionEncodingKind) -> None:
+    def __init__(self, text: str, encoding: types.PositionEncodingKind,
+                 starts: list[int] | None = None) -> None:
         self.text = text
+        self.encoding = encoding
         self.codec, self.unit = CODECS[encoding]
-        self.starts = [0] + [m.end() for m in LINE_BREAK.finditer(text)]  # code points
+        # code points; `starts` is only passed by `edited`, which knows them
+        self.starts = ([0] + [m.end() for m in LINE_BREAK.finditer(text)] if starts is None
+                       else starts)
+
+    def edited(self, start: int, end: int, inserted: str) -> "LineIndex":
+        """The index of this text with [start, end) replaced by `inserted`, scanning only the
+        edited lines: a whole scan costs ~2 ms per change at 20,000 words."""
+        text = self.text[:start] + inserted + self.text[end:]
+        after = start + len(inserted)  # the first character after the insertion
+        # Line starts before `start` stand: the breaks that make them end before the edit. One
+        # character either side is scanned again, as a "\r" there may join a "\n" typed beside
+        # it, and a break beginning at `after` may end one past it.
+        head = self.starts[:max(bisect.bisect_left(self.starts, start), 1)]  # 0 always
+        scan = [m.end() for m in LINE_BREAK.finditer(text, max(start - 1, 0), after + 2)
+                if start <= m.end() <= after + 1]
+        shift = after - end
+        tail = [s + shift for s in self.starts[bisect.bisect_right(self.starts, end + 1):]]
+        return LineIndex(text, self.encoding, head + scan + tail)
 
     def line_end(self, line: int) -> int:
         """The offset just before line `line`'s line break (or the end of the text)."""

@@ -1,5 +1,7 @@
 """LSP positions ↔ code points: exact for every encoding, clamped (and said why) when off."""
 
+from hypothesis import given
+from hypothesis import strategies as st
 from lsprotocol.types import Position, PositionEncodingKind
 
 from vqedit.lsp.text import LineIndex
@@ -43,3 +45,29 @@ def test_half_a_character_rounds_down_and_is_reported():
     assert found.offset == 1 and "splits a character" in found.problem
     found = offset(0, 3, PositionEncodingKind.Utf8)  # inside its four bytes
     assert found.offset == 1 and "splits a character" in found.problem
+
+
+@st.composite
+def edited_texts(draw):
+    """A text of line breaks of every kind and other characters, and a sequence of edits."""
+    pieces = st.sampled_from(["a", "😀", "\r", "\n", "\r\n", "é"])
+    text = first = "".join(draw(st.lists(pieces, max_size=30)))
+    edits = []
+    for _ in range(draw(st.integers(1, 8))):
+        start = draw(st.integers(0, len(text)))
+        end = draw(st.integers(start, len(text)))
+        inserted = "".join(draw(st.lists(pieces, max_size=5)))
+        edits.append((start, end, inserted))
+        text = text[:start] + inserted + text[end:]
+    return first, edits
+
+
+@given(edited_texts())
+def test_an_edited_index_equals_a_fresh_one(text_and_edits):
+    """Only the edited lines are scanned again, yet every line start is where a full scan puts
+    it: "\\r" and "\\n" joined or split by an edit included."""
+    text, edits = text_and_edits
+    index = LineIndex(text, PositionEncodingKind.Utf16)
+    for start, end, inserted in edits:
+        index = index.edited(start, end, inserted)
+        assert index.starts == LineIndex(index.text, PositionEncodingKind.Utf16).starts
