@@ -52,7 +52,6 @@ def mask(text: str) -> str:
 def remask(text: str, masked: str, start: int, end: int, inserted: str) -> str:
     """`mask` of `text` with [start, end) replaced by `inserted`, given `masked == mask(text)`:
     the edit copied into `masked` when it stays inside one line of prose, else parsed whole."""
-    new_text = text[:start] + inserted + text[end:]
     line_start = max(text.rfind("\n", 0, start), text.rfind("\r", 0, start)) + 1
     found = LINE_BREAK.search(text, end)
     line_end = found.start() if found is not None else len(text)
@@ -61,6 +60,6 @@ def remask(text: str, masked: str, start: int, end: int, inserted: str) -> str:
     old_prose, new_prose = PROSE_LINE.fullmatch(line), PROSE_LINE.fullmatch(new_line)
     if (old_prose is None or new_prose is None or old_prose.group(1) != new_prose.group(1)
             or LINE_BREAK.search(text, start, end) is not None or "]:" in text):
-        return mask(new_text)
+        return mask(text[:start] + inserted + text[end:])  # the new text, built only here
     hidden = masked[line_start:line_end] != line  # a non-blank line is blanked or kept whole
     return masked[:start] + (" " * len(inserted) if hidden else inserted) + masked[end:]
