@@ -2,7 +2,8 @@
 
 Usage:
     vqedit bench daemon [--student FILE --model DIR --head FILE] [--tokens 512] [--edits 200]
-                        [--clients 8] [--documents 10] [--rounds 20] [--json PATH]
+                        [--clients 8] [--documents 10] [--rounds 20] [--device auto|cpu|cuda]
+                        [--threads N] [--json PATH]
 
 Starts a fresh daemon in private directories (never the user's), then
 1. one client types `--edits` one-character insertions into a document of about `--tokens`
@@ -44,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--documents", type=int, default=10, help="per client")
     parser.add_argument("--rounds", type=int, default=20, help="edits per document under load")
     parser.add_argument("--threads", type=int, help="torch threads of the daemon's worker")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                        help="where the daemon runs the model (the daemon's default: auto)")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
 
 
@@ -82,7 +85,7 @@ class Recorder:
 
 
 def run(args: argparse.Namespace) -> int:
-    daemon_args = [part for name in ("model", "student", "head", "threads")
+    daemon_args = [part for name in ("model", "student", "head", "threads", "device")
                    if getattr(args, name) is not None
                    for part in (f"--{name}", str(getattr(args, name)))]
     with tempfile.TemporaryDirectory(prefix="vqb") as root:
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             client.shutdown()
     report = {**single, "edits_per_s": load["edits_per_s"], "lost": load["lost"],
               "out_of_order": load["out_of_order"], "rss_mb": stats["rss_mb"], "load": load,
-              "model": stats["model"], "mode": stats["mode"], "tokens": args.tokens}
+              "model": stats["model"], "mode": stats["mode"], "device": stats["device"],
+              "tokens": args.tokens}
     line = json.dumps(report)
     if args.json:
         args.json.write_text(line + "\n")

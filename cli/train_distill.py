@@ -213,14 +213,14 @@ def run(args: argparse.Namespace) -> int:
 
     if state.step < args.steps:
         print(json.dumps({"checkpoint": str(checkpoint_path), "steps": state.step,
-                          "train_seconds": round(state.elapsed)}))
+                          "train_seconds": round(state.elapsed), "device": device.type}))
         return 0
     path = args.out / "student.safetensors"
     size = students.save(student.cpu().eval(), loaded.model.cpu(), path, {
         "base": loaded.name, "objective": json.dumps(asdict(objective)),
         "settings": json.dumps(_settings(args)), "steps": str(state.step)})
     print(json.dumps({"student": str(path), "bytes": size, "steps": state.step,
-                      "train_seconds": round(state.elapsed)}))
+                      "train_seconds": round(state.elapsed), "device": device.type}))
     return 0
 
 
