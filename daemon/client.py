@@ -16,8 +16,13 @@ text and version, so the caller never resends anything. Starting is done under a
 that clients starting at once end up sharing one daemon; a stale socket or pid file left by a
 dead daemon is removed; a daemon of another vqedit version is stopped and replaced (once).
 
-Thread-safety: every method may be called from any thread. Results arrive on a reader thread;
-`on_results`, if given, is called there and must not call the client (it would wait on itself).
+A version the daemon could not compute (a pass that raised, or no model) arrives as a `failed`
+notification: `wait_for` raises `DaemonError` with the daemon's message at once, and
+`on_failed`, if given, hears of it. The daemon keeps the text; the next change computes again.
+
+Thread-safety: every method may be called from any thread. Results and failures arrive on a
+reader thread; `on_results` and `on_failed`, if given, are called there and must not call the
+client (it would wait on itself).
 """
 
 import contextlib
@@ -56,18 +61,21 @@ class DaemonClient:
     def __init__(self, daemon_args: list[str] | None = None, paths: Paths | None = None,
                  spawn_timeout: float = 120.0, request_timeout: float = 120.0,
                  on_results: Callable[[wire.Results], None] | None = None,
-                 version: str = __version__, auto_spawn: bool = True) -> None:
+                 version: str = __version__, auto_spawn: bool = True,
+                 on_failed: Callable[[wire.Failed], None] | None = None) -> None:
         self.paths = paths or Paths.default()
         self.daemon_args = daemon_args or []  # options for a daemon this client starts
         self.spawn_timeout = spawn_timeout
         self.request_timeout = request_timeout
         self.on_results = on_results
+        self.on_failed = on_failed
         self.version = version  # a daemon reporting another version is replaced
         self.auto_spawn = auto_spawn
         self.welcome: wire.Welcome | None = None
         self.spawned: list[subprocess.Popen] = []  # daemons this client started
         self._docs: dict[str, _Document] = {}  # what a resync reopens
         self._latest: dict[str, wire.Results] = {}  # uri → newest results received
+        self._failed: dict[str, wire.Failed] = {}  # uri → newest failure not followed by results
         self._lock = threading.RLock()  # guards the connection and _docs
         self._results = threading.Condition()  # guards _latest
         self._sock: socket.socket | None = None
@@ -89,6 +97,7 @@ class DaemonClient:
         """Open a document, scored by zero-shot `labels` ({name: description}) if given."""
         with self._lock:
             self._docs[uri] = _Document(text, version, labels)
+            self._forget_failure(uri)  # a failure of the text this one replaces
             self._call("open", self._docs[uri].open_params(uri), resync_covers=True)
 
     def change(self, uri: str, version: int, edits: list[wire.WireEdit]) -> None:
@@ -108,6 +117,7 @@ class DaemonClient:
     def close(self, uri: str) -> None:
         with self._lock:
             self._docs.pop(uri)
+            self._forget_failure(uri)
             self._call("close", {"uri": uri}, resync_covers=True)
 
     def set_labels(self, uri: str, labels: dict[str, str] | None) -> None:
@@ -125,10 +135,15 @@ class DaemonClient:
         return None if found is None else wire.Results.parse(found)
 
     def wait_for(self, uri: str, version: int, timeout: float = 120.0) -> wire.Results:
-        """Block until results for `version` (or newer) of `uri` have been pushed."""
+        """Block until results for `version` (or newer) of `uri` have been pushed; raises
+        DaemonError (the daemon's code and message) as soon as the daemon reports that it
+        failed to compute `version` or a newer one."""
         deadline = time.monotonic() + timeout
         with self._results:
             while (found := self._latest.get(uri)) is None or found.version < version:
+                failure = self._failed.get(uri)
+                if failure is not None and failure.version >= version:
+                    raise DaemonError(failure.code, f"{uri}: {failure.message}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no results for {uri} version {version} in {timeout} s")
@@ -138,6 +153,11 @@ class DaemonClient:
     def latest(self, uri: str) -> wire.Results | None:
         with self._results:
             return self._latest.get(uri)
+
+    def failure(self, uri: str) -> wire.Failed | None:
+        """The newest failure of `uri` that no results have followed, if any."""
+        with self._results:
+            return self._failed.get(uri)
 
     def stats(self) -> dict[str, Any]:
         return self._call("stats", {})
@@ -252,7 +272,8 @@ class DaemonClient:
 
     def _read(self, sock: socket.socket, lost: threading.Event,
               pending: dict[int, Future]) -> None:
-        """Reader thread: responses to their futures, results to `_latest` and `on_results`."""
+        """Reader thread: responses to their futures, results to `_latest` and `on_results`,
+        failures to `_failed` and `on_failed`."""
         try:
             while (payload := wire.recv_frame(sock)) is not None:
                 message = wire.decode(payload)
@@ -262,6 +283,8 @@ class DaemonClient:
                         future.set_result(message)
                 elif message.get("method") == "results":
                     self._received(wire.Results.parse(message["params"]))
+                elif message.get("method") == "failed":
+                    self._received_failure(wire.Failed.parse(message["params"]))
         except (OSError, wire.ProtocolError, ConnectionError):
             pass
         finally:
@@ -280,9 +303,23 @@ class DaemonClient:
             known = self._latest.get(results.uri)
             if known is None or results.version >= known.version:
                 self._latest[results.uri] = results
+            failure = self._failed.get(results.uri)
+            if failure is not None and results.version >= failure.version:
+                del self._failed[results.uri]  # computed since: the failure is over
             self._results.notify_all()
         if self.on_results is not None:
             self.on_results(results)
+
+    def _received_failure(self, failure: wire.Failed) -> None:
+        with self._results:
+            self._failed[failure.uri] = failure
+            self._results.notify_all()
+        if self.on_failed is not None:
+            self.on_failed(failure)
+
+    def _forget_failure(self, uri: str) -> None:
+        with self._results:
+            self._failed.pop(uri, None)
 
     def _call(self, method: str, params: dict[str, Any], resync_covers: bool = False) -> Any:
         """A request; on a lost connection, reconnect (resyncing documents) and resend it.

@@ -50,6 +50,7 @@ class ErrorCode(IntEnum):
     STALE_VERSION = 6  # a change whose version is not above the document's
     FRAME_TOO_LARGE = 7  # the frame's length exceeds MAX_FRAME; the connection is closed
     MODEL_UNAVAILABLE = 8  # the model could not be loaded; the message says why
+    PASS_FAILED = 9  # computing a document raised; its text is kept, its model state dropped
 
 
 class ProtocolError(Exception):
@@ -364,6 +365,26 @@ class Results:
 
 
 @dataclass(frozen=True)
+class Failed:
+    """A document version the daemon could not compute: no results will come for it.
+
+    The daemon keeps the text (the text is the truth) and drops the document's model state;
+    it tries again, from the text, on the document's next `change`, `labels` or a reload, never
+    on its own, so a pass that always fails costs one attempt per request, not a loop.
+    """
+
+    uri: str  # the document
+    version: int  # the version whose pass failed (after compaction: the version compacted)
+    code: int  # ErrorCode.PASS_FAILED, or MODEL_UNAVAILABLE when no model could be loaded
+    message: str  # one line for people: what failed and what the daemon does next
+
+    @classmethod
+    def parse(cls, value: dict[str, Any]) -> "Failed":
+        """As received; fields this client does not know are ignored, as for `Results`."""
+        return cls(value["uri"], value["version"], value["code"], value["message"])
+
+
+@dataclass(frozen=True)
 class Stats:
     pid: int  # the daemon's process id
     version: str  # the daemon's vqedit version
@@ -388,10 +409,17 @@ class Stats:
     compactions: int  # documents compacted in idle time
     reloads: int  # model reloads (reload requests and changes on disk)
     resyncs: int  # documents rebuilt from their text after an internal error
+    failures: int  # passes and compactions that failed: each sent a `failed` notification
     stopped: int  # passes and compactions stopped early (document closed, newer version, …)
     computing: str | None  # the uri the worker is computing or compacting now; None when idle
     rss_mb: float  # the daemon's resident memory
     tcp_port: int | None  # the loopback TCP port, when listening on one
+
+
+def pushed(message: Results | Failed) -> dict[str, Any]:
+    """The notification the daemon pushes about a document: `results` or `failed`."""
+    return notification("results" if isinstance(message, Results) else "failed",
+                        to_wire(message))
 
 
 def to_wire(value: Any) -> Any:

@@ -13,6 +13,12 @@ results for the newest version only, so a newer version supersedes older queued 
 are pushed through `publish` (called on the worker thread) and carry their version; per document
 they are computed, and so pushed, in increasing version order.
 
+A pass that raises (or finds no model) is reported, not retried: its document's client gets a
+`Failed` for that version through `publish`, in order with its results, and the document keeps
+its text but loses its model state. Nothing queues it again; its next change, `labels` request
+or a reload builds it from the text, so a pass that always fails costs one attempt per request
+and never loops. A compaction that raises is reported the same way, for the version it compacted.
+
 A pass stops early rather than finish work nobody wants: between two segments when its document
 was closed (or its connection went away) or the daemon is stopping, and between two edits of a
 coalesced batch when a newer version came, handing the edits left to the next pass, which
@@ -41,7 +47,7 @@ from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped, largest_sta
 from vqedit.engine.tokens import TextEdit
 
 from .cache import SharedModel, load_shared, placed
-from .protocol import Cost, ErrorCode, Paragraph, ProtocolError, Results, WireEdit
+from .protocol import Cost, ErrorCode, Failed, Paragraph, ProtocolError, Results, WireEdit
 from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
@@ -52,6 +58,7 @@ MERGE_SPAN = 256  # coalesced edits become one engine edit when they replace at 
 Key = tuple[int, str]  # (session, uri): each editor connection has its own documents
 Labels = dict[str, str]  # zero-shot labels: name → description
 LABEL_HEADS = 16  # zero-shot heads kept per model; editors mostly share one label set
+REASON_CHARS = 300  # of an exception's text in a `Failed` message, which is one line for people
 
 
 @dataclass
@@ -84,15 +91,16 @@ class Counters:
     restored: int = 0  # evicted segments computed again because an edit reached them
     reloads: int = 0  # successful model reloads
     resyncs: int = 0  # documents rebuilt from their text after an internal error
+    failures: int = 0  # passes and compactions that raised or found no model: `Failed` pushed
     stopped: int = 0  # passes and compactions stopped early: document closed, newer version,
     # other work waiting (compaction) or the daemon stopping
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, publish: Callable[[int, Results], None],
+    def __init__(self, settings: Settings, publish: Callable[[int, Results | Failed], None],
                  loader: Callable[[Settings], SharedModel] = load_shared) -> None:
         self.settings = settings
-        self._publish = publish  # (session, results), called on the worker thread
+        self._publish = publish  # (session, results or failure), called on the worker thread
         self._loader = loader
         self._cond = threading.Condition()
         self._docs: dict[Key, Entry] = {}
@@ -301,25 +309,31 @@ class Scheduler:
                  labels: Labels | None) -> None:
         model = self._model()
         if model is None:
+            self._report(entry, Failed(entry.key[1], version, ErrorCode.MODEL_UNAVAILABLE,
+                                       f"no model to compute version {version} with: "
+                                       f"{self.model_error}; fix it and reload the daemon"))
             return
         counter = model.engine.model.counter
-        with placed(model.device):
-            before = counter.macs
-            try:
+        try:
+            with placed(model.device):
+                before = counter.macs
                 live, applied, rest = self._bring_up_to_date(model, entry, text, version, edits)
-            except Stopped:  # closed, or the daemon is stopping: the half-built state goes
-                with self._cond:
-                    self.counters.stopped += 1
-                    entry.live, entry.state_bytes = None, 0
-                log.info("%s: pass stopped (document closed or daemon stopping)", entry.key[1])
-                return
-            if rest:
-                self._carry_over(entry, live, rest)
-                return
-            cost = Cost(counter.macs - before, live.dense_macs(), live.tokens(),
-                        [e.dirty for stats in applied for e in stats.edited])
-            results = self.results_of(self._head(model, labels), entry.key[1], version, live,
-                                      exact=model.engine.mode.delta == 0, cost=cost)
+                if rest:
+                    self._carry_over(entry, live, rest)
+                    return
+                cost = Cost(counter.macs - before, live.dense_macs(), live.tokens(),
+                            [e.dirty for stats in applied for e in stats.edited])
+                results = self.results_of(self._head(model, labels), entry.key[1], version,
+                                          live, exact=model.engine.mode.delta == 0, cost=cost)
+        except Stopped:  # closed, or the daemon is stopping: the half-built state goes
+            with self._cond:
+                self.counters.stopped += 1
+                entry.live, entry.state_bytes = None, 0
+            log.info("%s: pass stopped (document closed or daemon stopping)", entry.key[1])
+            return
+        except Exception as e:
+            self._failed(entry, version, "computing", e)
+            return
         with self._cond:
             self.counters.passes += 1
             self.counters.restored += sum(stats.restored for stats in applied)
@@ -425,19 +439,22 @@ class Scheduler:
                 return (entry.closed or self._stop or bool(self._ready)
                         or self._reload is not None)
 
-        with placed(model.device):
-            try:
+        try:
+            with placed(model.device):
                 live.compact(other_work)
-            except Stopped:  # the document is whole, partly compacted: finish it when idle
-                with self._cond:
-                    self.counters.stopped += 1
-                    if not entry.closed:
-                        entry.needs_compaction = True
-                        entry.state_bytes = live.nbytes()
-                        self._evict()
-                return
-            results = self.results_of(self._head(model, labels), entry.key[1],
-                                      entry.live_version, live, exact=True)
+                results = self.results_of(self._head(model, labels), entry.key[1],
+                                          entry.live_version, live, exact=True)
+        except Stopped:  # the document is whole, partly compacted: finish it when idle
+            with self._cond:
+                self.counters.stopped += 1
+                if not entry.closed:
+                    entry.needs_compaction = True
+                    entry.state_bytes = live.nbytes()
+                    self._evict()
+            return
+        except Exception as e:
+            self._failed(entry, entry.live_version, "compacting", e)
+            return
         with self._cond:
             self.counters.compactions += 1
             if entry.closed or entry.snapshot is None:
@@ -450,6 +467,28 @@ class Scheduler:
             entry.snapshot = results
             self.counters.results_sent += 1
         self._publish(entry.key[0], results)
+
+    def _failed(self, entry: Entry, version: int, doing: str, error: Exception) -> None:
+        """A pass or compaction of `entry` raised: its state may be half-updated, so it goes;
+        the text stays, and the next change, `labels` or reload builds the state from it."""
+        log.error("%s: %s version %d failed; its model state is dropped, its text kept",
+                  entry.key[1], doing, version, exc_info=error)
+        with self._cond:
+            entry.live, entry.live_version, entry.state_bytes = None, -1, 0
+            entry.needs_compaction = False
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:REASON_CHARS]
+        self._report(entry, Failed(entry.key[1], version, ErrorCode.PASS_FAILED,
+                                   f"{doing} version {version} failed ({reason}); the text is "
+                                   "kept and the next change computes it again from scratch "
+                                   "(traceback in the daemon log)"))
+
+    def _report(self, entry: Entry, failure: Failed) -> None:
+        """Tell the document's client that `failure.version` gets no results."""
+        with self._cond:
+            self.counters.failures += 1
+            if entry.closed:
+                return
+        self._publish(entry.key[0], failure)
 
     def _evict(self) -> None:
         """Drop segment states, least recently built or edited first over all documents, until

@@ -12,7 +12,9 @@ Layout of state, from shared to short-lived:
 
 Bad input never takes the daemon down: a bad request gets an error reply on its connection, a
 frame that cannot be delimited (oversize, truncated) closes that connection only, and an error
-inside one document's computation resyncs that document alone.
+inside one document's computation resyncs that document alone; if that fails too, its client
+gets a `failed` notification for the version and the document waits, text kept, for its next
+change (scheduler.py).
 """
 
 import asyncio
@@ -251,12 +253,13 @@ class Daemon:
             log.exception("internal error in session %d", session.id)
             return wire.error_response(rid, wire.ErrorCode.INTERNAL_ERROR, f"internal error: {e}")
 
-    def _publish(self, session_id: int, results: wire.Results) -> None:
-        """Worker thread → event loop: push results to the session that owns the document."""
+    def _publish(self, session_id: int, message: wire.Results | wire.Failed) -> None:
+        """Worker thread → event loop: push results (or a failed pass) to the session that owns
+        the document. One queue for both keeps them in the order the worker made them."""
         def push() -> None:
             session = self.sessions.get(session_id)
             if session is not None:
-                session.send(wire.notification("results", wire.to_wire(results)))
+                session.send(wire.pushed(message))
 
         with contextlib.suppress(RuntimeError):  # the loop is gone: we are shutting down
             self._loop.call_soon_threadsafe(push)
@@ -323,7 +326,7 @@ class Daemon:
             passes=counters.passes, superseded=counters.superseded,
             results_sent=counters.results_sent,
             compactions=counters.compactions, reloads=counters.reloads,
-            resyncs=counters.resyncs, stopped=counters.stopped,
+            resyncs=counters.resyncs, failures=counters.failures, stopped=counters.stopped,
             computing=scheduler.computing(), rss_mb=round(_rss_mb(rss_kb), 1),
             tcp_port=self.tcp_port)
 

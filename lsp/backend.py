@@ -1,14 +1,15 @@
 """Where results come from: one interface, two implementations.
 
 `Backend` is all the server knows: open, change, close, zero-shot labels, stats, the model's
-state, and a callback for results. `DaemonBackend` forwards to the per-user daemon through
-`vqedit.daemon.client.DaemonClient` (which starts the daemon when none runs);
+state, and callbacks for results and for versions that could not be computed (`Failed`).
+`DaemonBackend` forwards to the per-user daemon through `vqedit.daemon.client.DaemonClient`
+(which starts the daemon when none runs);
 `inprocess.InProcessBackend` (`vqedit lsp --in-process`) runs the daemon's scheduler inside the
 server. Offsets are code points and versions are the server's revisions (documents.py).
 
 Threads: the server calls every method but `stop` from one thread of its own, in order, so a
-slow call (the first one may start the daemon) never blocks the editor; `on_results` may be
-called from any thread.
+slow call (the first one may start the daemon) never blocks the editor; `on_results` and
+`on_failed` may be called from any thread, each document's in the order the backend made them.
 """
 
 import logging
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vqedit.daemon.client import DaemonClient, DaemonError
-from vqedit.daemon.protocol import Results, WireEdit
+from vqedit.daemon.protocol import Failed, Results, WireEdit
 
 log = logging.getLogger("vqedit.lsp")
 
@@ -33,7 +34,8 @@ Labels = dict[str, str] | None  # zero-shot labels {name: description}; None: th
 
 class Backend(Protocol):
     def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
-        """Open or reopen (from scratch) a document; its results follow through `on_results`."""
+        """Open or reopen (from scratch) a document; its results follow through `on_results`
+        (or, if it cannot be computed, a `Failed` through `on_failed`)."""
 
     def change(self, uri: str, version: int, edits: list[WireEdit]) -> None:
         """Apply edits (code points, in order) for a newer version."""
@@ -53,8 +55,9 @@ class Backend(Protocol):
 class DaemonBackend:
     """The per-user daemon, started when none runs; it outlives this server."""
 
-    def __init__(self, on_results: Callable[[Results], None]) -> None:
-        self.client = DaemonClient(on_results=on_results)
+    def __init__(self, on_results: Callable[[Results], None],
+                 on_failed: Callable[[Failed], None]) -> None:
+        self.client = DaemonClient(on_results=on_results, on_failed=on_failed)
 
     def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
         self.client.open(uri, text, version, labels)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 
 from lsprotocol import types
 
-from vqedit.daemon.protocol import Paragraph, Results, WireEdit
+from vqedit.daemon.protocol import Failed, Paragraph, Results, WireEdit
 
 from . import markdown
 from .text import LineIndex
@@ -63,6 +63,8 @@ class Document:
     # revision since that of `results`
     results_version: int | None = None  # the client's version `results` were computed for
     movable: int = 0  # results for an older revision cannot be moved: their edits were dropped
+    failure: Failed | None = None  # the backend could not compute this revision or a later
+    # one than `results`: the status shows it until results for it (or newer) arrive
 
     def accepts(self, results: Results) -> bool:
         """Whether `results` are newer than those published and can be moved onto the text."""
@@ -78,6 +80,8 @@ class Document:
         """Keep `results` as the newest; edits made before their revision are not needed."""
         self.results = results
         self.results_version = self.versions.get(results.version)
+        if self.failure is not None and results.version >= self.failure.version:
+            self.failure = None
         self.edits = [(revision, edit) for revision, edit in self.edits
                       if revision >= results.version]
         self.versions = {revision: version for revision, version in self.versions.items()

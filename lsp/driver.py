@@ -56,6 +56,8 @@ class DocumentLog:
     computed: list[tuple[int, float]] = field(default_factory=list)  # (a status's resultsVersion,
     # when it arrived): results computed for that version were published then
     stale: int = 0  # publishes for a version older than one already published
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (a status's failedVersion, its
+    # message): the server could not compute that version
 
 
 class LspDriver:
@@ -166,18 +168,21 @@ class LspDriver:
 
     # --- waiting for the server ---------------------------------------------------------------
 
+    # Each wait raises RuntimeError at once when the server's status says that `version` of
+    # `uri`, or a newer one, failed: no results will come for it.
+
     def wait_published(self, uri: str, version: int) -> Published:
         """The first publishDiagnostics of `uri` for `version` or a newer one."""
         return self._wait(lambda: next((p for p in self.documents[uri].published
                                         if p.version is not None and p.version >= version),
-                                       None), f"diagnostics of {uri} version {version}")
+                                       None), uri, version, "diagnostics")
 
     def wait_computed(self, uri: str, version: int) -> float:
         """When diagnostics of results computed for `version` or a newer one arrived (the first
         publish at `version` may carry older results moved onto it)."""
         return self._wait(lambda: next((at for computed, at in self.documents[uri].computed
                                         if computed >= version), None),
-                          f"results of {uri} computed for version {version}")
+                          uri, version, "results computed")
 
     def wait_status(self, uri: str, version: int, after: int = 0) -> dict[str, Any]:
         """The first vqedit/status of `uri` with results computed for `version` or newer, among
@@ -187,16 +192,22 @@ class LspDriver:
                     and s["resultsVersion"] >= version)
 
         return self._wait(lambda: next((s for s in self.documents[uri].status[after:] if ready(s)),
-                                       None), f"status of {uri} version {version}")
+                                       None), uri, version, "status")
 
-    def _wait(self, found, what: str):
+    def _wait(self, found, uri: str, version: int, what: str):
         deadline = time.monotonic() + self.timeout
         with self._changed:
             while (value := found()) is None:
+                failed = next((message for at, message in self.documents[uri].failed
+                               if at >= version), None)
+                if failed is not None:
+                    raise RuntimeError(f"the language server could not compute {uri} version "
+                                       f"{version}: {failed}")
                 left = deadline - time.monotonic()
                 if left <= 0 or self.returncode is not None:
-                    raise TimeoutError(f"no {what} from the language server "
-                                       f"(exit status {self.returncode}); messages: "
+                    raise TimeoutError(f"no {what} of {uri} version {version} from the "
+                                       f"language server (exit status {self.returncode}); "
+                                       f"messages: "
                                        f"{self.messages[-3:]}")
                 self._changed.wait(min(left, 1.0))
             return value
@@ -229,6 +240,8 @@ class LspDriver:
                 doc.status.append(value)
                 if value.get("resultsVersion") is not None:
                     doc.computed.append((value["resultsVersion"], at))
+                if value.get("failedVersion") is not None:
+                    doc.failed.append((value["failedVersion"], value.get("message") or "?"))
                 self._changed.notify_all()
 
         @client.feature(types.WORKSPACE_CONFIGURATION)

@@ -2,7 +2,8 @@
 
 The same `Backend` interface as `DaemonBackend` (backend.py), built on
 `vqedit.daemon.scheduler.Scheduler`: its worker thread loads the model (the daemon's settings:
-defaults, then `daemon.toml`) and computes results, which it hands to `on_results`. This is the
+defaults, then `daemon.toml`) and computes results, which it hands to `on_results` (and versions
+it could not compute to `on_failed`). This is the
 one module of `lsp/` that reaches the engine, and only through the scheduler.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vqedit.daemon.paths import Paths
-from vqedit.daemon.protocol import Results, WireEdit
+from vqedit.daemon.protocol import Failed, Results, WireEdit
 from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import resolve
 
@@ -21,9 +22,14 @@ SESSION = 0  # the scheduler keys documents by (session, uri); the server is one
 
 
 class InProcessBackend:
-    def __init__(self, on_results: Callable[[Results], None]) -> None:
+    def __init__(self, on_results: Callable[[Results], None],
+                 on_failed: Callable[[Failed], None]) -> None:
         settings = resolve(Paths.default().config, {})
-        self.scheduler = Scheduler(settings, lambda session, results: on_results(results))
+
+        def publish(session: int, message: Results | Failed) -> None:
+            (on_results if isinstance(message, Results) else on_failed)(message)
+
+        self.scheduler = Scheduler(settings, publish)
         self.scheduler.start()
 
     def open(self, uri: str, text: str, version: int, labels: Labels) -> None:

@@ -12,7 +12,9 @@ negotiated encoding converted to code points, Markdown code masked) → after `d
 quiet, one backend `change` with every edit queued since the last, at the document's newest
 revision → results pushed back on another thread → `received` on the event loop, which drops
 results older than those already published and moves the rest onto the current text →
-diagnostics with the client's current version, and `vqedit/status`. One handler per LSP method
+diagnostics with the client's current version, and `vqedit/status`. A version the backend
+could not compute comes back as a `Failed` → `failed`: the status says so (state "error") and
+the last good diagnostics stay, until results come again. One handler per LSP method
 lives in `features/`; this module owns the state they share and the order of backend calls.
 
 Threads: pygls's event loop runs every handler and owns `Documents`; backend calls run in order
@@ -36,7 +38,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from vqedit import __version__
-from vqedit.daemon.protocol import Results
+from vqedit.daemon.protocol import Failed, Results
 
 from .backend import Backend, DaemonBackend, ModelState
 from .documents import Document, Documents
@@ -89,7 +91,8 @@ class Protocol(LanguageServerProtocol):
 
 
 class VqeditServer(LanguageServer):
-    def __init__(self, make_backend: Callable[[Callable[[Results], None]], Backend]) -> None:
+    def __init__(self, make_backend: Callable[[Callable[[Results], None],
+                                               Callable[[Failed], None]], Backend]) -> None:
         super().__init__("vqedit", __version__, protocol_cls=Protocol)
         self.documents = Documents()
         self.settings = Settings()
@@ -120,7 +123,8 @@ class VqeditServer(LanguageServer):
 
     def _create_backend(self) -> None:
         try:
-            self._backend = self._make_backend(self._results_from_backend)
+            self._backend = self._make_backend(self._results_from_backend,
+                                               self._failure_from_backend)
         except Exception as e:  # e.g. an invalid daemon.toml for --in-process
             self._backend_error = f"cannot start the backend: {e}"
             log.error("%s", self._backend_error)
@@ -129,6 +133,11 @@ class VqeditServer(LanguageServer):
         """Any thread: hand results to the event loop (unless it has closed: we are exiting)."""
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.received, results)
+
+    def _failure_from_backend(self, failure: Failed) -> None:
+        """Any thread: hand a failed version to the event loop, after the results before it."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.failed, failure)
 
     def call_backend(self, call: Callable[[Backend], Any]) -> asyncio.Future:
         """`call(backend)` on the backend thread after every call submitted before it."""
@@ -225,6 +234,20 @@ class VqeditServer(LanguageServer):
             self.set_model(ModelState("ready"))
         document.published = results.version
         diagnostics.publish(self, document)
+        status.send(self, document)
+
+    def failed(self, failure: Failed) -> None:
+        """The backend could not compute a revision: the document's status says so until
+        results come again; its diagnostics stay those of the last good results. Logged once
+        per run of failures, not once per keystroke that fails again."""
+        document = self.documents.get(failure.uri)
+        if document is None or failure.version < max(document.published, document.opened):
+            return  # for a text the document has left (or a document closed since)
+        if document.failure is None:
+            log.error("%s: %s", failure.uri, failure.message)
+        else:
+            log.debug("%s: failed again: %s", failure.uri, failure.message)
+        document.failure = failure
         status.send(self, document)
 
     def set_model(self, model: ModelState) -> None:

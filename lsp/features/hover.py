@@ -1,7 +1,7 @@
 """`textDocument/hover`: the document's label scores and those of the paragraph under the cursor.
 
-Answered from the newest results, even if a newer version is still being computed (the hover
-says so); before the first results, or between paragraphs, it says what it can.
+Answered from the newest results, even if a newer version is still being computed or failed
+(the hover says which); before the first results, or between paragraphs, it says what it can.
 """
 
 from typing import TYPE_CHECKING
@@ -28,7 +28,9 @@ def register(server: "VqeditServer") -> None:
                          None)
         if paragraph is not None:
             lines.append(f"paragraph: **{paragraph.label}** {paragraph.score:.2f}")
-        if results.version != document.revision:
+        if document.failure is not None:
+            lines.append(f"_(not up to date: {document.failure.message})_")
+        elif results.version != document.revision:
             lines.append("_(from an earlier version; newer results are on their way)_")
         return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, "\n\n".join(lines)))
 
