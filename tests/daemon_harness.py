@@ -59,6 +59,23 @@ def write_head(path: Path, labels: list[str], seed: int) -> None:
     os.replace(partial, path)
 
 
+def write_float64_head(path: Path) -> None:
+    """The head at `path` again in float64: it loads (labels and shapes are right) and raises
+    in its matrix product with the model's float32 embeddings, so every pass it scores fails."""
+    head = LinearHead.load(path)
+    partial = path.with_suffix(".partial")
+    LinearHead(head.labels, head.weight.to(torch.float64), head.bias.to(torch.float64)
+               ).save(partial)
+    os.replace(partial, path)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write by rename, as careful writers do: a reader of the old file keeps its bytes."""
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
 class Expected:
     """Results of a fresh exact pass in this process: what compacted daemon results must equal."""
 

@@ -8,11 +8,7 @@ On the real process and socket (tests/daemon_harness). The failures are real, no
 - a head file that is not a head: no model loads, so no pass can run at all.
 """
 
-import os
-from pathlib import Path
-
 import pytest
-import torch
 
 from tests.daemon_harness import (
     LABELS,
@@ -21,32 +17,17 @@ from tests.daemon_harness import (
     assert_matches,
     make_tiny_model,
     private_dirs,
+    replace_file,
     wait_until,
+    write_float64_head,
     write_head,
 )
 from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient, DaemonError
-from vqedit.engine.heads import LinearHead
 
 ZERO_SHOT = {"money": "The budget, taxes and the economy.",
              "games": "Teams playing a match in front of a crowd."}
 WAIT_S = 60.0  # far beyond a tiny model's pass: a failure must come long before it
-
-
-def write_float64_head(path: Path) -> None:
-    """The head at `path` again, in float64: it loads, and raises when it scores anything."""
-    head = LinearHead.load(path)
-    partial = path.with_suffix(".partial")
-    LinearHead(head.labels, head.weight.to(torch.float64), head.bias.to(torch.float64)
-               ).save(partial)
-    os.replace(partial, path)
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Write by rename, as careful writers do: a reader of the old file keeps its bytes."""
-    partial = path.with_suffix(".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def test_a_failing_pass_is_reported_for_its_version_and_the_next_change_recovers(tmp_path):
