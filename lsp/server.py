@@ -238,13 +238,15 @@ class VqeditServer(LanguageServer):
 
     def failed(self, failure: Failed) -> None:
         """The backend could not compute a revision: the document's status says so until
-        results come again; its diagnostics stay those of the last good results. Logged once
-        per run of failures, not once per keystroke that fails again."""
+        results come again; its diagnostics stay those of the last good results. Logged and
+        shown to the user once per run of failures, not once per keystroke that fails again."""
         document = self.documents.get(failure.uri)
         if document is None or failure.version < max(document.published, document.opened):
             return  # for a text the document has left (or a document closed since)
         if document.failure is None:
-            log.error("%s: %s", failure.uri, failure.message)
+            message = f"vqedit could not compute {failure.uri}: {failure.message}"
+            log.error("%s", message)
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, message))
         else:
             log.debug("%s: failed again: %s", failure.uri, failure.message)
         document.failure = failure

@@ -23,8 +23,7 @@ from tests.lsp_harness import (
     until,
 )
 from vqedit.daemon.client import DaemonClient
-
-pytestmark = pytest.mark.asyncio
+from vqedit.lsp.driver import LspDriver
 
 EVERY_LABEL = {"debounceMs": 0, "rules": [{"label": label, "minScore": 0.0} for label in LABELS]}
 
@@ -35,6 +34,7 @@ def failed_status(client, uri: str, version: int):
                  f"the error status of {uri} v{version}")
 
 
+@pytest.mark.asyncio
 async def test_a_failed_pass_shows_in_the_status_is_logged_once_and_keeps_the_diagnostics(
         tmp_path):
     tiny = make_tiny_model(tmp_path)
@@ -59,6 +59,8 @@ async def test_a_failed_pass_shows_in_the_status_is_logged_once_and_keeps_the_di
             assert [p.version for p in client.published if p.uri == uri] == [1]
             logged = [m for m in errors(client) if uri in m]
             assert len(logged) == 1 and "failed" in logged[0], errors(client)
+            shown = [m.message for m in client.messages if uri in m.message]
+            assert shown == logged, client.messages  # said once to the user too
 
             write_head(tiny.head, LABELS, seed=0)  # fixed: the reload computes version 2
             await diagnostics_for(client, uri, 2)
@@ -68,3 +70,16 @@ async def test_a_failed_pass_shows_in_the_status_is_logged_once_and_keeps_the_di
             assert ready.failedVersion is None and ready.message is None
         finally:
             await stop(client)
+
+
+def test_the_driver_behind_bench_lsp_stops_waiting_when_the_version_failed(tmp_path):
+    tiny = make_tiny_model(tmp_path)
+    write_float64_head(tiny.head)  # every pass fails from the first
+    with private_dirs() as paths, DaemonClient(daemon_args=tiny.daemon_args(),
+                                               paths=paths) as daemon:
+        daemon.connect()
+        with LspDriver(settings=EVERY_LABEL, timeout=300) as lsp:
+            uri = "file:///tmp/never.txt"
+            lsp.open(uri, PROSE, 1, language="plaintext")
+            with pytest.raises(RuntimeError, match=r"could not compute .* version 1"):
+                lsp.wait_published(uri, 1)
