@@ -4,13 +4,16 @@ Usage:
     vqedit train distill --out runs/minilm            # the default: all-MiniLM-L6-v2, BBC text
     vqedit train distill --out runs/opt --model ~/models/opt-125m --text notes/ --steps 3000
     vqedit train distill --out runs/minilm --resume   # go on from the last checkpoint
+    vqedit train distill --out runs/more --init engine/default/student.safetensors --lr 3e-5
 
 Trains on unlabelled text: the BBC News training split (never its test split) plus any `--text`
 files or folders of .txt/.md files. Codebooks start from k-means on the base's head outputs;
-the objective is `engine/distill.py`'s. Every `--save-every` steps the whole run (weights,
-optimizer, random states) goes to OUT/checkpoint.pt, so `--resume` continues exactly; at the
-end OUT/student.safetensors holds the student (use it with `--student`) and OUT/log.jsonl the
-losses. A GPU is used when there is one.
+the objective is `engine/distill.py`'s. `--init` trains a finished student further instead: its
+weights and codebooks are the start, and it is fully quantized from the first step (no blending
+in, commitment at its final weight), as the last phase of a run is. Every `--save-every` steps
+the whole run (weights, optimizer, random states) goes to OUT/checkpoint.pt, so `--resume`
+continues exactly; at the end OUT/student.safetensors holds the student (use it with
+`--student`) and OUT/log.jsonl the losses. A GPU is used when there is one.
 """
 
 import argparse
@@ -18,7 +21,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
+    parser.add_argument("--init", type=Path,
+                        help="start from this student of the same base, fully quantized")
     parser.add_argument("--stop-after", type=int,
                         help="stop after this many steps of this invocation (go on with --resume)")
 
@@ -116,7 +121,8 @@ def _settings(args: argparse.Namespace) -> dict:
     return {"model": args.model, "text": [str(p) for p in args.text], "steps": args.steps,
             "tokens_per_step": args.tokens_per_step, "codebook_size": args.codebook_size,
             "codebook_groups": args.codebook_groups, "lr": args.lr,
-            "stability": args.stability, "ratio": args.ratio, "seed": args.seed}
+            "stability": args.stability, "ratio": args.ratio, "seed": args.seed,
+            "init": str(args.init) if args.init else None}
 
 
 def _optimizer(student: VQTransformer, lr: float) -> torch.optim.Optimizer:
@@ -176,16 +182,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tokens_per_step < max(lengths):
         raise CliError(f"--tokens-per-step must be ≥ {max(lengths)}, the longest window")
     windows = Windows(loaded, _texts(args.text))
-    teacher = loaded.model.to(device)
-    try:
-        student = from_hf(loaded.hf_model, args.codebook_size, args.codebook_groups)
-    except ValueError as e:
-        raise CliError(str(e)) from None
     rng = random.Random(args.seed)
-    if not args.resume:
-        print("fitting codebooks by k-means on the base model's head outputs")
-        fit_codebooks(student, list(windows.batch(min(256, window), 16, rng).split(1)))
-    student = student.to(device).train()
+    student = _start(loaded, args, windows, rng).to(device).train()
+    teacher = loaded.model.to(device)
     state = Run(student, _optimizer(student, args.lr), rng,
                 torch.Generator().manual_seed(args.seed))
     if args.resume:
@@ -197,6 +196,9 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     objective = Objective(stability=args.stability, ratio=args.ratio)
+    if args.init:  # the last phase of a run, from its first step
+        final = objective.commitment[1]
+        objective = replace(objective, anneal=0.0, commitment=(final, final))
     last = min(args.steps, state.step + (args.stop_after or args.steps))
     with (args.out / "log.jsonl").open("a") as log, \
             tqdm(total=args.steps, initial=state.step, desc="distilling") as bar:
@@ -222,6 +224,31 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"student": str(path), "bytes": size, "steps": state.step,
                       "train_seconds": round(state.elapsed), "device": device.type}))
     return 0
+
+
+def _start(loaded: LoadedModel, args: argparse.Namespace, windows: Windows,
+           rng: random.Random) -> VQTransformer:
+    """The student before its first step: the base with k-means codebooks, or `--init`'s."""
+    if args.init:
+        try:
+            student = students.apply(loaded.model, args.init)
+        except students.StudentError as e:
+            raise CliError(str(e)) from None
+        chosen = (args.codebook_size, args.codebook_groups)
+        own = (student.config.codebook_size, student.config.codebook_groups)
+        if chosen != own:
+            raise CliError(f"{args.init} has {own[0]} codewords in {own[1]} groups; pass "
+                           f"--codebook-size {own[0]} --codebook-groups {own[1]}")
+        return student
+    try:
+        student = from_hf(loaded.hf_model, args.codebook_size, args.codebook_groups)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if not args.resume:
+        print("fitting codebooks by k-means on the base model's head outputs")
+        window = loaded.model.config.max_positions
+        fit_codebooks(student, list(windows.batch(min(256, window), 16, rng).split(1)))
+    return student
 
 
 def _train_step(state: Run, teacher: VQTransformer, windows: Windows, length: int,

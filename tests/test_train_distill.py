@@ -59,3 +59,20 @@ def test_groups_that_do_not_divide_a_head_are_refused(base, tmp_path):
                  "--codebook-groups", "3")
     assert bad.returncode == 2 and b"codebook_groups must divide the head width" in bad.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_init_trains_a_student_further_fully_quantized_and_refuses_what_does_not_fit(base,
+                                                                                     tmp_path):
+    first = tmp_path / "first" / "student.safetensors"
+    distill(base, first.parent, "--steps", "2")
+    distill(base, tmp_path / "more", "--steps", "2", "--init", str(first))
+    log = [json.loads(line) for line in (tmp_path / "more" / "log.jsonl").read_text().splitlines()]
+    assert [r["blend"] for r in log] == [1.0, 1.0]
+    other = vqedit("train", "distill", "--model", str(base), "--out", str(tmp_path / "other"),
+                   "--init", str(first), "--codebook-size", "16")
+    assert other.returncode == 2 and b"has 8 codewords in 4 groups" in other.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a student")
+    wrong = vqedit("train", "distill", "--model", str(base), "--out", str(tmp_path / "wrong"),
+                   "--init", str(notes))
+    assert wrong.returncode == 2 and b"is not a vqedit student" in wrong.stderr
