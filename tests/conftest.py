@@ -2,9 +2,10 @@ import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+from transformers import PreTrainedTokenizerFast
 
 from tests.daemon_harness import Expected, TinyModel, make_tiny_model
-from tests.tiny import byte_level_bpe
+from tests.tiny import byte_level_bpe, tiny_opt
 from vqedit.engine.checkpoint import LoadedModel, load
 from vqedit.engine.tokens import Tokenizer
 
@@ -42,3 +43,13 @@ def wordpiece(minilm) -> Tokenizer:
 @pytest.fixture(scope="session")
 def bpe() -> Tokenizer:
     return Tokenizer.from_backend(byte_level_bpe())
+
+
+@pytest.fixture(scope="session")
+def opt_base(tmp_path_factory):
+    """A tiny random OPT with a byte-level BPE on disk: a base for `vqedit train distill`."""
+    path = tmp_path_factory.mktemp("tiny-opt")
+    tiny_opt().save_pretrained(path)
+    PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(), bos_token="</s>",
+                            eos_token="</s>", pad_token="<pad>").save_pretrained(path)
+    return path

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 
 from tests.daemon_harness import PROSE, assert_matches, private_dirs, wait_exact
 from tests.test_incremental import TINY_VOCAB, TINY_WINDOW, token_edits
-from tests.test_train_distill import base, distill  # noqa: F401 (a fixture)
+from tests.test_train_distill import distill
 from tests.vq import check_incremental, tiny_vq
 from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient
@@ -86,8 +86,9 @@ def test_a_daemon_on_the_gpu_sends_the_results_of_an_exact_cpu_pass(tiny, expect
             client.shutdown()
 
 
-def test_distillation_trains_on_the_gpu_and_saves_a_student(base, tmp_path):  # noqa: F811
-    report = json.loads(distill(base, tmp_path, "--steps", "3").stdout.decode().splitlines()[-1])
+def test_distillation_trains_on_the_gpu_and_saves_a_student(opt_base, tmp_path):
+    run = distill(opt_base, tmp_path, "--steps", "3")
+    report = json.loads(run.stdout.decode().splitlines()[-1])
     assert report["steps"] == 3 and report["bytes"] > 0 and report["device"] == "cuda"
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
