@@ -120,7 +120,7 @@ class IncrementalEngine:
         residual = [torch.zeros(0, c.d_model) for _ in range(c.n_layers)]
         return SegmentState(torch.zeros(0, dtype=torch.long), canonical(0),
                             torch.zeros(0, dtype=torch.long), layers, residual,
-                            torch.zeros(c.d_model, dtype=torch.float64))
+                            torch.zeros(0, c.d_model), torch.zeros(c.d_model, dtype=torch.float64))
 
     def build(self, ids: list[int], positions: torch.Tensor | None = None) -> SegmentState:
         """A fresh state for a segment's model input; canonical positions unless given."""
@@ -132,17 +132,10 @@ class IncrementalEngine:
         """The same tokens at canonical positions, computed exactly: the idle-time rebuild."""
         return self.build(state.ids.tolist())
 
-    @torch.inference_mode()
-    def final_hidden(self, state: SegmentState) -> torch.Tensor:
-        """Final hidden states (T, D) in text order, from the last layer's inputs and codes.
-
-        The state keeps only their sum; this is for checks and per-token results.
-        """
-        model, last = self.model, len(state.layers) - 1
-        x = state.residual[last][state.order]  # (T, D)
-        codes = state.layers[last].codes[state.order].long()  # (T, Q)
-        block = model.blocks[last]
-        return model.final_norm(block.finish(x, block.codebook.lookup(codes)))
+    @staticmethod
+    def final_hidden(state: SegmentState) -> torch.Tensor:
+        """Final hidden states (T, D) in text order (checks and per-token results)."""
+        return state.output[state.order]
 
     @torch.inference_mode()
     def apply(self, state: SegmentState, start: int, end: int, new_ids: list[int],
@@ -157,7 +150,6 @@ class IncrementalEngine:
         model, counter = self.model, self.model.counter
         before = counter.macs
         stats = EditStats()
-        last = len(model.blocks) - 1
         old_positions = state.positions  # (T,) text order
         if positions is None:
             placed = place(old_positions, start, end, len(new_ids), model.config.max_positions)
@@ -169,11 +161,10 @@ class IncrementalEngine:
         stats.moved = len(moved)
 
         # What the removed tokens take with them: their keys and values at every layer, and
-        # their last-layer output (as inputs and codes), to take out of the segment's total.
+        # their outputs, out of the segment's total.
         removed = state.order[start:end]
         gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
-        left_x = state.residual[last][removed]  # (n_del, D)
-        left_codes = state.layers[last].codes[removed].long()  # (n_del, Q)
+        state.total -= state.output[removed].double().sum(0)
 
         new_slots = self._allocate(state, start, end, len(new_ids))
         state.slot_ids[new_slots] = torch.tensor(new_ids, dtype=torch.long)
@@ -194,24 +185,18 @@ class IncrementalEngine:
             stats.dirty.append(len(rows))
             kept = rows[~is_new[rows]]  # dirty rows that held the same token before
             inputs = state.residual[layer]  # (S, D)
-            if layer == last:
-                left_x = torch.cat([left_x, inputs[kept]])
-                left_codes = torch.cat([left_codes, st.codes[kept].long()])
             inputs[rows] = x
             leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept]], dim=1),
                                torch.cat([gone[layer][1], st.v[:, kept]], dim=1),
                                torch.cat([torch.full((end - start,), start), rank[kept]]))
-            flips, flip_codes = self._layer(block, st, leaving, rows, x, rank, limit, inputs,
-                                            turn, stats)
+            flips = self._layer(block, st, leaving, rows, x, rank, limit, inputs, turn, stats)
             stats.flipped.append(len(flips))
             rows = torch.cat([rows, flips]).unique()  # sorted
-            x, codes = inputs[rows], st.codes[rows].long()
-            if layer == last:  # the outputs that go, computed with the new ones in one pass
-                x = torch.cat([x, left_x, inputs[flips]])
-                codes = torch.cat([codes, left_codes, flip_codes])
-            x = block.finish(x, block.codebook.lookup(codes))
-        final = model.final_norm(x).double()  # (|D| + R, D)
-        state.total += final[:len(rows)].sum(0) - final[len(rows):].sum(0)
+            x = block.finish(inputs[rows], block.codebook.lookup(st.codes[rows].long()))
+        final = model.final_norm(x)  # (|D|, D)
+        kept = rows[~is_new[rows]]
+        state.total += final.double().sum(0) - state.output[kept].double().sum(0)
+        state.output[rows] = final
         state.sweep = (state.sweep + self.mode.sweep) % max(size, 1)
         stats.macs = counter.macs - before
         self.totals.edits += 1
@@ -246,11 +231,11 @@ class IncrementalEngine:
 
     def _layer(self, block: Block, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
                x: torch.Tensor, rank: torch.Tensor, limit: torch.Tensor, inputs: torch.Tensor,
-               turn: torch.Tensor, stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
+               turn: torch.Tensor, stats: EditStats) -> torch.Tensor:
         """Attention and quantization of one layer for an edit.
 
         rows (|D|,) sorted slots whose input is now x (|D|, D). Returns the slots outside D
-        whose code flipped, with their codes before the flip.
+        whose code flipped.
         """
         causal = block.attention.causal
         q, k, v = (t.transpose(0, 1) for t in block.projections(x))  # (H, |D|, Dh)
@@ -280,7 +265,7 @@ class IncrementalEngine:
         st.codes[decide], st.slack[:, decide] = codes, slack
         flipped = (codes[len(rows):].long() != before).any(1)  # (R,)
         self.totals.sweep_flips += int((flipped & nearest[len(rows):]).sum())
-        return check[flipped], before[flipped]
+        return check[flipped]
 
     def _update_rows(self, st: LayerState, leaving: "_Leaving", rows: torch.Tensor,
                      rank: torch.Tensor, limit: torch.Tensor, clean: torch.Tensor,

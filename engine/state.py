@@ -11,11 +11,11 @@ and the positions carry it), so an edit writes new tokens into free slots and fi
 deleted tokens with the last rows, instead of shifting every later row. `order` maps text order
 to slots; arrays keep spare rows so that inserts rarely reallocate.
 
-What is derived instead of stored (MiniLM then needs about 46 KiB per token; the first layer's
-input, 1.5 KiB of it, is kept because an edit reads it several times and embedding it again costs
-more than the look-up):
-- the last layer's output is not kept: results only need its sum over the segment's tokens, which
-  the engine updates with the old and new outputs of the tokens an edit changes.
+It also keeps every token's final hidden state (the last layer's output), 1.5 KiB per token:
+results need only their sum, but an edit must take the old outputs of the tokens it changes out
+of that sum, and recomputing them cost a second pass of the last layer's MLP. MiniLM then needs
+about 48 KiB per token; the first layer's input, 1.5 KiB of it, is kept because an edit reads it
+several times and embedding it again costs more than the look-up.
 Everything else is float32, queries included: float16 queries saved 4.5 KiB per token but left
 head outputs ~1e-3 of their norm off a full pass, and the near-tie decisions that error forced to
 be retaken (see `TIE` in incremental.py) cost 40 recomputed rows per edit on the shipped student.
@@ -77,6 +77,7 @@ class SegmentState:
     order: torch.Tensor  # (T,) int64 the slot of each token, in text order
     layers: list[LayerState]  # L
     residual: list[torch.Tensor]  # L × (S, D) float32: layer l's input (the embeddings for l = 0)
+    output: torch.Tensor  # (S, D) float32 final hidden state of each slot
     total: torch.Tensor  # (D,) float64 sum of the final hidden states of all tokens
     sweep: int = 0  # sticky mode: the next token (text order) the refresh policy re-quantizes
 
@@ -104,6 +105,7 @@ class SegmentState:
         yield self, "slot_positions", 0
         for i in range(len(self.residual)):
             yield self.residual, i, 0
+        yield self, "output", 0
         for layer in self.layers:
             yield from layer.fields()
 
@@ -148,4 +150,5 @@ class SegmentState:
         """An independent copy: editing either leaves the other as it was (restore = use it)."""
         return SegmentState(self.slot_ids.clone(), self.slot_positions.clone(),
                             self.order.clone(), [layer.copy() for layer in self.layers],
-                            [r.clone() for r in self.residual], self.total.clone(), self.sweep)
+                            [r.clone() for r in self.residual], self.output.clone(),
+                            self.total.clone(), self.sweep)
