@@ -223,8 +223,8 @@ def test_checkpoint_and_head_changes_on_disk_reload_and_recompute_open_documents
 
 def test_lru_budget_evicts_and_recomputes_then_idle_daemon_exits(tiny, expected):
     with private_dirs() as paths:
-        # About one and a half documents' states (the least a budget may be: 0.105 MB).
-        args = tiny.daemon_args("--memory-mb", "0.11", "--idle-exit-s", "2",
+        # About one and a half documents' states (the least a budget may be: 0.114 MB).
+        args = tiny.daemon_args("--memory-mb", "0.12", "--idle-exit-s", "2",
                                 "--compact-after-s", "0.3")
         with DaemonClient(daemon_args=args, paths=paths) as client:
             for d in range(3):
