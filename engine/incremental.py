@@ -132,11 +132,6 @@ class IncrementalEngine:
         """The same tokens at canonical positions, computed exactly: the idle-time rebuild."""
         return self.build(state.ids.tolist())
 
-    @staticmethod
-    def final_hidden(state: SegmentState) -> torch.Tensor:
-        """Final hidden states (T, D) in text order (checks and per-token results)."""
-        return state.output[state.order]
-
     @torch.inference_mode()
     def apply(self, state: SegmentState, start: int, end: int, new_ids: list[int],
               positions: torch.Tensor | None = None) -> EditStats:

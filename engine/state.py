@@ -95,6 +95,9 @@ class SegmentState:
     def codes(self) -> torch.Tensor:
         return torch.stack([layer.codes[self.order].long() for layer in self.layers])  # (L,T,Q)
 
+    def hidden(self) -> torch.Tensor:
+        return self.output[self.order]  # (T, D) final hidden states
+
     def mean(self) -> torch.Tensor:
         """Mean final hidden state over the segment's tokens. (D,) float32"""
         return (self.total / max(len(self), 1)).float()

@@ -60,7 +60,7 @@ def verify(engine: IncrementalEngine, state: SegmentState) -> Verdict:
     codes = state.codes()  # (L, T, Q)
     forced = model(ids, positions, codes=codes.unsqueeze(1))
     fresh = model(ids, positions)
-    hidden = engine.final_hidden(state)  # (T, D)
+    hidden = state.hidden()  # (T, D)
     violations = not_nearest = 0
     for block, heads, layer_codes in zip(model.blocks, forced.heads, codes, strict=True):
         h = heads[0]  # (T, H, Dh)

@@ -21,6 +21,9 @@ from vqedit.daemon.client import DaemonClient
 SENTENCE = "Paragraph {} tells of the council, the late match and the new phone."
 BIG = "\n\n".join(SENTENCE.format(i) for i in range(20_000))  # 20,000 segments
 MANY = "\n\n".join(SENTENCE.format(i) for i in range(200))
+# Long enough that its compaction is still under way when an edit comes, however busy the machine
+# (with MANY, a loaded machine could finish the compaction first).
+SLOW = "\n\n".join(SENTENCE.format(i) for i in range(2_000))
 FAST_S = 60  # far below what BIG's pass takes, far above one segment
 
 
@@ -66,15 +69,15 @@ def test_a_client_gone_mid_pass_frees_the_worker(daemon, expected):
 
 def test_idle_compaction_gives_way_to_an_edit_and_finishes_later(daemon, expected):
     _, _, client = daemon
-    client.open("many", MANY, 1)
-    client.wait_for("many", 1)
-    working_on(client, "many")  # no work left: this is its compaction
+    client.open("slow", SLOW, 1)
+    client.wait_for("slow", 1, timeout=FAST_S)
+    working_on(client, "slow")  # no work left: this is its compaction
     client.change("small", 2, [wire.WireEdit(0, 3, "A")])
     assert client.wait_for("small", 2, timeout=FAST_S).version == 2
     assert client.stats()["stopped"] == 1
-    # Both compacted in the end; "many" whole: segments compacted before the stop and after.
+    # Both compacted in the end; "slow" whole: segments compacted before the stop and after.
     wait_until(lambda: client.stats()["compactions"] == 3, what="both compacted")
-    assert_matches(client.latest("many"), expected(MANY))
+    assert_matches(client.latest("slow"), expected(SLOW))
 
 
 def test_a_newer_version_stops_a_batch_between_edits_and_takes_over_the_rest(daemon, expected):
