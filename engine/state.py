@@ -78,7 +78,9 @@ class SegmentState:
     layers: list[LayerState]  # L
     residual: list[torch.Tensor]  # L × (S, D) float32: layer l's input (the embeddings for l = 0)
     output: torch.Tensor  # (S, D) float32 final hidden state of each slot
-    total: torch.Tensor  # (D,) float64 sum of the final hidden states of all tokens
+    # (D,) float64 sum of `output` over the tokens in use, kept running: results read it at
+    # every keystroke, and summing every row of every segment each time costs more.
+    total: torch.Tensor
     sweep: int = 0  # sticky mode: the next token (text order) the refresh policy re-quantizes
 
     def __len__(self) -> int:
