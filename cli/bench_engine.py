@@ -1,7 +1,7 @@
 """`vqedit bench engine`: what an edit costs incrementally, against full passes, side by side.
 
 Usage:
-    vqedit bench engine --tokens 512 --edits 200 --kinds mixed --mode sticky --delta 2.0 \\
+    vqedit bench engine --tokens 512 --edits 200 --kinds mixed --mode sticky --delta 8.0 \\
         --threads 2 --json bench.json --plot bench.png
 
 BBC News articles, cut to one segment of `--tokens` model-input tokens, receive random atomic
@@ -30,7 +30,7 @@ from vqedit.engine.atomic import KINDS, random_edit
 from vqedit.engine.checkpoint import LoadedModel
 from vqedit.engine.corpus import Article, bbc_articles
 from vqedit.engine.heads import pooled
-from vqedit.engine.incremental import IncrementalEngine, Mode
+from vqedit.engine.incremental import STICKY_DELTA, IncrementalEngine, Mode
 from vqedit.engine.kmeans import fit_codebooks
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.ops import full_pass_macs
@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="edits typed into one document before the next one is opened")
     parser.add_argument("--kinds", choices=[*KINDS, "mixed"], default="mixed")
     parser.add_argument("--mode", choices=["exact", "sticky"], default="sticky")
-    parser.add_argument("--delta", type=float, default=2.0, help="sticky mode's hysteresis δ")
+    parser.add_argument("--delta", type=float, default=STICKY_DELTA,
+                        help="sticky mode's hysteresis δ")
     parser.add_argument("--sweep", type=int, default=2,
                         help="sticky mode: tokens per layer re-quantized exactly per edit")
     parser.add_argument("--codebook-size", type=int, default=64,

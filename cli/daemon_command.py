@@ -1,7 +1,7 @@
 """`vqedit daemon run|start|stop|status`: the per-user inference daemon by hand.
 
 Usage:
-    vqedit daemon run [--student FILE] [--head FILE] [--delta 2.0] [--idle-exit-s 1800] ...
+    vqedit daemon run [--student FILE] [--head FILE] [--delta 8.0] [--idle-exit-s 1800] ...
     vqedit daemon start [same options]   # in the background; prints its pid
     vqedit daemon stop
     vqedit daemon status [--json]        # exit status 3 when none is running
@@ -47,7 +47,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", type=Path, help="a label head (default: the shipped BBC topics)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="where the model runs (default auto: the GPU when there is one)")
-    p.add_argument("--delta", type=float, help="sticky-mode hysteresis δ; 0 is exact (default 2)")
+    p.add_argument("--delta", type=float, help="sticky-mode hysteresis δ; 0 is exact (default 8)")
     p.add_argument("--sweep", type=int, help="sticky refresh: tokens re-quantized per layer and "
                                              "edit (default 2)")
     p.add_argument("--memory-mb", type=float, help="memory budget of segment states; least "

@@ -31,7 +31,7 @@ from vqedit.engine.checkpoint import LoadedModel, load
 from vqedit.engine.corpus import Article, bbc_articles, is_test
 from vqedit.engine.distill import replace_one
 from vqedit.engine.heads import LinearHead
-from vqedit.engine.incremental import Mode
+from vqedit.engine.incremental import STICKY_DELTA, Mode
 from vqedit.engine.student import metadata
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, default=512, help="segment length for the engine")
     parser.add_argument("--edits", type=int, default=100, help="edits per engine mode")
     parser.add_argument("--edits-per-doc", type=int, default=25)
-    parser.add_argument("--delta", type=float, default=2.0, help="sticky mode's hysteresis δ")
+    parser.add_argument("--delta", type=float, default=STICKY_DELTA,
+                        help="sticky mode's hysteresis δ")
     parser.add_argument("--sweep", type=int, default=2, help="sticky mode's sweep per edit")
     parser.add_argument("--check-every", type=int, default=5)
     parser.add_argument("--limit", type=int, help="at most this many articles per split")

@@ -49,11 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="base model directory (default: all-MiniLM-L6-v2)")
     parser.add_argument("--text", type=Path, action="append", default=[],
                         help="more training text: a file, or a folder of .txt/.md files")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--tokens-per-step", type=int, default=1024,
                         help="tokens per batch; window lengths vary per step")
     parser.add_argument("--codebook-size", type=int, default=64, help="codewords per group")
-    parser.add_argument("--codebook-groups", type=int, default=4,
+    parser.add_argument("--codebook-groups", type=int, default=8,
                         help="slices each head output is quantized in (product quantization)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--stability", type=float, default=Objective.stability,

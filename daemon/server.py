@@ -2,7 +2,7 @@
 
 Usage (normally a client starts it; see docs/daemon.md):
 
-    vqedit daemon run [--student FILE] [--head FILE] [--delta 2.0] [--memory-mb 1024]
+    vqedit daemon run [--student FILE] [--head FILE] [--delta 8.0] [--memory-mb 1024]
                       [--idle-exit-s 1800] [--device auto|cpu|cuda] [--tcp-port PORT]
 
 Layout of state, from shared to short-lived:

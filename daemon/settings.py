@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vqedit.engine.incremental import Mode
+from vqedit.engine.incremental import STICKY_DELTA, Mode
 
 
 class SettingsError(ValueError):
@@ -27,9 +27,9 @@ class Settings:
     student: Path | None = None  # student file; None: the shipped student
     head: Path | None = None  # label head file; None: the shipped BBC topic head
     device: str = "auto"  # auto takes the GPU when there is one
-    delta: float = 2.0  # sticky hysteresis; 0 is exact mode. See MODEL.md for the trade-off
+    delta: float = STICKY_DELTA  # sticky hysteresis; 0 is exact mode. MODEL.md: the trade-off
     sweep: int = 2  # sticky refresh: tokens per layer re-quantized exactly per edit (issue 4)
-    memory_mb: float = 1024.0  # LRU budget for segment states; ~43 KiB a token (shipped student)
+    memory_mb: float = 1024.0  # LRU budget for segment states; ~50 KiB a token (shipped student)
     idle_unload_s: float = 600.0  # no work for this long: drop the model and states, keep texts
     idle_exit_s: float = 1800.0  # no client connected for this long: exit
     compact_after_s: float = 2.0  # no edit for this long: compact edited documents exactly

@@ -75,6 +75,11 @@ class Mode:
 
 
 EXACT = Mode()
+# Sticky mode's default hysteresis, tuned for the shipped student (MODEL.md, "Evaluation"): its
+# 96 codes per token each make the token dirty when they flip, so the band must be wide; 8 keeps
+# fewer tokens dirty than the 48-code student kept at 2, and the state's distance to an exact
+# pass did not grow with it.
+STICKY_DELTA = 8.0
 
 
 @dataclass

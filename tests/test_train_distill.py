@@ -53,13 +53,14 @@ def test_groups_that_do_not_divide_a_head_are_refused(opt_base, tmp_path):
 def test_init_trains_a_student_further_fully_quantized_and_refuses_what_does_not_fit(opt_base,
                                                                                      tmp_path):
     first = tmp_path / "first" / "student.safetensors"
-    distill(opt_base, first.parent, "--steps", "2")
-    distill(opt_base, tmp_path / "more", "--steps", "2", "--init", str(first))
+    grouped = ("--codebook-groups", "2")  # explicit: the refusal names the student's own layout
+    distill(opt_base, first.parent, "--steps", "2", *grouped)
+    distill(opt_base, tmp_path / "more", "--steps", "2", "--init", str(first), *grouped)
     log = [json.loads(line) for line in (tmp_path / "more" / "log.jsonl").read_text().splitlines()]
     assert [r["blend"] for r in log] == [1.0, 1.0]
     other = vqedit("train", "distill", "--model", str(opt_base), "--out", str(tmp_path / "other"),
                    "--init", str(first), "--codebook-size", "16")
-    assert other.returncode == 2 and b"has 8 codewords in 4 groups" in other.stderr
+    assert other.returncode == 2 and b"has 8 codewords in 2 groups" in other.stderr
     notes = tmp_path / "notes.txt"
     notes.write_text("not a student")
     wrong = vqedit("train", "distill", "--model", str(opt_base), "--out", str(tmp_path / "wrong"),
