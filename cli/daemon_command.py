@@ -21,6 +21,7 @@ from pathlib import Path
 from vqedit.daemon.lifecycle import SpawnError, running_pid, wait_for_exit
 from vqedit.daemon.paths import Paths, UnsafeDirectoryError
 from vqedit.daemon.settings import SettingsError
+from vqedit.engine.incremental import STICKY_DELTA
 from vqedit.main import CliError
 
 NOT_RUNNING = 3  # status's exit status when no daemon runs (as `systemctl status` does)
@@ -47,7 +48,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", type=Path, help="a label head (default: the shipped BBC topics)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="where the model runs (default auto: the GPU when there is one)")
-    p.add_argument("--delta", type=float, help="sticky-mode hysteresis δ; 0 is exact (default 8)")
+    p.add_argument("--delta", type=float,
+                   help=f"sticky-mode hysteresis δ; 0 is exact (default {STICKY_DELTA:g})")
     p.add_argument("--sweep", type=int, help="sticky refresh: tokens re-quantized per layer and "
                                              "edit (default 2)")
     p.add_argument("--memory-mb", type=float, help="memory budget of segment states; least "
