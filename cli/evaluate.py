@@ -17,6 +17,7 @@ which the incremental state's label equals a fresh full pass's.
 
 import argparse
 import json
+import math
 import random
 from pathlib import Path
 
@@ -185,20 +186,26 @@ def _plot(reports: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(8, 6))
     for mode, marker in (("exact", "o"), ("sticky", "s")):
         xs = [r[mode]["ops_ratio_median"] for r in reports]
         ys = [100 * r["student_accuracy"] for r in reports]
         ax.scatter(xs, ys, marker=marker, label=f"{mode} mode")
-        for i, (r, x, y) in enumerate(zip(reports, xs, ys, strict=True)):
-            settings = r["training"].get("settings", {})
-            label = (f"K={r['codebook_size']}, G={r.get('codebook_groups', 1)}, "
-                     f"stability={settings.get('stability', '?')}")
-            if mode == "sticky":
-                label += f", δ={r[mode]['delta']:g}"
-            # Runs of one student share a y: their labels alternate above and below the point.
-            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4 if i % 2 else -10),
-                        textcoords="offset points")
+        # Points closer than ~25% in x at one accuracy (often runs of one student) share a label.
+        labels: dict[tuple[int, float], list[int]] = {}
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+            labels.setdefault((round(10 * math.log10(x)), y), []).append(i)
+        for (_, y), members in labels.items():
+            ax.annotate(",".join(str(i + 1) for i in members), (max(xs[i] for i in members), y),
+                        fontsize=8, xytext=(5, 3), textcoords="offset points")
+    key = []
+    for number, r in enumerate(reports, 1):
+        settings = r["training"].get("settings", {})
+        steps = f"{settings.get('steps', '?')} steps" + (" from --init" if settings.get("init")
+                                                          else "")
+        key.append(f"{number}: K={r['codebook_size']}, G={r.get('codebook_groups', 1)}, {steps}, "
+                   f"stability={settings.get('stability', '?')}, sticky δ={r['sticky']['delta']:g}")
+    fig.text(0.01, 0.01, "\n".join(key), fontsize=8, va="bottom")
     teacher = 100 * reports[-1]["teacher_accuracy"]
     ax.axhline(teacher, color="black", linestyle="--", label=f"teacher {teacher:.1f}%")
     ax.set_xscale("log")
@@ -206,6 +213,6 @@ def _plot(reports: list[dict], path: Path) -> None:
                   f"tokens, {reports[-1]['threads']} thread(s))")
     ax.set_ylabel("BBC test accuracy (%)")
     ax.set_title("accuracy / operations trade-off over codebook size and stability weight")
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(loc="lower center")
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * len(reports), 1, 1))
     fig.savefig(path, dpi=120)

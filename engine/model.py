@@ -122,21 +122,28 @@ class Codebook(nn.Module):
         of its codebook. (..., Q, K)"""
         n_codes, size, width = self.codewords.shape
         by_group = x.reshape(-1, n_codes, width).transpose(0, 1)  # (Q, N, Dg)
-        return self._distances(by_group).transpose(0, 1).reshape(*x.shape[:-2], n_codes, size)
+        distances = self._distances(by_group, self.squared_norms())  # (Q, N, K)
+        return distances.transpose(0, 1).reshape(*x.shape[:-2], n_codes, size)
 
-    def head_distances(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared distances of head-major outputs x (H, N, Dh) to their codewords. (Q, N, K)"""
+    def head_distances(self, x: torch.Tensor, square: torch.Tensor) -> torch.Tensor:
+        """Squared distances of head-major outputs x (H, N, Dh) to their codewords. (Q, N, K)
+
+        `square` is `squared_norms()`, which a caller deciding a few rows at a time keeps.
+        """
         if self.groups > 1:
             n_heads, n, head_dim = x.shape
             x = x.view(n_heads, n, self.groups, head_dim // self.groups).transpose(1, 2)
             x = x.reshape(n_heads * self.groups, n, head_dim // self.groups)  # (Q, N, Dg)
-        return self._distances(x)
+        return self._distances(x, square)
 
-    def _distances(self, x: torch.Tensor) -> torch.Tensor:
-        """x (Q, N, Dg) → (Q, N, K)"""
+    def squared_norms(self) -> torch.Tensor:
+        """|c|² of every codeword. (Q, 1, K)"""
+        return self.codewords.pow(2).sum(-1).unsqueeze(1)
+
+    def _distances(self, x: torch.Tensor, square: torch.Tensor) -> torch.Tensor:
+        """x (Q, N, Dg), square the codewords' |c|² (Q, 1, K) → (Q, N, K)"""
         _, size, width = self.codewords.shape
         self.counter.add(x.shape[1] * x.shape[0] * size * width)
-        square = self.codewords.pow(2).sum(-1).unsqueeze(1)  # (Q, 1, K)
         cross = torch.baddbmm(square, x, self.codewords.transpose(1, 2), alpha=-2)  # (Q, N, K)
         return cross + x.pow(2).sum(-1, keepdim=True)
 

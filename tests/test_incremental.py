@@ -218,6 +218,7 @@ def test_rows_that_moved_less_than_their_slack_are_not_requantized(minilm, minil
     codebook = type(minilm_kmeans.blocks[0].codebook)
     search = codebook.head_distances
     monkeypatch.setattr(codebook, "head_distances",  # x (H, rows, Dh)
-                        lambda self, x: searched.append(x.shape[1]) or search(self, x))
+                        lambda self, x, square: searched.append(x.shape[1])
+                        or search(self, x, square))
     stats = engine.apply(state, 60, 61, [2307])
     assert sum(searched) < len(state) * len(state.layers) / 4, (searched, stats)
