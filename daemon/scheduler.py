@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vqedit.engine.allocator import release_freed_memory
 from vqedit.engine.checkpoint import ModelLoadError
 from vqedit.engine.heads import LinearHead
 from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped, largest_state_nbytes
@@ -520,6 +521,7 @@ class Scheduler:
                 entry.live, entry.state_bytes = None, 0
             self.model = None
         self._label_heads.clear()
+        release_freed_memory()  # the process keeps freed memory for reuse (engine/allocator.py)
         log.info("idle for %.0f s: model unloaded", self.settings.idle_unload_s)
 
     def _do_reload(self, settings: Settings) -> None:
