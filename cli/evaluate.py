@@ -10,9 +10,12 @@ Protocol (MODEL.md): the BBC News corpus's fixed split (`engine/corpus.py: is_te
 the same way (`LinearHead.fit`) on its own training-split embeddings; accuracies are on the test
 split. Embedding cosines compare student and teacher pooled embeddings of test articles.
 `flips_per_layer` counts, per layer, the tokens whose codes change after one token of a test
-window is replaced (full passes, mean over windows). The engine figures are `vqedit bench
-engine`'s on test articles in exact and sticky mode; `label_agreement` is the share of edits on
-which the incremental state's label equals a fresh full pass's.
+window is replaced (full passes, mean over windows); `flipped_groups_per_token`, how many of
+each token's codes change; `groups_below_margin`, the share of codes held by less than the
+training objective's margin before the edit (what exact-mode savings depend on). The engine
+figures are `vqedit bench engine`'s on test articles in exact and sticky mode;
+`label_agreement` is the share of edits on which the incremental state's label equals a fresh
+full pass's.
 """
 
 import argparse
@@ -30,7 +33,7 @@ from vqedit.bench_engine import bench, documents, engine_report
 from vqedit.classify import embed
 from vqedit.engine.checkpoint import LoadedModel, load
 from vqedit.engine.corpus import Article, bbc_articles, is_test
-from vqedit.engine.distill import replace_one
+from vqedit.engine.distill import Objective, margin_hinge, replace_one
 from vqedit.engine.heads import LinearHead
 from vqedit.engine.incremental import STICKY_DELTA, Mode
 from vqedit.engine.student import metadata
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "embedding_cosine_median": round(float(np.median(cosines)), 4),
         "embedding_cosine_p10": round(float(np.percentile(cosines, 10)), 4),
         "embedding_cosine_min": round(float(cosines.min()), 4),
-        "flips_per_layer": _flips(student, test, args.tokens, args.seed),
+        **_stability(student, test, args.tokens, args.seed),
         "tokens": args.tokens, "threads": args.threads,
     }
     settings = {"model": report["model"], "codebooks": "trained", "tokens": args.tokens,
@@ -142,8 +145,13 @@ def _accuracy(head: LinearHead, embeddings: torch.Tensor, labels: list[str]) -> 
 
 
 @torch.no_grad()
-def _flips(loaded: LoadedModel, test: list[Article], tokens: int, seed: int) -> list[float]:
-    """Per layer, mean tokens (of `tokens`) whose codes flip when one other token is replaced."""
+def _stability(loaded: LoadedModel, test: list[Article], tokens: int, seed: int) -> dict:
+    """How stable the student's codes are under a one-token replacement, layer by layer.
+
+    flips_per_layer: mean tokens (of `tokens`) with any code flipped; flipped_groups_per_token:
+    mean codes flipped per token (of Q); groups_below_margin: the share of codes held with less
+    than the training objective's margin (`Objective.ratio`), before the edit.
+    """
     tok, model = loaded.tokenizer, loaded.model
     inner = tokens - len(tok.wrap([]))
     stream = [i for a in test[:200] for i in tok.encode(a.text).ids]
@@ -151,10 +159,22 @@ def _flips(loaded: LoadedModel, test: list[Article], tokens: int, seed: int) -> 
     starts = [rng.randrange(len(stream) - inner) for _ in range(FLIP_WINDOWS)]
     ids = torch.tensor([tok.wrap(stream[s:s + inner]) for s in starts])  # (W, T)
     edited, at = replace_one(ids, generator)
-    before, after = model(ids).codes, model(edited).codes  # (L, W, T, H)
-    flipped = (before != after).any(-1)  # (L, W, T)
+    before, after = model(ids), model(edited)
+    flipped = before.codes != after.codes  # (L, W, T, Q)
     flipped[:, torch.arange(len(at)), at] = False
-    return [round(float(v), 2) for v in flipped.sum(-1).float().mean(-1)]
+    below = []
+    for block, heads, codes in zip(model.blocks, before.heads, before.codes, strict=True):
+        hinges = [margin_hinge(block.codebook.distances(h), c, Objective.ratio)
+                  for h, c in zip(heads.split(8), codes.split(8), strict=True)]  # (8, T, Q) each
+        below.append(round(float(torch.cat(hinges).gt(0).float().mean()), 4))
+    others = (ids.shape[1] - 1) * len(ids)  # tokens that were not replaced
+    return {
+        "flips_per_layer": [round(float(v), 2)
+                            for v in flipped.any(-1).sum(-1).float().mean(-1)],
+        "flipped_groups_per_token": [round(float(v) / others, 3)
+                                     for v in flipped.sum((1, 2, 3))],
+        "groups_below_margin": below, "margin_ratio": Objective.ratio,
+    }
 
 
 def _training(loaded: LoadedModel) -> dict:

@@ -382,10 +382,12 @@ class IncrementalEngine:
             square.amin(-1), square.gather(-1, current.unsqueeze(-1)).squeeze(-1)))  # (Q, R)
         keep = (d_current <= (1 + self.mode.delta) * d_best) & ~nearest  # (Q, R)
         # Flat indices, searched once, rather than a boolean mask searched at each use; argmin
-        # takes the first of twin codewords.
+        # takes the first of twin codewords. A full pass changes every code: no copy then.
         changing = (~keep).view(-1).nonzero().squeeze(1)  # (C,) into Q·R
         codes = current.clone(memory_format=torch.contiguous_format)  # (Q, R)
-        codes.view(-1)[changing] = square.view(-1, square.shape[-1])[changing].argmin(-1)
+        flat = square.view(-1, square.shape[-1])  # (Q·R, K)
+        codes.view(-1)[changing] = (flat if len(changing) == len(flat) else flat[changing]
+                                    ).argmin(-1)
         d_code = torch.where(keep, d_current, d_best)  # (Q, R)
         # The nearest other codeword: the code's own is masked in place (square is not needed
         # after this; topk is several times slower on these sizes).

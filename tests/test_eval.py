@@ -33,6 +33,12 @@ def test_eval_reports_accuracy_embeddings_flips_and_both_modes(tmp_path):
     assert (report["train_articles"], report["test_articles"], report["codebook_size"]) == (
         10, 10, 8)
     assert len(report["flips_per_layer"]) == 2 and report["training"]["steps"] == 2
+    # A token with a flip has at least one flipped code (47 tokens besides the replaced one).
+    for tokens, codes in zip(report["flips_per_layer"], report["flipped_groups_per_token"],
+                             strict=True):
+        assert codes >= tokens / 47 - 1e-3
+    assert all(0 <= share <= 1 for share in report["groups_below_margin"])
+    assert len(report["groups_below_margin"]) == 2 and report["margin_ratio"] == 2.0
     for mode in ("exact", "sticky"):
         assert set(report[mode]) >= MODE_FIELDS and report[mode]["edits"] == 4
     assert report["exact"]["exact_agreement"] == 1.0
