@@ -221,9 +221,9 @@ def _plot(reports: list[dict], path: Path) -> None:
     key = []
     for number, r in enumerate(reports, 1):
         settings = r["training"].get("settings", {})
-        steps = f"{settings.get('steps', '?')} steps" + (" from --init" if settings.get("init")
-                                                          else "")
-        key.append(f"{number}: K={r['codebook_size']}, G={r.get('codebook_groups', 1)}, {steps}, "
+        origin = " from --init" if settings.get("init") else ""
+        key.append(f"{number}: K={r['codebook_size']}, G={r.get('codebook_groups', 1)}, "
+                   f"{settings.get('steps', '?')} steps{origin}, "
                    f"stability={settings.get('stability', '?')}, sticky δ={r['sticky']['delta']:g}")
     fig.text(0.01, 0.01, "\n".join(key), fontsize=8, va="bottom")
     teacher = 100 * reports[-1]["teacher_accuracy"]
