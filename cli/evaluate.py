@@ -41,6 +41,7 @@ from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
 
 FLIP_WINDOWS = 32  # test windows for flips_per_layer
+MARGIN_WINDOWS = 8  # windows per distance computation: (8, T, Q, K) floats, ~100 MB at 512 tokens
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,8 +165,9 @@ def _stability(loaded: LoadedModel, test: list[Article], tokens: int, seed: int)
     flipped[:, torch.arange(len(at)), at] = False
     below = []
     for block, heads, codes in zip(model.blocks, before.heads, before.codes, strict=True):
-        hinges = [margin_hinge(block.codebook.distances(h), c, Objective.ratio)
-                  for h, c in zip(heads.split(8), codes.split(8), strict=True)]  # (8, T, Q) each
+        hinges = [margin_hinge(block.codebook.distances(h), c, Objective.ratio)  # (8, T, Q)
+                  for h, c in zip(heads.split(MARGIN_WINDOWS), codes.split(MARGIN_WINDOWS),
+                                  strict=True)]
         below.append(round(float(torch.cat(hinges).gt(0).float().mean()), 4))
     others = (ids.shape[1] - 1) * len(ids)  # tokens that were not replaced
     return {
