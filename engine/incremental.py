@@ -30,8 +30,10 @@ paths share one implementation and one operation counter.
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from .compiled import CompiledLayers, available
 from .model import Block, VQTransformer
 from .positions import canonical, place
 from .state import LayerState, SegmentState
@@ -105,7 +107,10 @@ class Totals:
 class IncrementalEngine:
     """Builds and edits segment states for one VQ model. Not thread-safe: one per worker."""
 
-    def __init__(self, model: VQTransformer, mode: Mode = EXACT) -> None:
+    def __init__(self, model: VQTransformer, mode: Mode = EXACT,
+                 compiled: bool | None = None) -> None:
+        """`compiled`: edits run the compiled path (default: wherever it can, on the CPU);
+        False keeps them on the torch reference. Full passes always run in torch."""
         if not model.quantizable:
             raise ValueError("incremental inference needs fitted codebooks in every layer")
         self.model = model.eval()
@@ -121,6 +126,10 @@ class IncrementalEngine:
         # decision cost ~1.5% of an edit, and the model does not change while an engine lives.
         with torch.no_grad():
             self._squared_norms = {block: block.codebook.squared_norms() for block in model.blocks}
+        if compiled is None:
+            compiled = available(model)
+        self._compiled = CompiledLayers(model, mode.delta) if compiled else None
+        self._scratch = torch.zeros(0, c.d_model)  # the last layer's outputs before final_norm
 
     def empty(self) -> SegmentState:
         c = self.model.config
@@ -185,6 +194,11 @@ class IncrementalEngine:
         turn = self._turn(state)  # the slots the sticky refresh policy re-quantizes
         rows = torch.cat([new_slots, state.order[moved]]).unique()  # (|D|,) dirty slots
         x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
+        if self._compiled is not None and size > len(new_slots):  # an edit, not a full pass
+            self._apply_compiled(state, rows, x, is_new, gone, start, end, rank, limit, turn,
+                                 stats)
+            stats.macs = counter.macs - before
+            return stats
         for layer, (block, st) in enumerate(zip(model.blocks, state.layers, strict=True)):
             stats.dirty.append(len(rows))
             kept = rows[~is_new[rows]]  # dirty rows that held the same token before
@@ -205,6 +219,39 @@ class IncrementalEngine:
         stats.macs = counter.macs - before
         self.totals.edits += 1
         return stats
+
+    def _apply_compiled(self, state: SegmentState, rows: torch.Tensor, x: torch.Tensor,
+                        is_new: torch.Tensor, gone: list[tuple[torch.Tensor, torch.Tensor]],
+                        start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
+                        turn: torch.Tensor, stats: EditStats) -> None:
+        """The layers of `apply` on the compiled path: one call per layer, same state after."""
+        size, layers = len(state), len(state.layers)
+        if self._scratch.shape[0] < state.slot_ids.shape[0]:
+            self._scratch = torch.empty(state.slot_ids.shape[0], self.model.config.d_model)
+        state.residual[0][rows] = x
+        is_new_np, rank_np, limit_np = is_new.numpy(), rank.numpy(), limit.numpy()
+        gone_order = np.full(end - start, start, dtype=np.int64)
+        turn_np, rows_np = turn.numpy(), rows.numpy()
+        for layer, st in enumerate(state.layers):
+            stats.dirty.append(len(rows_np))
+            out = state.residual[layer + 1] if layer + 1 < layers else self._scratch
+            flips, rows_np, counts = self._compiled.edit(
+                layer, st, size, state.residual[layer], out, rows_np, ~is_new_np[rows_np],
+                gone[layer], gone_order, rank_np, limit_np, turn_np)
+            stats.flipped.append(len(flips))
+            stats.refreshed += counts["refreshed"]
+            self.model.counter.add(counts["macs"])
+            self.totals.refresh_updates += counts["refresh_updates"]
+            self.totals.refresh_cancellation += counts["refresh_cancellation"]
+            self.totals.refresh_tie += counts["refresh_tie"]
+            self.totals.sweep_flips += counts["sweep_flips"]
+        rows = torch.from_numpy(rows_np)
+        final = self.model.final_norm(self._scratch[rows])  # (|D|, D)
+        kept = rows[~is_new[rows]]
+        state.total += final.double().sum(0) - state.output[kept].double().sum(0)
+        state.output[rows] = final
+        state.sweep = (state.sweep + self.mode.sweep) % max(size, 1)
+        self.totals.edits += 1
 
     @staticmethod
     def _allocate(state: SegmentState, start: int, end: int, inserted: int) -> torch.Tensor:
