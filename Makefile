@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py engine/compiled.cpp
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,bench]'  # bench: ONNX Runtime baselines
 	touch $(STAMP)
 
 # The demo replays a bundled edit log (docs/demo/, made by `vqedit edits synth`) through the

@@ -3,20 +3,25 @@
 Usage:
     vqedit bench engine --tokens 512 --edits 200 --kinds mixed --mode sticky --delta 8.0 \\
         --threads 2 --json bench.json --plot bench.png
+    vqedit bench engine --tokens 32,64,128,256,512 --edits 50 --plot scaling.png
 
 BBC News articles, cut to one segment of `--tokens` model-input tokens, receive random atomic
 edits (one word or one character inserted, deleted or replaced) in sequence, as a person types.
 After every edit, in one process and on the same text: (a) a full dense pass of the
-`transformers` model, (b) a full VQ pass, (c) for causal models, a pass that reuses the key/value
-cache up to the edit, and (d) the incremental update. Every few edits the incremental state is
+`transformers` model (torch), (b) the same dense pass in ONNX Runtime, fp32 and dynamically
+quantized to int8 (`onnx_baseline.py`; skipped, with a note in the JSON, when the `bench` extra
+is not installed), (c) a full VQ pass, (d) for causal models, a pass that reuses the key/value
+cache up to the edit, and (e) the incremental update. Every few edits the incremental state is
 verified against full passes (engine/verify.py). Operation counts come from the one counter both
-paths share; times are medians of single runs, on `--threads` threads.
+paths share; times are medians of single runs, on `--threads` threads (ONNX Runtime's too).
+`--tokens` may list several lengths: the run is repeated for each, one JSON line per length.
 """
 
 import argparse
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,19 +40,33 @@ from vqedit.engine.kmeans import fit_codebooks
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.ops import full_pass_macs
 from vqedit.engine.verify import verify
+from vqedit.machine import cpu
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
+from vqedit.onnx_baseline import BUILD, INT8, Dense, OnnxError, export, unavailable, version
 
 FIT_ARTICLES = range(0, 400, 20)  # k-means codebooks are fitted on these articles...
 BENCH_ARTICLES = range(1000, 2225)  # ...and the benchmark documents come from these
 # Documents start this many tokens short of --tokens, room for edits to grow them; one is left
 # for the next when it has grown past half of that room, so that no edit splits its segment.
 GROWTH = 16
+ORT_BASELINES = ("ort_fp32", "ort_int8")  # the ONNX Runtime sessions, as the JSON names them
+
+
+def sizes(value: str) -> list[int]:
+    """`--tokens`: one length or a comma list of them (`32,64,128`)."""
+    try:
+        return [int(part) for part in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a length or a comma list of lengths, got {value!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--tokens", type=int, default=512, help="segment length in tokens")
+    parser.add_argument("--tokens", type=sizes, default=[512],
+                        help="segment length in tokens, or a comma list of lengths "
+                             "(32,64,128): one run and one JSON line per length")
     parser.add_argument("--edits", type=int, default=200, help="edits in all")
     parser.add_argument("--edits-per-doc", type=int, default=50,
                         help="edits typed into one document before the next one is opened")
@@ -63,8 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="verify the state against full passes every N edits")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write the JSON object to this file")
-    parser.add_argument("--plot", type=Path, help="write a PNG of savings and latency here")
+    parser.add_argument("--json", type=Path, help="also write the JSON lines to this file")
+    parser.add_argument("--plot", type=Path,
+                        help="write a PNG here: latency against segment length for vqedit and "
+                             "the dense baselines, and the largest length's savings and latency")
+    parser.add_argument("--onnx-cache", type=Path, default=BUILD,
+                        help="where the ONNX exports of the base model are cached")
 
 
 @dataclass
@@ -78,6 +101,8 @@ class Samples:
     vq_ms: list[float] = field(default_factory=list)
     prefix_ms: list[float] = field(default_factory=list)
     prefix_ops_ratio: list[float] = field(default_factory=list)  # dense MACs / prefix-reuse MACs
+    baseline_ms: dict[str, list[float]] = field(default_factory=dict)  # ONNX Runtime dense
+    # passes (ORT_BASELINES), ms per edit, on the same ids as `dense_ms`
     dirty: list[list[int]] = field(default_factory=list)  # per edit, |D| per layer
     flipped: list[list[int]] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
@@ -92,34 +117,65 @@ class Samples:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.tokens < 32 or min(args.edits, args.edits_per_doc, args.check_every) < 1:
+    if min(args.tokens) < 32 or min(args.edits, args.edits_per_doc, args.check_every) < 1:
         raise CliError("--tokens must be ≥ 32; --edits, --edits-per-doc and --check-every ≥ 1")
     if args.threads < 1:
         raise CliError(f"--threads must be ≥ 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     loaded = load_model(args)
     window = loaded.model.config.max_positions
-    if args.tokens > window:
-        raise CliError(f"--tokens {args.tokens} exceeds the model's window of {window}")
+    if max(args.tokens) > window:
+        raise CliError(f"--tokens {max(args.tokens)} exceeds the model's window of {window}")
     codebooks = _ensure_codebooks(loaded, args.codebook_size)
     mode = Mode(delta=args.delta if args.mode == "sticky" else 0.0, sweep=args.sweep)
-    articles = [bbc_articles()[i] for i in BENCH_ARTICLES]
-    samples, engine = bench(loaded, mode, documents(loaded, args.tokens, articles), args)
-    settings = {"model": loaded.description, "codebooks": codebooks, "tokens": args.tokens,
-                "threads": args.threads, "kinds": args.kinds}
-    report = engine_report(settings, loaded, mode, samples, engine)
-    line = json.dumps(report)
-    print(line)
+    baselines, described = ort_baselines(loaded, args.threads, args.onnx_cache)
+    corpus = bbc_articles()  # read once: it reads every article's file
+    articles = [corpus[i] for i in BENCH_ARTICLES]
     if args.json:
-        args.json.write_text(line + "\n")
+        args.json.write_text("")
+    runs = []
+    for tokens in args.tokens:
+        samples, engine = bench(loaded, mode, documents(loaded, tokens, articles), args,
+                                baselines)
+        settings = {"model": loaded.description, "codebooks": codebooks, "tokens": tokens,
+                    "threads": args.threads, "kinds": args.kinds}
+        report = {**engine_report(settings, loaded, mode, samples, engine), **described, **cpu()}
+        line = json.dumps(report)
+        print(line, flush=True)
+        if args.json:
+            with args.json.open("a") as out:
+                out.write(line + "\n")
+        runs.append((samples, report))
     if args.plot:
-        _plot(samples, report, args.plot)
+        _plot(runs, args.plot)
     return 0
 
 
-def bench(loaded: LoadedModel, mode: Mode, texts: Iterator[str],
-          args: argparse.Namespace) -> tuple[Samples, IncrementalEngine]:
-    """Type `args.edits` random edits into the texts in turn, measuring every one.
+def ort_baselines(loaded: LoadedModel, threads: int,
+                  cache: Path) -> tuple[dict[str, Dense], dict[str, object]]:
+    """The ONNX Runtime sessions of the base model, fp32 and int8, and what the JSON says of
+    them. Without the `bench` extra there are none: a note on stderr and in the JSON (the
+    `speedup_vs_ort_*` figures are then null), so the rest of the benchmark still runs."""
+    reason = unavailable()
+    if reason is not None:
+        print(f"vqedit bench engine: ONNX Runtime baselines skipped: {reason}", file=sys.stderr)
+        return {}, {"ort_baselines": f"skipped: {reason}",
+                    **{f"speedup_vs_{name}_median": None for name in ORT_BASELINES}}
+    try:
+        exported = export(loaded.hf_model, loaded.name, loaded.model.config.max_positions, cache)
+    except OnnxError as e:
+        raise CliError(str(e)) from None
+    sessions = {"ort_fp32": Dense(exported.fp32, threads),
+                "ort_int8": Dense(exported.int8, threads)}
+    return sessions, {"ort_baselines": f"onnxruntime {version()}, CPU; int8: {INT8}",
+                      "onnx_cache": str(exported.folder),
+                      "ort_int8_pooled_cosine_min": exported.meta.get("int8_pooled_cosine_min")}
+
+
+def bench(loaded: LoadedModel, mode: Mode, texts: Iterator[str], args: argparse.Namespace,
+          baselines: dict[str, Dense] | None = None) -> tuple[Samples, IncrementalEngine]:
+    """Type `args.edits` random edits into the texts in turn, measuring every one (and timing
+    the dense `baselines` on each edit's segment).
 
     Uses `args.edits`, `edits_per_doc`, `kinds`, `check_every` and `seed`: the same arguments
     and texts give the same edits in any mode.
@@ -136,7 +192,8 @@ def bench(loaded: LoadedModel, mode: Mode, texts: Iterator[str],
             for _ in range(min(args.edits_per_doc, args.edits - len(samples.edit_ms))):
                 if len(live.document.tokens) > live.document.window - GROWTH // 2:
                     break  # the next edit could split the segment: go on with a new document
-                _measure(live, random_edit(live.text, rng, kinds, vocabulary), loaded, samples)
+                _measure(live, random_edit(live.text, rng, kinds, vocabulary), loaded, samples,
+                         baselines or {})
                 if len(samples.edit_ms) % args.check_every == 0:
                     _check(live, samples)
                 bar.update()
@@ -179,7 +236,8 @@ def documents(loaded: LoadedModel, tokens: int, articles: list[Article]) -> Iter
     raise CliError(f"the BBC corpus ran out of documents of {tokens} tokens")
 
 
-def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) -> None:
+def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples,
+             baselines: dict[str, Dense]) -> None:
     model, hf = loaded.model, loaded.hf_model
     old_ids = live.states[0].ids if len(live.states) == 1 else None
     start = time.perf_counter()
@@ -193,6 +251,8 @@ def _measure(live: LiveDocument, edit, loaded: LoadedModel, samples: Samples) ->
         start = time.perf_counter()
         hf(input_ids=ids)
         dense_s = time.perf_counter() - start
+        for name, session in baselines.items():
+            samples.baseline_ms.setdefault(name, []).append(session.time_ms(ids.numpy()))
         start = time.perf_counter()
         full = model(ids).hidden[0]  # (T, D)
         vq_s = time.perf_counter() - start
@@ -266,9 +326,18 @@ def engine_report(settings: dict, loaded: LoadedModel, mode: Mode, samples: Samp
         "ops_ratio_p10": pct(samples.ops_ratio, 10),
         "ops_ratio_p90": pct(samples.ops_ratio, 90),
         "wall_ratio_median": pct(samples.wall_ratio, 50),
+        "speedup_vs_torch_median": pct(samples.wall_ratio, 50),  # torch dense ms / edit ms
+        **{f"speedup_vs_{name}_median": pct(_speedups(values, samples.edit_ms), 50)
+           for name, values in samples.baseline_ms.items()},
+        "edit_ms_p10": pct(samples.edit_ms, 10),
         "edit_ms_p50": pct(samples.edit_ms, 50),
+        "edit_ms_p90": pct(samples.edit_ms, 90),
         "edit_ms_p99": pct(samples.edit_ms, 99),
+        "full_ms_p10": pct(samples.dense_ms, 10),
         "full_ms_p50": pct(samples.dense_ms, 50),
+        "full_ms_p90": pct(samples.dense_ms, 90),
+        **{f"{name}_ms_p{q}": pct(values, q)
+           for name, values in samples.baseline_ms.items() for q in (10, 50, 90)},
         "vq_full_ms_p50": pct(samples.vq_ms, 50),
         "dirty_tokens_per_layer": [round(float(v), 2) for v in np.mean(samples.dirty, 0)]
         if samples.dirty else [],
@@ -290,32 +359,65 @@ def engine_report(settings: dict, loaded: LoadedModel, mode: Mode, samples: Samp
     return report
 
 
-def _plot(samples: Samples, report: dict, path: Path) -> None:
+def _speedups(baseline_ms: list[float], edit_ms: list[float]) -> list[float]:
+    """Per edit: the baseline's time over the incremental update's."""
+    return [b / e for b, e in zip(baseline_ms, edit_ms, strict=True)]
+
+
+def _plot(runs: list[tuple[Samples, dict]], path: Path) -> None:
+    """Left: median ms per edit (p10–p90 shaded) against segment length, log-log, for vqedit
+    and each dense baseline. Middle and right: the largest length's savings and latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
-    fig, (savings, latency) = plt.subplots(1, 2, figsize=(11, 4))
-    bins = np.logspace(0, math.log10(max(samples.ops_ratio) * 1.1), 30)
+    fig, (scaling, savings, latency) = plt.subplots(1, 3, figsize=(16, 4.5))
+    runs = sorted(runs, key=lambda run: run[1]["tokens"])
+    lengths = [report["tokens_median"] for _, report in runs]  # as measured, below --tokens
+    for label, of in (("vqedit (incremental)", lambda s: s.edit_ms),
+                      ("torch dense", lambda s: s.dense_ms),
+                      ("ONNX Runtime fp32", lambda s: s.baseline_ms.get("ort_fp32", [])),
+                      ("ONNX Runtime int8", lambda s: s.baseline_ms.get("ort_int8", []))):
+        values = [of(samples) for samples, _ in runs]
+        if not all(values):
+            continue  # not measured (no `bench` extra)
+        low, mid, high = (np.array([np.percentile(v, q) for v in values]) for q in (10, 50, 90))
+        line, = scaling.plot(lengths, mid, marker="o", label=label)
+        scaling.fill_between(lengths, low, high, color=line.get_color(), alpha=0.2)
+    scaling.set_xscale("log")
+    scaling.set_yscale("log")
+    for axis in (scaling.xaxis, scaling.yaxis):
+        axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    scaling.set_xlabel("segment length (tokens, median over edits)")
+    scaling.set_ylabel("ms per edit (median, p10–p90)")
+    scaling.legend()
+    samples, report = runs[-1]
+    low, high = min(samples.ops_ratio), max(samples.ops_ratio)  # below 1 on tiny models
+    bins = np.logspace(math.log10(min(low, 1.0) * 0.9), math.log10(high * 1.1), 30)
     savings.hist(samples.ops_ratio, bins=bins, color="tab:blue")
     savings.set_xscale("log")
-    savings.set_xlabel("dense MACs / incremental MACs, per edit")
+    savings.set_xlabel(f"dense MACs / incremental MACs, per edit ({report['tokens']} tokens)")
     savings.set_ylabel("edits")
     savings.axvline(report["ops_ratio_median"], color="black", linestyle="--",
                     label=f"median {report['ops_ratio_median']:.0f}x")
     savings.legend()
-    for values, label in ((samples.edit_ms, "incremental"), (samples.dense_ms, "dense full pass"),
+    for values, label in ((samples.edit_ms, "incremental"), (samples.dense_ms, "torch dense"),
+                          (samples.baseline_ms.get("ort_fp32", []), "ONNX Runtime fp32"),
+                          (samples.baseline_ms.get("ort_int8", []), "ONNX Runtime int8"),
                           (samples.vq_ms, "VQ full pass"),
                           (samples.prefix_ms, "prefix reuse")):
         if values:
             latency.plot(np.sort(values), np.linspace(0, 1, len(values)), label=label)
     latency.set_xscale("log")
-    latency.set_xlabel("ms per edit")
+    latency.set_xlabel(f"ms per edit ({report['tokens']} tokens)")
     latency.set_ylabel("share of edits (ECDF)")
     latency.legend()
     fig.suptitle(f"{report['model']} ({report['codebooks'].split(',')[0]} codebooks), "
-                 f"{report['tokens']} tokens, {report['threads']} threads, "
-                 f"{report['mode']} mode (δ={report['delta']}), {report['kinds']} edits")
+                 f"{report['threads']} threads, {report['mode']} mode (δ={report['delta']}), "
+                 f"{report['kinds']} edits; {report['cpu']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -15,7 +15,10 @@ target). The document's label is printed whenever it changes, or its score by 0.
 
 Operation counts come from the engine's counter in the run itself: in process for `--via
 engine`, from the `cost` the daemon's results carry for `--via daemon` (`docs/protocol.md`),
-and from the `cost` in the server's `vqedit/status` for `--via lsp` (`docs/lsp.md`).
+and from the `cost` in the server's `vqedit/status` for `--via lsp` (`docs/lsp.md`). They are
+compared with a paragraph cache (`paragraph_cache.py`): dense passes of the segments each edit
+touched, in MACs (`ops_ratio_*`) and in milliseconds costed from ONNX Runtime int8 passes timed
+at a few lengths before the replay starts (`paragraph_cache_ms_*`).
 """
 
 import argparse
@@ -34,6 +37,8 @@ from vqedit.daemon.settings import Settings, SettingsError, resolve
 from vqedit.engine.checkpoint import ModelLoadError
 from vqedit.lsp import editlog
 from vqedit.main import CliError
+from vqedit.onnx_baseline import BUILD
+from vqedit.paragraph_cache import ParagraphBaseline
 from vqedit.private_daemon import private_daemon_dirs
 from vqedit.replay_targets import DaemonTarget, EngineTarget, LspTarget, Outcome, Target
 
@@ -60,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_daemon_model_arguments(parser)
     parser.add_argument("--debounce-ms", type=int, default=0,
                         help="lsp: the server's debounceMs setting during the replay")
+    parser.add_argument("--onnx-cache", type=Path, default=BUILD,
+                        help="where the ONNX exports of the base model are cached (the "
+                             "paragraph-cache baseline's timings)")
 
 
 def add_daemon_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +87,10 @@ class Row:
     uri: str
     version: int
     outcome: Outcome
+    touched: list[int] = field(default_factory=list)  # model-input tokens of each segment a
+    # paragraph cache would recompute after this change
+    baseline_macs: int | None = None  # those recomputations' MACs (None: no baseline kept)
+    paragraph_cache_ms: float | None = None  # and their cost in ms (None: not costed)
 
 
 @dataclass
@@ -108,8 +120,10 @@ def daemon_args(args: argparse.Namespace, verify: bool) -> list[str]:
     return found if verify else [*found, "--compact-after-s", "3600"]
 
 
-def play(loaded: editlog.Loaded, target: Target, verify_every: int, quiet: bool = True) -> Run:
-    """Send every step to `target`; verify every `verify_every` changes."""
+def play(loaded: editlog.Loaded, target: Target, verify_every: int, quiet: bool = True,
+         baseline: ParagraphBaseline | None = None) -> Run:
+    """Send every step to `target`; verify every `verify_every` changes; with a `baseline`,
+    cost each change in its paragraph cache (after the target's latency was measured)."""
     run, labels = Run(), {}  # uri → the (label, score) printed last
     changes = sum(isinstance(s.record, editlog.Change) for s in loaded.steps)
     with tqdm(total=changes, desc="replay", unit="edit") as bar:
@@ -117,11 +131,20 @@ def play(loaded: editlog.Loaded, target: Target, verify_every: int, quiet: bool 
             record = step.record
             if isinstance(record, editlog.Open):
                 target.open(step)
+                if baseline is not None:
+                    baseline.cache.open(record.uri, step.text, record.language)
             elif isinstance(record, editlog.Close):
                 target.close(step)
+                if baseline is not None:
+                    baseline.cache.close(record.uri)
             else:
                 outcome = target.change(step)
-                run.rows.append(Row(step.line, record.uri, record.version, outcome))
+                row = Row(step.line, record.uri, record.version, outcome)
+                if baseline is not None:
+                    row.touched = baseline.cache.change(record.uri, step.text)
+                    row.baseline_macs = baseline.macs(row.touched)
+                    row.paragraph_cache_ms = baseline.ms(row.touched)
+                run.rows.append(row)
                 shown = labels.get(record.uri)
                 if shown is None or shown[0] != outcome.label:
                     run.label_changes += shown is not None
@@ -144,11 +167,14 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described: dict,
-           final: dict) -> dict[str, Any]:
+           final: dict, baseline: ParagraphBaseline | None = None) -> dict[str, Any]:
     latency = [r.outcome.latency_ms for r in run.rows]
     ratios = _ratios(run)
+    document_ratios = [r.outcome.dense_macs / r.outcome.macs for r in run.rows
+                       if r.outcome.macs and r.outcome.dense_macs is not None]
     dirty = [d for r in run.rows for d in r.outcome.dirty]
     tokens = [r.outcome.tokens for r in run.rows if r.outcome.tokens is not None]
+    cached_ms = [r.paragraph_cache_ms for r in run.rows if r.paragraph_cache_ms is not None]
     return {
         "replay": str(args.log), "via": args.via, **described,
         "edits": len(run.rows),
@@ -161,7 +187,21 @@ def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described
         "ops_ratio_median": _pct(ratios, 50),
         "ops_ratio_p10": _pct(ratios, 10),
         "ops_ratio_p90": _pct(ratios, 90),
-        "ops_baseline": "a dense pass over the whole document, per edit",
+        "ops_baseline": "dense passes of the segments each edit touched (what a paragraph "
+                        "cache recomputes), per edit",
+        "document_ops_ratio_median": _pct(document_ratios, 50),  # against a dense pass over the
+        # whole document, the baseline before the paragraph cache's
+        "touched_tokens_median": _pct([sum(r.touched) for r in run.rows], 50)
+        if baseline is not None else None,
+        "paragraph_cache_free_edits": sum(not r.touched for r in run.rows)
+        if baseline is not None else None,  # edits that changed no segment's tokens
+        "paragraph_cache_ms_p50": _pct(cached_ms, 50),
+        "paragraph_cache_ms_p90": _pct(cached_ms, 90),
+        "paragraph_cache_ms_p99": _pct(cached_ms, 99),
+        "paragraph_cache_baseline": None if baseline is None else baseline.how,
+        "paragraph_cache_ms_by_tokens": None if baseline is None or baseline.costs is None
+        else {str(n): round(ms, 3) for n, ms in zip(baseline.costs.lengths, baseline.costs.ms,
+                                                    strict=True)},
         "free_edits": sum(r.outcome.macs == 0 for r in run.rows),  # nothing recomputed
         "savings_measured_by": None if not ratios else MEASURED_BY[args.via],
         "dirty_tokens_per_layer": [round(float(v), 2) for v in np.mean(dirty, 0)]
@@ -175,26 +215,33 @@ def report(args: argparse.Namespace, loaded: editlog.Loaded, run: Run, described
 
 
 def _ratios(run: Run) -> list[float]:
-    """Dense MACs over incremental MACs per measured edit; an edit that recomputed nothing
-    (a change no token saw) has no finite ratio and is counted in `free_edits` instead."""
-    return [r.outcome.dense_macs / r.outcome.macs for r in run.rows if r.outcome.macs]
+    """The paragraph cache's MACs over incremental MACs per measured edit; an edit that
+    recomputed nothing (a change no token saw) has no finite ratio and is counted in
+    `free_edits` instead."""
+    return [r.baseline_macs / r.outcome.macs for r in run.rows
+            if r.outcome.macs and r.baseline_macs is not None]
 
 
 def write_csv(run: Run, path: Path) -> None:
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["line", "uri", "version", "latency_ms", "label", "score", "macs",
-                         "dense_macs", "ops_ratio", "tokens", "dirty_per_layer"])
+                         "dense_macs", "baseline_macs", "ops_ratio", "tokens", "touched_tokens",
+                         "paragraph_cache_ms", "dirty_per_layer"])
         for row in run.rows:
             o = row.outcome
-            ratio = o.dense_macs / o.macs if o.macs else ""
+            ratio = row.baseline_macs / o.macs if o.macs and row.baseline_macs is not None else ""
             dirty = ";".join("/".join(map(str, d)) for d in o.dirty)
             writer.writerow([row.line, row.uri, row.version, round(o.latency_ms, 3), o.label,
                              "" if o.score is None else round(o.score, 4),
                              "" if o.macs is None else o.macs,
                              "" if o.dense_macs is None else o.dense_macs,
-                             ratio and round(ratio, 3), "" if o.tokens is None else o.tokens,
-                             dirty])
+                             "" if row.baseline_macs is None else row.baseline_macs,
+                             "" if ratio == "" else round(ratio, 3),
+                             "" if o.tokens is None else o.tokens,
+                             ";".join(map(str, row.touched)),
+                             "" if row.paragraph_cache_ms is None
+                             else round(row.paragraph_cache_ms, 3), dirty])
 
 
 def plot(run: Run, result: dict, path: Path) -> None:
@@ -205,7 +252,11 @@ def plot(run: Run, result: dict, path: Path) -> None:
 
     fig, (latency, ops, dirty) = plt.subplots(1, 3, figsize=(15, 4))
     values = np.sort([r.outcome.latency_ms for r in run.rows])
-    latency.plot(values, np.linspace(0, 1, len(values)))
+    latency.plot(values, np.linspace(0, 1, len(values)), label=f"vqedit via {result['via']}")
+    cached = np.sort([r.paragraph_cache_ms for r in run.rows if r.paragraph_cache_ms])
+    if len(cached):
+        latency.plot(cached, np.linspace(0, 1, len(cached)),
+                     label="paragraph cache (ONNX Runtime int8, costed)")
     latency.set_xscale("log")
     latency.set_xlabel(f"ms per edit, change → results (via {result['via']})")
     latency.set_ylabel("share of edits (ECDF)")
@@ -222,7 +273,7 @@ def plot(run: Run, result: dict, path: Path) -> None:
     else:
         ops.text(0.5, 0.5, "not measured", ha="center", transform=ops.transAxes)
     ops.set_xlabel("edit")
-    ops.set_ylabel("dense MACs (document) / incremental")
+    ops.set_ylabel("dense MACs (touched segments) / incremental")
     per_layer = [d for r in run.rows for d in r.outcome.dirty]
     if per_layer:
         layers = np.array(per_layer)  # (edits, L)
@@ -244,7 +295,8 @@ def plot(run: Run, result: dict, path: Path) -> None:
 
 def summary(result: dict) -> str:
     ops = result["ops_ratio_median"]
-    saved = "not measured" if ops is None else f"{ops:.1f}x fewer than a dense pass (median)"
+    saved = ("not measured" if ops is None
+             else f"{ops:.1f}x fewer than dense passes of the touched segments (median)")
     checks = (f"{result['verified'] - result['verify_failures']}/{result['verified']} "
               f"checks passed" if result["verified"] else "not verified")
     return (f"{result['edits']} edits via {result['via']}: keystroke latency p50 "
@@ -276,16 +328,19 @@ def run(args: argparse.Namespace) -> int:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     try:
+        # Before any target starts, so that the timings share the machine with nothing.
+        baseline = ParagraphBaseline.prepare(settings.model, args.via == "lsp",
+                                             torch.get_num_threads(), args.onnx_cache)
         if args.via == "engine":
-            replay = _play(EngineTarget(settings), loaded, args)
+            replay = _play(EngineTarget(settings), loaded, args, baseline)
         elif args.shared_daemon:
-            replay = _play(_remote(args, settings, None), loaded, args)
+            replay = _play(_remote(args, settings, None), loaded, args, baseline)
         else:
             with private_daemon_dirs() as paths:
-                replay = _play(_remote(args, settings, paths), loaded, args)
+                replay = _play(_remote(args, settings, paths), loaded, args, baseline)
     except ModelLoadError as e:
         raise CliError(str(e)) from None
-    result = report(args, loaded, replay[0], replay[1], replay[2])
+    result = report(args, loaded, replay[0], replay[1], replay[2], baseline)
     line = json.dumps(result, ensure_ascii=False)
     if args.json:
         args.json.write_text(line + "\n")
@@ -299,10 +354,10 @@ def run(args: argparse.Namespace) -> int:
     return 0 if not result["verify_failures"] else 1
 
 
-def _play(target: Target, loaded: editlog.Loaded, args: argparse.Namespace
-          ) -> tuple[Run, dict, dict]:
+def _play(target: Target, loaded: editlog.Loaded, args: argparse.Namespace,
+          baseline: ParagraphBaseline) -> tuple[Run, dict, dict]:
     try:
-        played = play(loaded, target, args.verify, args.quiet)
+        played = play(loaded, target, args.verify, args.quiet, baseline)
         return played, target.describe(), target.final()  # a daemon loads its model lazily
     finally:
         target.stop()

@@ -16,7 +16,6 @@ and from engine types is explicit, so either side can change without the other n
 import asyncio
 import socket
 import struct
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any
@@ -244,24 +243,9 @@ class WireEdit:
 
     @classmethod
     def between(cls, old: str, new: str) -> "WireEdit":
-        """The one edit turning `old` into `new`: what differs between their common prefix and
-        suffix (found by bisection on slice equality, at C speed on long texts)."""
-        prefix = _common_length(old, new, lambda s, n: s[:n])
-        limit = min(len(old), len(new)) - prefix
-        suffix = _common_length(old[len(old) - limit:], new[len(new) - limit:],
-                                lambda s, n: s[len(s) - n:])
-        return cls(prefix, len(old) - suffix, new[prefix:len(new) - suffix])
-
-
-def _common_length(a: str, b: str, cut: Callable[[str, int], str]) -> int:
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if cut(a, mid) == cut(b, mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+        """The one edit turning `old` into `new` (`TextEdit.between`)."""
+        edit = TextEdit.between(old, new)
+        return cls(edit.start, edit.end, edit.text)
 
 
 @dataclass(frozen=True)

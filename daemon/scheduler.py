@@ -365,10 +365,14 @@ class Scheduler:
             return LiveDocument(model.engine, model.tokenizer, text, closed), [], []
         try:
             batch, applied = coalesce(live.text, text, edits), []
+            merged = live.merged(batch)
+            if merged is not None:  # cheaper computed once than edit by edit (engine costs)
+                batch = [merged]
             for i, edit in enumerate(batch):
                 if i and superseded():  # at least one edit per pass: typing cannot starve it
                     return live, applied, batch[i:]
-                applied.append(live.apply(edit, closed))
+                apply = live.apply_merged if merged else live.apply
+                applied.append(apply(edit, closed))
             if live.text != text:
                 raise RuntimeError("document text diverged from the accepted text")
             return live, applied, []

@@ -37,74 +37,182 @@ constexpr int ROW_BLOCK = 8;        // rows multiplied at once, their accumulato
 constexpr float EXP_FLOOR = -80.0f;  // as in incremental.py
 constexpr float CANCELLATION = 0.8f;
 constexpr float TIE = 1e-3f;
+enum Decision : char { NONE, NEAREST, RULE, PAST_SLACK };  // how a row's codes are decided
 
 // ---- linears: y (R, O) = x (R, I) · W (I, O) + b, W packed as (ceil(O/16), I, 16) panels ----
+//
+// Weights are stored as float32, bfloat16 (the top half of a float32) or int8 with a scale per
+// output column, whichever the model's weights were rounded to (engine/weights.py): the
+// values are the same as the torch model's, only smaller, so that the ~10-20 MB of a
+// MiniLM's linears stay in the last-level cache between edits instead of streaming from memory.
+// Activations and sums stay float32.
+
+enum class Format { FLOAT32, BFLOAT16, INT8 };
 
 struct Linear {
+  Format format = Format::FLOAT32;
   int in = 0, out = 0, panels = 0;
-  std::vector<float> w;     // (panels, I, 16), zero past O
-  std::vector<float> bias;  // (panels·16,), zero past O
+  std::vector<float> w32;     // (panels, I, 16) float32, zero past O
+  std::vector<uint16_t> w16;  // (panels, I, 16) bfloat16 bits
+  std::vector<int8_t> w8;     // (panels, I, 16) int8, times `scale` per column
+  std::vector<float> scale;   // (panels·16,) 1 unless int8
+  std::vector<float> bias;    // (panels·16,), zero past O
 };
 
+Format parse_format(const std::string& name) {
+  if (name == "float32") return Format::FLOAT32;
+  if (name == "bfloat16") return Format::BFLOAT16;
+  if (name == "int8") return Format::INT8;
+  throw std::invalid_argument("unknown weight format " + name);
+}
+
+// weight (O, I) as torch stores it, already rounded to `format`; bias (O,).
 Linear pack(py::array_t<float, py::array::c_style | py::array::forcecast> weight,
-            py::array_t<float, py::array::c_style | py::array::forcecast> bias) {
-  // weight (O, I) as torch stores it, bias (O,)
+            py::array_t<float, py::array::c_style | py::array::forcecast> bias, Format format) {
   if (weight.ndim() != 2 || bias.ndim() != 1 || bias.shape(0) != weight.shape(0))
     throw std::invalid_argument("a linear needs a (out, in) weight and an (out,) bias");
   Linear l;
+  l.format = format;
   l.out = int(weight.shape(0));
   l.in = int(weight.shape(1));
   l.panels = (l.out + PANEL - 1) / PANEL;
-  l.w.assign(size_t(l.panels) * l.in * PANEL, 0.0f);
+  const size_t n = size_t(l.panels) * l.in * PANEL;
+  l.scale.assign(size_t(l.panels) * PANEL, 1.0f);
   l.bias.assign(size_t(l.panels) * PANEL, 0.0f);
+  if (format == Format::FLOAT32) l.w32.assign(n, 0.0f);
+  if (format == Format::BFLOAT16) l.w16.assign(n, 0);
+  if (format == Format::INT8) l.w8.assign(n, 0);
   auto w = weight.unchecked<2>();
   for (int o = 0; o < l.out; ++o) {
     l.bias[o] = bias.data()[o];
-    for (int i = 0; i < l.in; ++i)
-      l.w[(size_t(o / PANEL) * l.in + i) * PANEL + o % PANEL] = w(o, i);
+    float largest = 0;
+    for (int i = 0; i < l.in; ++i) largest = std::max(largest, std::fabs(w(o, i)));
+    if (format == Format::INT8 && largest > 0) l.scale[o] = largest / 127;
+    for (int i = 0; i < l.in; ++i) {
+      const size_t at = (size_t(o / PANEL) * l.in + i) * PANEL + o % PANEL;
+      const float value = w(o, i);
+      uint32_t bits;
+      std::memcpy(&bits, &value, sizeof(bits));
+      switch (format) {
+        case Format::FLOAT32: l.w32[at] = value; break;
+        case Format::BFLOAT16:
+          if (bits & 0xFFFF) throw std::invalid_argument("weights are not rounded to bfloat16");
+          l.w16[at] = uint16_t(bits >> 16);
+          break;
+        case Format::INT8: {
+          const float level = std::nearbyint(value / l.scale[o]);
+          if (std::fabs(level * l.scale[o] - value) > 1e-6f * largest)
+            throw std::invalid_argument("weights are not rounded to int8 per output column");
+          l.w8[at] = int8_t(level);
+          break;
+        }
+      }
+    }
   }
   return l;
 }
 
 #if defined(__x86_64__)
-template <int N>
-__attribute__((target("avx512f"))) void panel_rows_avx512(const Linear& l, const float* x,
-                                                          int ldx, float* y, int ldy) {
+// 16 weights widened to float32.
+__attribute__((target("avx512f"))) inline __m512 widen16(const float* w) {
+  return _mm512_loadu_ps(w);
+}
+__attribute__((target("avx512f"))) inline __m512 widen16(const uint16_t* w) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)w));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+__attribute__((target("avx512f"))) inline __m512 widen16(const int8_t* w) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)w)));
+}
+
+// N rows through every panel, their 16 sums each in one AVX-512 register.
+template <int N, typename W>
+__attribute__((target("avx512f"))) void panel_rows_avx512(const Linear& l, const W* weights,
+                                                          const float* x, int ldx, float* y,
+                                                          int ldy) {
   for (int p = 0; p < l.panels; ++p) {
     __m512 acc[N];
-    const __m512 bias = _mm512_loadu_ps(l.bias.data() + p * PANEL);
 #pragma GCC unroll 8
-    for (int r = 0; r < N; ++r) acc[r] = bias;
-    const float* w = l.w.data() + size_t(p) * l.in * PANEL;
+    for (int r = 0; r < N; ++r) acc[r] = _mm512_setzero_ps();
+    const W* w = weights + size_t(p) * l.in * PANEL;
     for (int i = 0; i < l.in; ++i) {
-      const __m512 wv = _mm512_loadu_ps(w + size_t(i) * PANEL);
+      const __m512 wv = widen16(w + size_t(i) * PANEL);
 #pragma GCC unroll 8
       for (int r = 0; r < N; ++r)
         acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + i]), wv, acc[r]);
     }
+    const __m512 scale = _mm512_loadu_ps(l.scale.data() + p * PANEL);
+    const __m512 bias = _mm512_loadu_ps(l.bias.data() + p * PANEL);
 #pragma GCC unroll 8
-    for (int r = 0; r < N; ++r) _mm512_storeu_ps(y + r * ldy + p * PANEL, acc[r]);
+    for (int r = 0; r < N; ++r)
+      _mm512_storeu_ps(y + r * ldy + p * PANEL, _mm512_fmadd_ps(acc[r], scale, bias));
+  }
+}
+
+// 8 weights widened to float32.
+inline __m256 widen8(const float* w) { return _mm256_loadu_ps(w); }
+inline __m256 widen8(const uint16_t* w) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)w));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+inline __m256 widen8(const int8_t* w) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)w)));
+}
+
+// The same with AVX2: a panel's 16 sums in two registers per row.
+template <int N, typename W>
+void panel_rows_avx2(const Linear& l, const W* weights, const float* x, int ldx, float* y,
+                     int ldy) {
+  for (int p = 0; p < l.panels; ++p) {
+    __m256 lo[N], hi[N];
+#pragma GCC unroll 8
+    for (int r = 0; r < N; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+    const W* w = weights + size_t(p) * l.in * PANEL;
+    for (int i = 0; i < l.in; ++i) {
+      const __m256 w0 = widen8(w + size_t(i) * PANEL), w1 = widen8(w + size_t(i) * PANEL + 8);
+#pragma GCC unroll 8
+      for (int r = 0; r < N; ++r) {
+        const __m256 xi = _mm256_set1_ps(x[r * ldx + i]);
+        lo[r] = _mm256_fmadd_ps(xi, w0, lo[r]);
+        hi[r] = _mm256_fmadd_ps(xi, w1, hi[r]);
+      }
+    }
+    const float* scale = l.scale.data() + p * PANEL;
+    const float* bias = l.bias.data() + p * PANEL;
+#pragma GCC unroll 8
+    for (int r = 0; r < N; ++r) {
+      float* out = y + r * ldy + p * PANEL;
+      _mm256_storeu_ps(out, _mm256_fmadd_ps(lo[r], _mm256_loadu_ps(scale),
+                                            _mm256_loadu_ps(bias)));
+      _mm256_storeu_ps(out + 8, _mm256_fmadd_ps(hi[r], _mm256_loadu_ps(scale + 8),
+                                                _mm256_loadu_ps(bias + 8)));
+    }
   }
 }
 #endif
 
-template <int N>
-void panel_rows(const Linear& l, const float* x, int ldx, float* y, int ldy) {
-  // Portable: the compiler vectorises the 16 columns (AVX2 with -march=x86-64-v3).
+inline float widen(float w) { return w; }
+inline float widen(int8_t w) { return float(w); }
+inline float widen(uint16_t w) {
+  const uint32_t bits = uint32_t(w) << 16;
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+// Portable: plain loops (architectures without AVX2).
+template <int N, typename W>
+void panel_rows_portable(const Linear& l, const W* weights, const float* x, int ldx, float* y,
+                         int ldy) {
   for (int p = 0; p < l.panels; ++p) {
-    float acc[N][PANEL];
+    float acc[N][PANEL] = {};
+    const W* w = weights + size_t(p) * l.in * PANEL;
+    for (int i = 0; i < l.in; ++i)
+      for (int r = 0; r < N; ++r)
+        for (int j = 0; j < PANEL; ++j) acc[r][j] += x[r * ldx + i] * widen(w[i * PANEL + j]);
     for (int r = 0; r < N; ++r)
-      for (int j = 0; j < PANEL; ++j) acc[r][j] = l.bias[p * PANEL + j];
-    const float* w = l.w.data() + size_t(p) * l.in * PANEL;
-    for (int i = 0; i < l.in; ++i) {
-      const float* wi = w + size_t(i) * PANEL;
-      for (int r = 0; r < N; ++r) {
-        const float xi = x[r * ldx + i];
-        for (int j = 0; j < PANEL; ++j) acc[r][j] += xi * wi[j];
-      }
-    }
-    for (int r = 0; r < N; ++r)
-      std::memcpy(y + r * ldy + p * PANEL, acc[r], sizeof(acc[r]));
+      for (int j = 0; j < PANEL; ++j)
+        y[r * ldy + p * PANEL + j] = acc[r][j] * l.scale[p * PANEL + j] + l.bias[p * PANEL + j];
   }
 }
 
@@ -117,30 +225,41 @@ bool has_avx512() {
 #endif
 }
 
-template <int N>
-void rows_block(const Linear& l, const float* x, int ldx, float* y, int ldy) {
+template <int N, typename W>
+void rows_block(const Linear& l, const W* w, const float* x, int ldx, float* y, int ldy) {
 #if defined(__x86_64__)
-  if (has_avx512()) return panel_rows_avx512<N>(l, x, ldx, y, ldy);
+  if (has_avx512()) return panel_rows_avx512<N>(l, w, x, ldx, y, ldy);
+  return panel_rows_avx2<N>(l, w, x, ldx, y, ldy);
+#else
+  panel_rows_portable<N>(l, w, x, ldx, y, ldy);
 #endif
-  panel_rows<N>(l, x, ldx, y, ldy);
+}
+
+template <typename W>
+void linear(const Linear& l, const W* w, const float* x, int rows, int ldx, float* y, int ldy) {
+  int r = 0;
+  for (; r + ROW_BLOCK <= rows; r += ROW_BLOCK)
+    rows_block<ROW_BLOCK>(l, w, x + r * ldx, ldx, y + r * ldy, ldy);
+  const float* xr = x + r * ldx;
+  float* yr = y + r * ldy;
+  switch (rows - r) {
+    case 7: rows_block<7>(l, w, xr, ldx, yr, ldy); break;
+    case 6: rows_block<6>(l, w, xr, ldx, yr, ldy); break;
+    case 5: rows_block<5>(l, w, xr, ldx, yr, ldy); break;
+    case 4: rows_block<4>(l, w, xr, ldx, yr, ldy); break;
+    case 3: rows_block<3>(l, w, xr, ldx, yr, ldy); break;
+    case 2: rows_block<2>(l, w, xr, ldx, yr, ldy); break;
+    case 1: rows_block<1>(l, w, xr, ldx, yr, ldy); break;
+    default: break;
+  }
 }
 
 // y rows have stride ldy ≥ panels·16 (the padded columns are written too).
 void linear(const Linear& l, const float* x, int rows, int ldx, float* y, int ldy) {
-  int r = 0;
-  for (; r + ROW_BLOCK <= rows; r += ROW_BLOCK)
-    rows_block<ROW_BLOCK>(l, x + r * ldx, ldx, y + r * ldy, ldy);
-  const float* xr = x + r * ldx;
-  float* yr = y + r * ldy;
-  switch (rows - r) {
-    case 7: rows_block<7>(l, xr, ldx, yr, ldy); break;
-    case 6: rows_block<6>(l, xr, ldx, yr, ldy); break;
-    case 5: rows_block<5>(l, xr, ldx, yr, ldy); break;
-    case 4: rows_block<4>(l, xr, ldx, yr, ldy); break;
-    case 3: rows_block<3>(l, xr, ldx, yr, ldy); break;
-    case 2: rows_block<2>(l, xr, ldx, yr, ldy); break;
-    case 1: rows_block<1>(l, xr, ldx, yr, ldy); break;
-    default: break;
+  switch (l.format) {
+    case Format::FLOAT32: return linear(l, l.w32.data(), x, rows, ldx, y, ldy);
+    case Format::BFLOAT16: return linear(l, l.w16.data(), x, rows, ldx, y, ldy);
+    case Format::INT8: return linear(l, l.w8.data(), x, rows, ldx, y, ldy);
   }
 }
 
@@ -193,8 +312,24 @@ inline f8 exp8(f8 x) {
   return e * scale;
 }
 
+// GELU, x·(1 + erf(x/√2))/2, of eight floats (std::erf is a scalar call, ~5% of an edit).
+// erf by Abramowitz & Stegun 7.1.26: 1 − t·P(t)·exp(−z²), t = 1/(1 + 0.3275911·|z|), absolute
+// error under 1.5e-7.
+inline f8 gelu8(f8 x) {
+  const f8 z = x * 0.70710678118654752f;
+  const f8 a = z < 0 ? -z : z;
+  const f8 t = 1.0f / (1.0f + 0.3275911f * a);
+  f8 p = 1.061405429f * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  const f8 magnitude = 1.0f - p * t * exp8(-a * a);
+  const f8 erf = z < 0 ? -magnitude : magnitude;
+  return 0.5f * x * (1.0f + erf);
+}
+
 // x = exp(max(x, EXP_FLOOR)) over an array, eight at a time.
-void exp_floor(float* x, int n) {
+inline void exp_floor(float* x, int n) {
   int j = 0;
   for (; j + 8 <= n; j += 8) store8(x + j, exp8(load8(x + j)));
   if (j < n) {
@@ -205,18 +340,28 @@ void exp_floor(float* x, int n) {
   }
 }
 
-// scores (NP,) = Σ_d q[d]·keys[d, :] for keys transposed (Dh, NP), NP a multiple of 16, each
-// block of 16 summed in registers.
+// scores (NP,) = Σ_d q[d]·keys[d, :] for keys transposed (Dh, NP), NP a multiple of 16: each
+// block of 16 summed in registers, in two chains each so that the multiply-adds do not wait on each
+// other.
 void scores(const float* q, const float* keys, int dh, int np, float* out) {
   for (int j0 = 0; j0 < np; j0 += 16) {
-    f8 a = {}, b = {};
-    for (int d = 0; d < dh; ++d) {
-      const float* kd = keys + size_t(d) * np + j0;
-      a += q[d] * load8(kd);
-      b += q[d] * load8(kd + 8);
+    f8 a0 = {}, a1 = {}, b0 = {}, b1 = {};
+    int d = 0;
+    for (; d + 2 <= dh; d += 2) {
+      const float* k0 = keys + size_t(d) * np + j0;
+      const float* k1 = k0 + np;
+      a0 += q[d] * load8(k0);
+      b0 += q[d] * load8(k0 + 8);
+      a1 += q[d + 1] * load8(k1);
+      b1 += q[d + 1] * load8(k1 + 8);
     }
-    store8(out + j0, a);
-    store8(out + j0 + 8, b);
+    if (d < dh) {
+      const float* k0 = keys + size_t(d) * np + j0;
+      a0 += q[d] * load8(k0);
+      b0 += q[d] * load8(k0 + 8);
+    }
+    store8(out + j0, a0 + a1);
+    store8(out + j0 + 8, b0 + b1);
   }
 }
 
@@ -243,6 +388,15 @@ void weighted_sum(const float* w, const float* values, int n, int dh, float* out
       for (int j = 0; j < n; ++j)
         for (int d = 0; d < dh; ++d) out[d] += w[j] * values[size_t(j) * dh + d];
   }
+}
+
+// x = √x over an array, eight at a time.
+inline void root(float* x, int n) {
+  int j = 0;
+#if defined(__AVX2__)
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, _mm256_sqrt_ps(_mm256_loadu_ps(x + j)));
+#endif
+  for (; j < n; ++j) x[j] = std::sqrt(x[j]);
 }
 
 // The least of x (n,); NaN never wins.
@@ -308,6 +462,13 @@ struct Layer {
   std::vector<float> squared;      // (Q, K) |c|²
 };
 
+struct LayerArrays {  // one layer's state, as in engine/state.py's LayerState
+  float *q, *k, *v, *m, *s, *heads;
+  uint8_t* codes;
+  float* slack;
+  uint8_t* updates;
+};
+
 struct Counts {
   int64_t macs = 0, refreshed = 0, refresh_updates = 0, refresh_cancellation = 0,
           refresh_tie = 0, sweep_flips = 0;
@@ -318,15 +479,15 @@ struct Counts {
 class CompiledModel {
  public:
   CompiledModel(int d_model, int n_heads, int d_ff, int groups, int codebook_size, bool causal,
-                bool pre_norm, bool gelu, float eps, float delta)
-      : d_(d_model), h_(n_heads), dh_(d_model / n_heads), f_(d_ff), g_(groups),
+                bool pre_norm, bool gelu, float eps, float delta, const std::string& weights)
+      : format_(parse_format(weights)), d_(d_model), h_(n_heads), dh_(d_model / n_heads), f_(d_ff), g_(groups),
         q_(n_heads * groups), k_(codebook_size), dg_(d_model / n_heads / groups),
         causal_(causal), pre_norm_(pre_norm), gelu_(gelu), eps_(eps), delta_(delta) {}
 
   void add_layer(py::dict w) {
     auto lin = [&](const char* name) {
       return pack(w[(std::string(name) + ".weight").c_str()].cast<py::array_t<float>>(),
-                  w[(std::string(name) + ".bias").c_str()].cast<py::array_t<float>>());
+                  w[(std::string(name) + ".bias").c_str()].cast<py::array_t<float>>(), format_);
     };
     auto vec = [&](const char* name) {
       auto a = w[name].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
@@ -353,40 +514,31 @@ class CompiledModel {
     layers_.push_back(std::move(l));
   }
 
-  // One layer of an edit, in place on the layer's state (see `IncrementalEngine._layer`).
-  // rows (|D|,) sorted dirty slots, their new input already in inputs; kept (|D|,) whether
-  // each row held the same token before (its old key and value leave the softmax sums);
-  // gone_k, gone_v (H, Rg, Dh) and gone_order (Rg,) the deleted tokens' keys, values and text
-  // index; rank (T,) text index per slot; limit (T,) updates before a refresh; turn the sweep's
-  // slots. Writes the layer's output rows into out (S, D) and returns (flipped slots outside
-  // D, rows whose output was written (sorted), counts).
-  py::tuple edit(int layer, int size, py::array qa, py::array ka, py::array va, py::array ma,
-                 py::array sa, py::array heads_a, py::array codes_a, py::array slack_a,
-                 py::array updates_a, py::array inputs_a, py::array out_a, py::array rows_a,
-                 py::array kept_a, py::array gone_k_a, py::array gone_v_a,
-                 py::array gone_order_a, py::array rank_a, py::array limit_a,
-                 py::array turn_a) {
-    if (layer < 0 || layer >= int(layers_.size())) throw std::out_of_range("no such layer");
-    const Layer& L = layers_[layer];
-    const py::ssize_t slots = qa.ndim() == 3 ? qa.shape(1) : -1;
+  // Every layer of an edit, in place on the state (see `IncrementalEngine.apply`).
+  // layers: per layer (q, k, v, m, s, heads, codes, slack, updates); inputs: per layer its
+  // input (S, D), the next layer's input being the layer's output; out (S, D) the last layer's
+  // output rows. rows (|D|,) sorted dirty slots, their new embeddings in inputs[0]; is_new
+  // (S,) whether a slot holds an inserted token (the others' old keys and values leave the
+  // softmax sums); gone: per layer the deleted tokens' keys and values (H, Rg, Dh), gone_order
+  // (Rg,) their text index; rank (T,) text index per slot; limit (T,) updates before a
+  // refresh; turn the sweep's slots. Returns (rows written to out, sorted; |D| per layer;
+  // flips outside D per layer; counts).
+  py::tuple edit(int size, py::list layers, py::list inputs, py::array out_a, py::array rows_a,
+                 py::array is_new_a, py::list gone, py::array gone_order_a, py::array rank_a,
+                 py::array limit_a, py::array turn_a) {
+    const int n_layers = int(layers_.size());
+    if (int(layers.size()) != n_layers || int(inputs.size()) != n_layers ||
+        int(gone.size()) != n_layers)
+      throw std::invalid_argument("layers, inputs and gone need one entry per layer");
+    auto first = layers[0].cast<py::tuple>();
+    auto q0 = first[0].cast<py::array>();
+    const py::ssize_t slots = q0.ndim() == 3 ? q0.shape(1) : -1;
     if (size < 0 || size > slots) throw std::invalid_argument("size exceeds the state's slots");
-    float* q = data<float>(qa, "q", {h_, slots, dh_});
-    float* k = data<float>(ka, "k", {h_, slots, dh_});
-    float* v = data<float>(va, "v", {h_, slots, dh_});
-    float* m = data<float>(ma, "m", {h_, slots});
-    float* s = data<float>(sa, "s", {h_, slots});
-    float* heads = data<float>(heads_a, "heads", {h_, slots, dh_});
-    uint8_t* codes = data<uint8_t>(codes_a, "codes", {slots, q_});
-    float* slack = data<float>(slack_a, "slack", {q_, slots});
-    uint8_t* updates = data<uint8_t>(updates_a, "updates", {slots});
-    float* inputs = data<float>(inputs_a, "inputs", {slots, d_});
     float* out = data<float>(out_a, "out", {slots, d_});
     const py::ssize_t n_rows = rows_a.ndim() == 1 ? rows_a.shape(0) : -1;
     int64_t* rows = data<int64_t>(rows_a, "rows", {n_rows});
-    bool* kept = data<bool>(kept_a, "kept", {n_rows});
+    bool* is_new = data<bool>(is_new_a, "is_new", {size});
     const py::ssize_t n_gone = gone_order_a.ndim() == 1 ? gone_order_a.shape(0) : -1;
-    float* gone_k = data<float>(gone_k_a, "gone_k", {h_, n_gone, dh_});
-    float* gone_v = data<float>(gone_v_a, "gone_v", {h_, n_gone, dh_});
     int64_t* gone_order = data<int64_t>(gone_order_a, "gone_order", {n_gone});
     int64_t* rank = data<int64_t>(rank_a, "rank", {size});
     int64_t* limit = data<int64_t>(limit_a, "limit", {size});
@@ -397,9 +549,67 @@ class CompiledModel {
         throw std::invalid_argument("rows must be sorted, distinct slots in use");
     for (py::ssize_t i = 0; i < n_turn; ++i)
       if (turn[i] < 0 || turn[i] >= size) throw std::invalid_argument("turn: slot not in use");
-
+    for (py::ssize_t i = 0; i < size; ++i)
+      if (rank[i] < 0 || rank[i] >= size) throw std::invalid_argument("rank: not a text index");
+    std::vector<LayerArrays> arrays(n_layers);
+    std::vector<float*> ins(n_layers), gone_k(n_layers), gone_v(n_layers);
+    for (int l = 0; l < n_layers; ++l) {
+      auto t = layers[l].cast<py::tuple>();
+      if (t.size() != 9) throw std::invalid_argument("layers: nine arrays per layer");
+      auto arr = [&](int i) { return t[i].cast<py::array>(); };
+      py::array a0 = arr(0), a1 = arr(1), a2 = arr(2), a3 = arr(3), a4 = arr(4), a5 = arr(5),
+                a6 = arr(6), a7 = arr(7), a8 = arr(8);
+      arrays[l] = {data<float>(a0, "q", {h_, slots, dh_}), data<float>(a1, "k", {h_, slots, dh_}),
+                   data<float>(a2, "v", {h_, slots, dh_}), data<float>(a3, "m", {h_, slots}),
+                   data<float>(a4, "s", {h_, slots}),
+                   data<float>(a5, "heads", {h_, slots, dh_}),
+                   data<uint8_t>(a6, "codes", {slots, q_}), data<float>(a7, "slack", {q_, slots}),
+                   data<uint8_t>(a8, "updates", {slots})};
+      py::array input = inputs[l].cast<py::array>();
+      ins[l] = data<float>(input, "inputs", {slots, d_});
+      auto pair = gone[l].cast<py::tuple>();
+      py::array gk = pair[0].cast<py::array>(), gv = pair[1].cast<py::array>();
+      gone_k[l] = data<float>(gk, "gone", {h_, n_gone, dh_});
+      gone_v[l] = data<float>(gv, "gone", {h_, n_gone, dh_});
+    }
     Counts counts;
-    const int nr = int(n_rows), ng = int(n_gone);
+    std::vector<int64_t> dirty(rows, rows + n_rows);
+    py::list sizes, flips;
+    for (int l = 0; l < n_layers; ++l) {
+      sizes.append(dirty.size());
+      std::vector<char> kept(dirty.size());
+      for (size_t i = 0; i < dirty.size(); ++i) kept[i] = !is_new[dirty[i]];
+      float* next = l + 1 < n_layers ? ins[l + 1] : out;
+      const int flipped = edit_layer(layers_[l], arrays[l], slots, size, ins[l], next, dirty,
+                                     kept, gone_k[l], gone_v[l], gone_order, int(n_gone), rank,
+                                     limit, turn, int(n_turn), counts);
+      flips.append(flipped);
+    }
+    py::array_t<int64_t> done(py::ssize_t(dirty.size()));
+    std::copy(dirty.begin(), dirty.end(), done.mutable_data());
+    py::dict c;
+    c["macs"] = counts.macs;
+    c["refreshed"] = counts.refreshed;
+    c["refresh_updates"] = counts.refresh_updates;
+    c["refresh_cancellation"] = counts.refresh_cancellation;
+    c["refresh_tie"] = counts.refresh_tie;
+    c["sweep_flips"] = counts.sweep_flips;
+    return py::make_tuple(done, sizes, flips, c);
+  }
+
+ private:
+  // One layer: rows (the dirty slots, sorted) become the rows written to `out` (D ∪ flipped);
+  // returns how many flipped.
+  int edit_layer(const Layer& L, const LayerArrays& a, py::ssize_t slots, int size,
+                 const float* inputs, float* out, std::vector<int64_t>& dirty,
+                 const std::vector<char>& kept, const float* gone_k, const float* gone_v,
+                 const int64_t* gone_order, int ng, const int64_t* rank, const int64_t* limit,
+                 const int64_t* turn, int n_turn, Counts& counts) const {
+    float *q = a.q, *k = a.k, *v = a.v, *m = a.m, *s = a.s, *heads = a.heads, *slack = a.slack;
+    uint8_t *codes = a.codes, *updates = a.updates;
+    const int64_t* rows = dirty.data();
+    const int nr = int(dirty.size());
+
     std::vector<char> clean(size, 1);
     for (int i = 0; i < nr; ++i) clean[rows[i]] = 0;
 
@@ -439,19 +649,21 @@ class CompiledModel {
     attend_rows.insert(attend_rows.end(), refresh.begin(), refresh.end());
     attend(q, k, v, m, s, heads, updates, slots, size, rank, attend_rows, counts);
 
-    // Which codes to decide: rows in D (nearest), rows that moved past their slack or were
-    // refreshed (the mode's rule), and the sweep's turn (nearest).
-    std::vector<char> in_check(size, 0), swept(size, 0);
-    for (auto r : moved) in_check[r] = 1;
-    for (auto r : refresh) in_check[r] = 1;
-    for (py::ssize_t i = 0; i < n_turn; ++i)
-      if (clean[turn[i]]) in_check[turn[i]] = swept[turn[i]] = 1;
+    // Which codes to decide: rows in D and the sweep's turn (nearest), refreshed rows (the
+    // mode's rule), and rows that moved past their slack. Of those, only the groups past their
+    // slack: the others' codes still obey the rule (the torch reference decides every group of
+    // such a row, which keeps the same codes and only renews their slack; 6x the work here).
+    std::vector<char> kind(size, NONE);
+    for (auto r : moved) kind[r] = PAST_SLACK;
+    for (auto r : refresh) kind[r] = RULE;
+    for (int i = 0; i < n_turn; ++i)
+      if (clean[turn[i]]) kind[turn[i]] = NEAREST;
     std::vector<int64_t> decide(rows, rows + nr);
-    std::vector<char> nearest(nr, 1);
+    std::vector<char> nearest(nr, NEAREST);
     for (int t = 0; t < size; ++t)
-      if (in_check[t]) {
+      if (kind[t] != NONE) {
         decide.push_back(t);
-        nearest.push_back(swept[t]);
+        nearest.push_back(kind[t]);
       }
     const int n_decide = int(decide.size());
     std::vector<uint8_t> before(size_t(n_decide - nr) * q_);
@@ -461,7 +673,7 @@ class CompiledModel {
     std::vector<float> new_slack(size_t(n_decide) * q_);
     std::vector<char> ties(n_decide);
     for (int i = 0; i < n_decide; ++i)
-      quantize(L, heads, codes, slots, decide[i], nearest[i], &new_codes[size_t(i) * q_],
+      quantize(L, heads, codes, slack, slots, decide[i], nearest[i], &new_codes[size_t(i) * q_],
                &new_slack[size_t(i) * q_], ties[i], counts);
     std::vector<int64_t> tied;
     for (int i = 0; i < n_decide; ++i)
@@ -471,8 +683,8 @@ class CompiledModel {
       counts.refresh_tie += int64_t(tied.size());
       for (int i = 0; i < n_decide; ++i)
         if (ties[i] && std::find(tied.begin(), tied.end(), decide[i]) != tied.end())
-          quantize(L, heads, codes, slots, decide[i], nearest[i], &new_codes[size_t(i) * q_],
-                   &new_slack[size_t(i) * q_], ties[i], counts);
+          quantize(L, heads, codes, slack, slots, decide[i], nearest[i],
+                   &new_codes[size_t(i) * q_], &new_slack[size_t(i) * q_], ties[i], counts);
     }
     std::vector<int64_t> flipped;
     for (int i = 0; i < n_decide; ++i) {
@@ -481,7 +693,7 @@ class CompiledModel {
       for (int c = 0; c < q_; ++c) slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
       if (i >= nr && std::memcmp(&before[size_t(i - nr) * q_], &new_codes[size_t(i) * q_], q_)) {
         flipped.push_back(t);
-        counts.sweep_flips += nearest[i];
+        counts.sweep_flips += nearest[i] == NEAREST;
       }
     }
 
@@ -491,21 +703,10 @@ class CompiledModel {
     std::sort(done.begin(), done.end());
     finish(L, done, inputs, codes, out, slots, counts);
 
-    py::array_t<int64_t> flips_out(py::ssize_t(flipped.size()));
-    std::copy(flipped.begin(), flipped.end(), flips_out.mutable_data());
-    py::array_t<int64_t> done_out(py::ssize_t(done.size()));
-    std::copy(done.begin(), done.end(), done_out.mutable_data());
-    py::dict c;
-    c["macs"] = counts.macs;
-    c["refreshed"] = counts.refreshed;
-    c["refresh_updates"] = counts.refresh_updates;
-    c["refresh_cancellation"] = counts.refresh_cancellation;
-    c["refresh_tie"] = counts.refresh_tie;
-    c["sweep_flips"] = counts.sweep_flips;
-    return py::make_tuple(flips_out, done_out, c);
+    dirty = std::move(done);
+    return int(flipped.size());
   }
 
- private:
   // q, k, v of the dirty rows from their inputs (after the pre-norm where there is one).
   void project(const Layer& L, const int64_t* rows, int nr, const float* inputs, float* q,
                float* k, float* v, py::ssize_t slots, Counts& counts) const {
@@ -575,7 +776,7 @@ class CompiledModel {
         for (int d = 0; d < dh_; ++d) keys[(size_t(hh) * dh_ + d) * np + j] = key[d] * scale;
         std::memcpy(&values[(size_t(hh) * n_keys + j) * dh_], value, dh_ * sizeof(float));
       }
-    std::vector<float> w(np), change(dh_);
+    std::vector<float> w(np), change(dh_), shift(g_);
     std::vector<char> cancelled_any(size, 0), seen(np, 1);
     const int dg = dh_ / g_;
     for (int hh = 0; hh < h_; ++hh) {
@@ -613,11 +814,13 @@ class CompiledModel {
         for (int d = 0; d < dh_; ++d) change[d] = -h[d] * keep;
         for (int j = 0; j < n_keys; ++j) w[j] /= s_new;
         weighted_sum(w.data(), vh, n_keys, dh_, change.data());
-        for (int gg = 0; gg < g_; ++gg) {
+        for (int gg = 0; gg < g_; ++gg) {  // each group's shift, summed first, rooted at once
           float sq = 0;
           for (int d = gg * dg; d < (gg + 1) * dg; ++d) sq += change[d] * change[d];
-          slack[size_t(hh * g_ + gg) * slots + t] -= std::sqrt(sq);
+          shift[gg] = sq;
         }
+        root(shift.data(), g_);
+        for (int gg = 0; gg < g_; ++gg) slack[size_t(hh * g_ + gg) * slots + t] -= shift[gg];
         for (int d = 0; d < dh_; ++d) h[d] += change[d];
         m[at] = m_new;
         s[at] = s_new;
@@ -699,16 +902,25 @@ class CompiledModel {
   }
 
   // The codes (Q,) and slack (Q,) of slot t under the mode's rule (`IncrementalEngine._quantize`).
-  void quantize(const Layer& L, const float* heads, const uint8_t* codes, py::ssize_t slots,
-                int64_t t, bool nearest, uint8_t* code_out, float* slack_out, char& tie,
-                Counts& counts) const {
+  // `kind` says which codes (NEAREST, RULE or PAST_SLACK: only the groups whose slack is
+  // negative, the others keep their code and slack).
+  void quantize(const Layer& L, const float* heads, const uint8_t* codes,
+                const float* slack, py::ssize_t slots, int64_t t, char kind, uint8_t* code_out,
+                float* slack_out, char& tie, Counts& counts) const {
     tie = 0;
+    const bool nearest = kind == NEAREST;
     std::vector<float> dist(k_);
     for (int hh = 0; hh < h_; ++hh) {
       const float* h = heads + (size_t(hh) * slots + t) * dh_;
       const float norm = std::sqrt(dot(h, h, dh_));
       for (int gg = 0; gg < g_; ++gg) {
         const int c = hh * g_ + gg;
+        if (kind == PAST_SLACK && slack[size_t(c) * slots + t] >= 0) {
+          code_out[c] = codes[t * q_ + c];
+          slack_out[c] = slack[size_t(c) * slots + t];
+          continue;
+        }
+        counts.macs += int64_t(k_) * dg_;
         const float* x = h + gg * dg_;
         const float xx = dot(x, x, dg_);
         const float* words = L.transposed.data() + size_t(c) * dg_ * k_;  // (Dg, K)
@@ -729,7 +941,6 @@ class CompiledModel {
         if (slack_out[c] < TIE * norm) tie = 1;
       }
     }
-    counts.macs += int64_t(q_) * k_ * dg_;
   }
 
   // Everything after the codebook for `rows`: output projection, residual, norms, MLP.
@@ -755,11 +966,12 @@ class CompiledModel {
       if (pre_norm_) layer_norm(&mlp_in[size_t(i) * d_], d_, L.mlp_gain, L.mlp_shift, eps_);
     }
     linear(L.up, mlp_in.data(), nr, d_, hidden.data(), ldf);
-    for (int i = 0; i < nr; ++i) {
+    for (int i = 0; i < nr; ++i) {  // ldf is a whole number of 16-wide panels
       float* hi = &hidden[size_t(i) * ldf];
-      for (int f = 0; f < f_; ++f)
-        hi[f] = gelu_ ? 0.5f * hi[f] * (1.0f + std::erf(hi[f] * float(M_SQRT1_2)))
-                      : std::max(hi[f], 0.0f);
+      for (int f = 0; f < ldf; f += 8) {
+        const f8 h = load8(hi + f);
+        store8(hi + f, gelu_ ? gelu8(h) : (h > 0 ? h : 0));
+      }
     }
     linear(L.down, hidden.data(), nr, ldf, y.data(), ld);
     for (int i = 0; i < nr; ++i) {
@@ -772,6 +984,7 @@ class CompiledModel {
     counts.macs += int64_t(nr) * (d_ * d_ + 2 * d_ * f_);
   }
 
+  Format format_;
   int d_, h_, dh_, f_, g_, q_, k_, dg_;
   bool causal_, pre_norm_, gelu_;
   float eps_, delta_;
@@ -782,10 +995,10 @@ PYBIND11_MODULE(_compiled, m) {
   m.doc() = "The compiled edit path of the incremental engine (engine/compiled.py wraps it).";
   m.def("has_avx512", &has_avx512, "Whether the linears run their AVX-512 kernel.");
   py::class_<CompiledModel>(m, "CompiledModel")
-      .def(py::init<int, int, int, int, int, bool, bool, bool, float, float>(),
+      .def(py::init<int, int, int, int, int, bool, bool, bool, float, float, std::string>(),
            py::arg("d_model"), py::arg("n_heads"), py::arg("d_ff"), py::arg("groups"),
            py::arg("codebook_size"), py::arg("causal"), py::arg("pre_norm"), py::arg("gelu"),
-           py::arg("eps"), py::arg("delta"))
+           py::arg("eps"), py::arg("delta"), py::arg("weights"))
       .def("add_layer", &CompiledModel::add_layer)
       .def("edit", &CompiledModel::edit);
 }

@@ -9,10 +9,9 @@ weights for it and passes a state's arrays to it as numpy views (no copies).
 import numpy as np
 import torch
 
-from .model import VQTransformer
-from .state import LayerState
-
 from . import _compiled
+from .model import VQTransformer
+from .state import SegmentState
 
 
 def available(model: VQTransformer) -> bool:
@@ -32,7 +31,8 @@ class CompiledLayers:
         self.kernel = _compiled.CompiledModel(
             d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, groups=c.codebook_groups,
             codebook_size=c.codebook_size, causal=c.causal, pre_norm=c.pre_norm,
-            gelu=c.activation == "gelu", eps=c.layer_norm_eps, delta=delta)
+            gelu=c.activation == "gelu", eps=c.layer_norm_eps, delta=delta,
+            weights=model.weights)
         with torch.no_grad():
             for block in model.blocks:
                 a, mlp = block.attention, block.mlp
@@ -47,21 +47,24 @@ class CompiledLayers:
                 weights["codewords"] = _array(block.codebook.codewords)
                 self.kernel.add_layer(weights)
 
-    def edit(self, layer: int, st: LayerState, size: int, inputs: torch.Tensor,
-             out: torch.Tensor, rows: np.ndarray, kept: np.ndarray,
-             gone: tuple[torch.Tensor, torch.Tensor], gone_order: np.ndarray, rank: np.ndarray,
-             limit: np.ndarray, turn: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-        """One layer of an edit on `st` in place; the output rows go to `out` (S, D).
+    def edit(self, state: SegmentState, rows: torch.Tensor, is_new: torch.Tensor,
+             gone: list[tuple[torch.Tensor, torch.Tensor]], gone_order: np.ndarray,
+             rank: torch.Tensor, limit: torch.Tensor, turn: torch.Tensor,
+             out: torch.Tensor) -> tuple[np.ndarray, list[int], list[int], dict]:
+        """Every layer of an edit on `state` in place; the last layer's rows go to `out`.
 
-        rows (|D|,) sorted dirty slots whose new input is in `inputs` (S, D); kept (|D|,)
-        whether each held the same token before. Returns the slots outside D whose code flipped,
-        the rows written to `out` (sorted) and the counts (MACs, refreshes, sweep flips).
+        rows (|D|,) sorted dirty slots whose new embeddings are in `state.residual[0]`; is_new
+        (T,) whether a slot holds an inserted token; gone per layer the deleted tokens' keys and
+        values (H, R, Dh), gone_order (R,) their text index. Returns the rows written to `out`
+        (sorted), |D| per layer, the flips outside D per layer and the counts (MACs, refreshes,
+        sweep flips).
         """
+        layers = [tuple(t.numpy() for t in (st.q, st.k, st.v, st.m, st.s, st.heads, st.codes,
+                                              st.slack, st.updates)) for st in state.layers]
         return self.kernel.edit(
-            layer, size, st.q.numpy(), st.k.numpy(), st.v.numpy(), st.m.numpy(), st.s.numpy(),
-            st.heads.numpy(), st.codes.numpy(), st.slack.numpy(), st.updates.numpy(),
-            inputs.numpy(), out.numpy(), rows, kept, gone[0].numpy(), gone[1].numpy(),
-            gone_order, rank, limit, turn)
+            len(state), layers, [r.numpy() for r in state.residual], out.numpy(),
+            rows.numpy(), is_new.numpy(), [(k.numpy(), v.numpy()) for k, v in gone],
+            gone_order, rank.numpy(), limit.numpy(), turn.numpy())
 
 
 def _array(t: torch.Tensor) -> np.ndarray:

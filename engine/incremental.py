@@ -28,6 +28,7 @@ paths share one implementation and one operation counter.
 """
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,6 +105,29 @@ class Totals:
     sweep_flips: int = 0  # sticky codes corrected by the refresh policy
 
 
+@dataclass
+class Costs:
+    """What this engine's work takes on this machine, measured as it goes (moving averages):
+    seconds per edit and per token of a full pass. Owners weigh a burst of edits against
+    recomputing with them (`LiveDocument.apply_all`). The priors are this project's 2-core
+    AMD EPYC with the shipped student."""
+
+    edit_s: float = 5e-3
+    build_s_per_token: float = 4e-4
+    WEIGHT = 0.1  # of the newest measurement
+
+    def note_edit(self, seconds: float) -> None:
+        self.edit_s += self.WEIGHT * (seconds - self.edit_s)
+
+    def note_build(self, seconds: float, tokens: int) -> None:
+        if tokens >= 16:  # shorter passes are mostly overhead, not a rate
+            self.build_s_per_token += self.WEIGHT * (seconds / tokens - self.build_s_per_token)
+
+    def rebuild_is_cheaper(self, edits: int, tokens: int) -> bool:
+        """Whether `edits` edits would take longer than full passes over `tokens` tokens."""
+        return edits * self.edit_s > tokens * self.build_s_per_token
+
+
 class IncrementalEngine:
     """Builds and edits segment states for one VQ model. Not thread-safe: one per worker."""
 
@@ -116,6 +140,7 @@ class IncrementalEngine:
         self.model = model.eval()
         self.mode = mode
         self.totals = Totals()
+        self.costs = Costs()
         c = model.config
         # Sums each group's Dh / G squared components as one product: (G, Dh) indicator rows.
         # A norm over slices of 8 is ~2.5x slower on the CPU.
@@ -160,6 +185,7 @@ class IncrementalEngine:
         """
         if not 0 <= start <= end <= len(state):
             raise ValueError(f"edit [{start}, {end}) is outside the segment [0, {len(state)}]")
+        began = time.perf_counter()
         model, counter = self.model, self.model.counter
         before = counter.macs
         stats = EditStats()
@@ -193,11 +219,19 @@ class IncrementalEngine:
 
         turn = self._turn(state)  # the slots the sticky refresh policy re-quantizes
         rows = torch.cat([new_slots, state.order[moved]]).unique()  # (|D|,) dirty slots
+        if 2 * len(rows) > size > len(new_slots):
+            # Half the rows or more are dirty from the start: a full pass at the same positions
+            # costs less than the edit (its products are large and its attention whole).
+            state.become(self.build(state.ids.tolist(), state.positions))
+            stats.dirty, stats.flipped = [size] * len(model.blocks), [0] * len(model.blocks)
+            stats.macs = counter.macs - before
+            return stats
         x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
         if self._compiled is not None and size > len(new_slots):  # an edit, not a full pass
             self._apply_compiled(state, rows, x, is_new, gone, start, end, rank, limit, turn,
                                  stats)
             stats.macs = counter.macs - before
+            self.costs.note_edit(time.perf_counter() - began)
             return stats
         for layer, (block, st) in enumerate(zip(model.blocks, state.layers, strict=True)):
             stats.dirty.append(len(rows))
@@ -218,35 +252,31 @@ class IncrementalEngine:
         state.sweep = (state.sweep + self.mode.sweep) % max(size, 1)
         stats.macs = counter.macs - before
         self.totals.edits += 1
+        if size == len(new_slots):
+            self.costs.note_build(time.perf_counter() - began, size)
+        else:
+            self.costs.note_edit(time.perf_counter() - began)
         return stats
 
     def _apply_compiled(self, state: SegmentState, rows: torch.Tensor, x: torch.Tensor,
                         is_new: torch.Tensor, gone: list[tuple[torch.Tensor, torch.Tensor]],
                         start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
                         turn: torch.Tensor, stats: EditStats) -> None:
-        """The layers of `apply` on the compiled path: one call per layer, same state after."""
-        size, layers = len(state), len(state.layers)
-        if self._scratch.shape[0] < state.slot_ids.shape[0]:
-            self._scratch = torch.empty(state.slot_ids.shape[0], self.model.config.d_model)
+        """The layers of `apply` on the compiled path, in one call: the same state after."""
+        size, slots = len(state), state.slot_ids.shape[0]
+        if self._scratch.shape[0] < slots:
+            self._scratch = torch.empty(slots, self.model.config.d_model)
+        scratch = self._scratch[:slots]
         state.residual[0][rows] = x
-        is_new_np, rank_np, limit_np = is_new.numpy(), rank.numpy(), limit.numpy()
-        gone_order = np.full(end - start, start, dtype=np.int64)
-        turn_np, rows_np = turn.numpy(), rows.numpy()
-        for layer, st in enumerate(state.layers):
-            stats.dirty.append(len(rows_np))
-            out = state.residual[layer + 1] if layer + 1 < layers else self._scratch
-            flips, rows_np, counts = self._compiled.edit(
-                layer, st, size, state.residual[layer], out, rows_np, ~is_new_np[rows_np],
-                gone[layer], gone_order, rank_np, limit_np, turn_np)
-            stats.flipped.append(len(flips))
-            stats.refreshed += counts["refreshed"]
-            self.model.counter.add(counts["macs"])
-            self.totals.refresh_updates += counts["refresh_updates"]
-            self.totals.refresh_cancellation += counts["refresh_cancellation"]
-            self.totals.refresh_tie += counts["refresh_tie"]
-            self.totals.sweep_flips += counts["sweep_flips"]
-        rows = torch.from_numpy(rows_np)
-        final = self.model.final_norm(self._scratch[rows])  # (|D|, D)
+        done, stats.dirty, stats.flipped, counts = self._compiled.edit(
+            state, rows, is_new, gone, np.full(end - start, start, dtype=np.int64), rank,
+            limit, turn, scratch)
+        stats.refreshed = counts["refreshed"]
+        self.model.counter.add(counts["macs"])
+        for name in ("refresh_updates", "refresh_cancellation", "refresh_tie", "sweep_flips"):
+            setattr(self.totals, name, getattr(self.totals, name) + counts[name])
+        rows = torch.from_numpy(done)
+        final = self.model.final_norm(scratch[rows])  # (|D|, D)
         kept = rows[~is_new[rows]]
         state.total += final.double().sum(0) - state.output[kept].double().sum(0)
         state.output[rows] = final

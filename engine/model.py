@@ -273,6 +273,7 @@ class VQTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.counter = MacCounter()
+        self.weights = "float32"  # the format the linears' weights fit (engine/weights.py)
         d = config.d_model
         self.token_embedding = nn.Embedding(config.vocab_size, d)
         self.position_embedding = PositionTable(config)

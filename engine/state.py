@@ -151,6 +151,11 @@ class SegmentState:
         for t, dim in self.slot_arrays():
             t.index_copy_(dim, to, t.index_select(dim, source))
 
+    def become(self, other: "SegmentState") -> None:
+        """Take `other`'s arrays in place of this state's (a rebuild of the same segment)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(other, f.name))
+
     def snapshot(self) -> "SegmentState":
         """An independent copy: editing either leaves the other as it was (restore = use it)."""
         return SegmentState(self.slot_ids.clone(), self.slot_positions.clone(),

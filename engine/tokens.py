@@ -11,6 +11,7 @@ checked: its outermost tokens must line up with the old tokenization, else it gr
 """
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import tokenizers
@@ -50,6 +51,30 @@ class TextEdit:
     start: int  # first character replaced
     end: int  # one past the last character replaced (== start for an insertion)
     text: str  # what replaces them
+
+    def applied(self, text: str) -> str:
+        return text[:self.start] + self.text + text[self.end:]
+
+    @classmethod
+    def between(cls, old: str, new: str) -> "TextEdit":
+        """The one edit turning `old` into `new`: what differs between their common prefix and
+        suffix (found by bisection on slice equality, at C speed on long texts)."""
+        prefix = _common_length(old, new, lambda s, n: s[:n])
+        limit = min(len(old), len(new)) - prefix
+        suffix = _common_length(old[len(old) - limit:], new[len(new) - limit:],
+                                lambda s, n: s[len(s) - n:])
+        return cls(prefix, len(old) - suffix, new[prefix:len(new) - suffix])
+
+
+def _common_length(a: str, b: str, cut: Callable[[str, int], str]) -> int:
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cut(a, mid) == cut(b, mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @dataclass(frozen=True)

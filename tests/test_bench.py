@@ -1,12 +1,14 @@
 """`vqedit bench engine` as a user runs it: a real process, real models, a JSON line and a plot."""
 
+import importlib.util
 import json
 
 import pytest
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from tests.test_cli import vqedit
-from tests.tiny import byte_level_bpe, tiny_opt
+from tests.tiny import byte_level_bpe, tiny_bert, tiny_opt
+from vqedit.engine.checkpoint import default_model_path
 
 FIELDS = {"model", "tokens", "threads", "edits", "ops_ratio_median", "ops_ratio_p10",
           "ops_ratio_p90", "wall_ratio_median", "edit_ms_p50", "edit_ms_p99", "full_ms_p50",
@@ -14,11 +16,19 @@ FIELDS = {"model", "tokens", "threads", "edits", "ops_ratio_median", "ops_ratio_
           "cosine_vs_exact_min", "mode", "delta", "state_bytes_per_token"}
 
 
-def bench(*args: str) -> dict:
+SPEEDUPS = {"speedup_vs_torch_median", "speedup_vs_ort_fp32_median",
+            "speedup_vs_ort_int8_median"}
+
+
+def bench_lines(*args: str) -> list[dict]:
     run = vqedit("bench", "engine", "--edits", "6", "--edits-per-doc", "3", "--check-every", "2",
                  "--threads", "1", *args)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
-    return json.loads(run.stdout.decode().strip().splitlines()[-1])
+    return [json.loads(line) for line in run.stdout.decode().strip().splitlines()]
+
+
+def bench(*args: str) -> dict:
+    return bench_lines(*args)[-1]
 
 
 @pytest.mark.parametrize("mode", ["exact", "sticky"])
@@ -54,3 +64,29 @@ def test_a_segment_longer_than_the_window_is_refused():
     run = vqedit("bench", "engine", "--tokens", "1000")
     assert run.returncode == 2
     assert b"exceeds the model's window of 512" in run.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="the ONNX Runtime baselines need the `bench` extra")
+def test_a_list_of_lengths_gives_one_line_each_with_speedups_over_every_baseline(tmp_path):
+    base = tmp_path / "tiny-bert"
+    tiny_bert().save_pretrained(base)
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(base)
+    out, plot = tmp_path / "bench.json", tmp_path / "scaling.png"
+    lines = bench_lines("--model", str(base), "--tokens", "32,48", "--mode", "exact",
+                        "--onnx-cache", str(tmp_path / "onnx"), "--json", str(out),
+                        "--plot", str(plot))
+    assert [line["tokens"] for line in lines] == [32, 48]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == lines
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for line in lines:
+        assert set(line) >= FIELDS | SPEEDUPS | {"ort_fp32_ms_p50", "ort_int8_ms_p50", "cpu",
+                                                 "avx512"}
+        assert all(line[field] > 0 for field in SPEEDUPS) and line["ort_int8_ms_p50"] > 0
+        assert line["exact_agreement"] == 1.0 and isinstance(line["avx512"], bool)
+        assert line["onnx_cache"].startswith(str(tmp_path / "onnx"))
+
+
+def test_a_length_that_is_not_a_number_is_refused():
+    run = vqedit("bench", "engine", "--tokens", "32,many")
+    assert run.returncode == 2 and b"comma list of lengths" in run.stderr

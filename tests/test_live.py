@@ -13,6 +13,7 @@ from tests.vq import minilm_vq, tiny_vq
 from vqedit.engine.atomic import KINDS, random_edit
 from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.live import LiveDocument
+from vqedit.engine.ops import full_pass_macs
 from vqedit.engine.tokens import EditError, TextEdit
 from vqedit.engine.verify import verify
 
@@ -173,3 +174,49 @@ def test_atomic_edits_change_one_word_or_one_character(seed):
     after = text[:edit.start] + edit.text + text[edit.end:]
     assert edit.text in ("", "four", "four ") or len(edit.text) == 1
     assert abs(len(after.split()) - 3) <= 1
+
+
+def scattered(text: str, words: list[str], replacement: str) -> list[TextEdit]:
+    """Replace every occurrence of each word, back to front so each offset holds as written."""
+    at = sorted((i for w in words for i in range(len(text)) if text.startswith(w, i)),
+                reverse=True)
+    return [TextEdit(i, i + len(text[i:].split(maxsplit=1)[0]), replacement) for i in at]
+
+
+def test_a_burst_cheaper_recomputed_costs_one_full_pass_per_changed_segment(engine, wordpiece):
+    """A replace-all becomes one edit whose changed segments are computed once each; a segment
+    it does not change keeps its state, and the result is a fresh document's."""
+    text = TEXT + "\n\nNothing here changes at all."
+    live = LiveDocument(engine, wordpiece, text)
+    untouched = live.states[3]
+    burst = scattered(text, ["The", "Its", "the", "it"], "a")
+    engine.costs.edit_s, engine.costs.build_s_per_token = 1.0, 1e-3  # edits look dear
+    assert live.merged(burst) is not None
+    stats = live.apply_all(burst)
+    assert_matches_fresh_document(live)
+    assert stats.rebuilt == 3 and not stats.edited and live.states[3] is untouched
+    config = engine.model.config
+    changed = live.states[:3]
+    assert stats.macs <= sum(full_pass_macs(config, len(s), quantized=True) for s in changed)
+
+
+def test_a_burst_cheaper_edited_stays_incremental(engine, wordpiece):
+    live = LiveDocument(engine, wordpiece, TEXT)
+    burst = scattered(TEXT, ["ten"], "eleven")
+    engine.costs.edit_s, engine.costs.build_s_per_token = 1e-4, 1.0  # edits look cheap
+    assert live.merged(burst) is None and live.merged(burst[:1]) is None
+    stats = live.apply_all(burst)
+    assert stats.rebuilt == 0 and len(stats.edited) == 1
+    assert_matches_fresh_document(live)
+
+
+def test_an_edit_dirtying_half_the_segment_is_a_full_pass(engine, wordpiece):
+    """Replacing most of a paragraph: the engine recomputes the segment instead of editing it,
+    and the state is exactly a full pass."""
+    live = LiveDocument(engine, wordpiece, TEXT)
+    start, end = TEXT.index("Its"), TEXT.index("said.")
+    stats = live.apply(TextEdit(start, end, "A completely different sentence is here now"))
+    [edited] = stats.edited
+    state = live.states[1]
+    assert edited.dirty == [len(state)] * engine.model.config.n_layers
+    assert_matches_fresh_document(live)

@@ -5,6 +5,7 @@ recomputation at every check, report what the issue asks for, and leave no daemo
 """
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from vqedit.lsp import editlog
 from vqedit.lsp.driver import LspDriver
 
 EDITS = 40
+ORT = importlib.util.find_spec("onnxruntime") is not None  # the `bench` extra
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,8 @@ def replay(tiny, log, tmp_path, *options: str) -> tuple[subprocess.CompletedProc
     out = tmp_path / "replay.json"
     run = subprocess.run([sys.executable, "-m", "vqedit", "replay", str(log), "--json", str(out),
                           "--model", str(tiny.base), "--student", str(tiny.student),
-                          "--head", str(tiny.head), "--threads", "1", *options],
+                          "--head", str(tiny.head), "--threads", "1",
+                          "--onnx-cache", str(tiny.base.parent / "onnx"), *options],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     return run, json.loads(out.read_text())
@@ -52,7 +55,15 @@ def test_engine_replay_verifies_at_every_check_and_reports_the_issues_fields(tin
     assert result["edits"] == EDITS and result["verified"] == EDITS // 5
     assert result["verify_failures"] == 0
     assert result["latency_ms_p50"] > 0 and result["latency_ms_p99"] >= result["latency_ms_p50"]
-    assert result["ops_ratio_median"] > 1  # fewer operations than a dense pass
+    assert result["ops_ratio_median"] > 1  # fewer operations than a paragraph cache
+    assert result["document_ops_ratio_median"] > result["ops_ratio_median"]
+    assert 0 < result["touched_tokens_median"] < result["tokens_median"]
+    if ORT:
+        assert result["paragraph_cache_baseline"].startswith("costed")
+        assert result["paragraph_cache_ms_p50"] > 0
+        assert set(result["paragraph_cache_ms_by_tokens"]) == {"8", "16", "32", "64"}
+    else:
+        assert "not costed" in result["paragraph_cache_baseline"]
     assert len(result["dirty_tokens_per_layer"]) == 2  # the tiny model's layers
     final_text = editlog.read(log).steps[-1].text
     label, _, paragraphs = Expected(tiny)(final_text)
@@ -89,14 +100,16 @@ def test_a_bad_log_stops_the_replay_with_its_line_or_is_skipped_with_skip_bad(ti
 
 def cost_columns(path) -> list[dict[str, str]]:
     rows = list(csv.DictReader(path.open()))
-    return [{k: row[k] for k in ("macs", "dense_macs", "tokens", "dirty_per_layer")}
+    return [{k: row[k] for k in ("macs", "dense_macs", "baseline_macs", "touched_tokens",
+                                 "tokens", "dirty_per_layer")}
             for row in rows]
 
 
 def test_a_daemon_replay_counts_each_edits_operations_in_its_own_run_as_the_engine_does(
         tiny, log, tmp_path):
     """The daemon's results carry the engine's counts: the same edits cost the same MACs,
-    dirty the same tokens per layer, and are compared with the same dense baseline."""
+    dirty the same tokens per layer, and are compared with the same dense baselines (the
+    document's, and the segments a paragraph cache recomputes)."""
     replay(tiny, log, tmp_path, "--via", "engine", "--csv", str(tmp_path / "engine.csv"))
     _, result = replay(tiny, log, tmp_path, "--via", "daemon", "--csv",
                        str(tmp_path / "daemon.csv"))
