@@ -316,6 +316,7 @@ def engine_report(settings: dict, loaded: LoadedModel, mode: Mode, samples: Samp
         "tokens": settings["tokens"],
         "tokens_median": pct(samples.tokens, 50),
         "threads": settings["threads"],
+        "weights": loaded.model.weights,
         "edits": len(samples.edit_ms),
         "documents": samples.documents,
         "kinds": settings["kinds"],

