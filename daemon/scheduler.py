@@ -319,7 +319,7 @@ class Scheduler:
             with placed(model.device):
                 before = counter.macs
                 live, applied, rest = self._bring_up_to_date(model, entry, text, version, edits)
-                if rest:
+                if rest or (live.pending() and self._superseded(entry, version)):
                     self._carry_over(entry, live, rest)
                     return
                 cost = Cost(counter.macs - before, live.dense_macs(), live.tokens(),
@@ -360,6 +360,9 @@ class Scheduler:
             with self._cond:
                 return entry.closed or self._stop or entry.version != version
 
+        def newer() -> bool:
+            return self._superseded(entry, version)
+
         live = entry.live
         if live is None:
             return LiveDocument(model.engine, model.tokenizer, text, closed), [], []
@@ -371,8 +374,10 @@ class Scheduler:
             for i, edit in enumerate(batch):
                 if i and superseded():  # at least one edit per pass: typing cannot starve it
                     return live, applied, batch[i:]
-                apply = live.apply_merged if merged else live.apply
-                applied.append(apply(edit, closed))
+                if merged:  # a newer version leaves the segments not yet computed pending
+                    applied.append(live.apply_merged(edit, closed, newer))
+                else:
+                    applied.append(live.apply(edit, closed))
             if live.text != text:
                 raise RuntimeError("document text diverged from the accepted text")
             return live, applied, []
@@ -385,9 +390,15 @@ class Scheduler:
                 self.counters.resyncs += 1
             return LiveDocument(model.engine, model.tokenizer, text, closed), [], []
 
+    def _superseded(self, entry: Entry, version: int) -> bool:
+        """Whether a newer version of the document came after `version`."""
+        with self._cond:
+            return entry.version != version
+
     def _carry_over(self, entry: Entry, live: LiveDocument, rest: list[TextEdit]) -> None:
         """A newer version stopped a batch: keep what was applied, hand the rest to the next
-        pass (the document is already queued: the change that came woke it)."""
+        pass (the document is already queued: the change that came woke it). A stopped merged
+        edit leaves no edits but segments pending, which the next pass computes."""
         with self._cond:
             self.counters.stopped += 1
             self.counters.superseded += 1  # this pass's version is never computed

@@ -61,6 +61,17 @@ class Evicted:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A segment a merged edit changed but was stopped before computing (`apply_merged`'s
+    `between`): computed when next read or edited."""
+
+    tokens: int  # its length, special tokens included
+
+    def __len__(self) -> int:
+        return self.tokens
+
+
+@dataclass(frozen=True)
 class Resident:
     """A segment whose state is in memory, as an owner ranks it for eviction."""
 
@@ -89,7 +100,7 @@ class LiveDocument:
                  stop: Callable[[], bool] = never) -> None:
         self.engine = engine
         self.document = Document(tokenizer, text, engine.model.config.max_positions)
-        self._states: list[SegmentState | Evicted] = [
+        self._states: list[SegmentState | Evicted | Pending] = [
             self._build(i, stop) for i in range(len(self.document.segments))]
         self._used = [next(_clock) for _ in self._states]  # per segment, when last built or edited
 
@@ -151,11 +162,13 @@ class LiveDocument:
         return LiveEditStats(sum(a.macs for a in applied), [e for a in applied for e in a.edited],
                              sum(a.rebuilt for a in applied), sum(a.restored for a in applied))
 
-    def apply_merged(self, edit: TextEdit, stop: Callable[[], bool] = never) -> LiveEditStats:
+    def apply_merged(self, edit: TextEdit, stop: Callable[[], bool] = never,
+                     between: Callable[[], bool] = never) -> LiveEditStats:
         """Apply an edit by computing each segment it changed once, from its new tokens; a
         segment whose tokens are those of one it replaced keeps that one's state. A replace-all
         or a didChange of many scattered changes then costs at most one full pass per segment it
-        changed. Raises like `apply`."""
+        changed. Raises like `apply`; when `between` says so before a segment, that segment and
+        the rest are left `Pending` (`pending()`), computed when next read or edited."""
         counter = self.engine.model.counter
         before = counter.macs
         ids = self.document.tokens.ids
@@ -165,12 +178,16 @@ class LiveDocument:
         kept = {key: (state, used) for key, state, used in old[seg.start:seg.end]
                 if isinstance(state, SegmentState)}
         stats = LiveEditStats(0)
-        states, used = [], []
+        states, used, stopped = [], [], False
         ids = self.document.tokens.ids
         for i in seg.touched:
             new = self.document.segments[i]
             reused = kept.pop(tuple(ids[new.start:new.end]), None)
-            if reused is None:
+            stopped = stopped or (reused is None and between())
+            if reused is None and stopped:
+                states.append(Pending(len(self.document.model_input(new))))
+                used.append(next(_clock))
+            elif reused is None:
                 states.append(self._build(i, stop))
                 used.append(next(_clock))
                 stats.rebuilt += 1
@@ -181,6 +198,10 @@ class LiveDocument:
         self._used[seg.start:seg.end] = used
         stats.macs = counter.macs - before
         return stats
+
+    def pending(self) -> bool:
+        """Whether a stopped merged edit left segments to compute (`apply_merged`)."""
+        return any(isinstance(s, Pending) for s in self._states)
 
     def compact(self, stop: Callable[[], bool] = never) -> None:
         """Rebuild every segment at canonical positions, exactly (idle time; evicted ones too).
@@ -226,18 +247,26 @@ class LiveDocument:
         """The document's pooled embedding: mean final state over all tokens, L2-normalised."""
         if not self._states:
             raise ValueError("nothing to pool: the document has no tokens")
+        self._settle()
         total = torch.stack([s.total for s in self._states]).sum(0)  # (D,)
         return F.normalize((total / self.tokens()).float(), dim=0)
 
     def segment_embeddings(self) -> torch.Tensor:
         """One pooled embedding per segment (paragraph), L2-normalised. (N, D)"""
+        self._settle()
         totals = torch.stack([s.total for s in self._states])  # (N, D)
         counts = torch.tensor([max(len(s), 1) for s in self._states])  # (N,)
         return F.normalize((totals / counts.unsqueeze(1)).float(), dim=1)
 
+    def _settle(self) -> None:
+        """Compute the segments a stopped merged edit left pending."""
+        for i, state in enumerate(self._states):
+            if isinstance(state, Pending):
+                self._resident(i)
+
     def _resident(self, index: int) -> SegmentState:
         state = self._states[index]
-        if isinstance(state, Evicted):
+        if not isinstance(state, SegmentState):
             state = self._states[index] = self._build(index)
             self._used[index] = next(_clock)
         return state

@@ -22,6 +22,7 @@ from vqedit.engine.checkpoint import default_model_path, from_hf, load
 from vqedit.engine.heads import LinearHead
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
+from vqedit.engine.weights import SERVING
 from vqedit.private_daemon import private_daemon_dirs
 
 LABELS = ["alpha", "beta", "gamma"]
@@ -80,7 +81,7 @@ class Expected:
     """Results of a fresh exact pass in this process: what compacted daemon results must equal."""
 
     def __init__(self, model: TinyModel) -> None:
-        loaded = load(str(model.base), model.student)
+        loaded = load(str(model.base), model.student, SERVING)  # as the daemon loads it
         self.engine = IncrementalEngine(loaded.model, Mode())
         self.tokenizer = loaded.tokenizer
         self.head = LinearHead.load(model.head)

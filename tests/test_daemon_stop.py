@@ -80,18 +80,20 @@ def test_idle_compaction_gives_way_to_an_edit_and_finishes_later(daemon, expecte
     assert_matches(client.latest("slow"), expected(SLOW))
 
 
-def test_a_newer_version_stops_a_batch_between_edits_and_takes_over_the_rest(daemon, expected):
+def test_a_newer_version_stops_a_burst_between_segments_and_takes_over_the_rest(daemon, expected):
     paths, _, client = daemon
-    # One word into every other paragraph, back to front so each offset holds as written:
-    # edits too far apart to merge, so the worker applies them one by one.
-    starts = [i for i in range(len(MANY)) if i == 0 or MANY[i - 2:i] == "\n\n"]
+    # One word into every other paragraph, back to front so each offset holds as written: a
+    # burst cheaper recomputed than edited, so the worker computes each paragraph it changed
+    # once, segment by segment; the newer version stops it, and the next pass computes the
+    # paragraphs left pending.
+    starts = [i for i in range(len(SLOW)) if i == 0 or SLOW[i - 2:i] == "\n\n"]
     edits = [{"start": at, "end": at, "text": "Then "} for at in reversed(starts[::2])]
-    text = MANY
+    text = SLOW
     for edit in edits:
         text = text[:edit["start"]] + edit["text"] + text[edit["start"]:]
     raw = RawConnection(paths.socket)
     raw.hello()
-    raw.request("open", {"uri": "many", "version": 1, "text": MANY})
+    raw.request("open", {"uri": "many", "version": 1, "text": SLOW})
     # Its pass, then its compaction: the worker is idle before the batch comes.
     assert [raw.notification()["params"]["version"] for _ in range(2)] == [1, 1]
     assert "result" in raw.request("change", {"uri": "many", "version": 2, "edits": edits})

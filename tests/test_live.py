@@ -220,3 +220,21 @@ def test_an_edit_dirtying_half_the_segment_is_a_full_pass(engine, wordpiece):
     state = live.states[1]
     assert edited.dirty == [len(state)] * engine.model.config.n_layers
     assert_matches_fresh_document(live)
+
+
+def test_a_merged_edit_stopped_between_segments_leaves_them_pending(engine, wordpiece):
+    """A newer version may stop a merged edit: the segments not yet computed are pending,
+    computed when read, and the document then equals a fresh one."""
+    live = LiveDocument(engine, wordpiece, TEXT)
+    burst = scattered(TEXT, ["The", "Its", "the", "it"], "a")
+    text = TEXT
+    for edit in burst:
+        text = edit.applied(text)
+    asked = []
+    stats = live.apply_merged(TextEdit.between(TEXT, text),
+                              between=lambda: asked.append(1) or len(asked) > 1)
+    assert stats.rebuilt == 1 and live.pending() and live.text == text
+    fresh = LiveDocument(engine, wordpiece, text)
+    assert torch.allclose(live.embedding(), fresh.embedding(), atol=1e-5)
+    assert not live.pending()
+    assert_matches_fresh_document(live)
