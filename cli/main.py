@@ -8,6 +8,7 @@ Usage:
     vqedit eval --json PATH [--student FILE] [--plot PNG --compare JSON...]
     vqedit bench engine [--tokens 512] [--edits 200] [--mode exact|sticky] [--json PATH] ...
     vqedit bench daemon [--tokens 512] [--clients 8] [--documents 10] [--json PATH]
+    vqedit bench burst [--paragraphs 6] [--edits 100] [--words 20000] [--json PATH]
     vqedit bench lsp [--words 2000] [--edits 200] [--debounce-ms 100] [--json PATH]
     vqedit edits synth --out LOG [--edits 1000] [--articles 1 | --text FILE]
     vqedit edits from-git FILE --out LOG
@@ -39,6 +40,8 @@ COMMANDS = (
     (("bench", "engine"), "bench_engine", "incremental edits against full passes, side by side"),
     (("bench", "daemon"), "bench_daemon",
      "edit-to-result latency through a real daemon, alone and under load"),
+    (("bench", "burst"), "bench_burst",
+     "many changes in one didChange against recomputing what they touched"),
     (("bench", "lsp"), "bench_lsp",
      "change-to-diagnostics latency of `vqedit lsp` over stdio, typed into"),
     (("edits", "synth"), "edits_synth", "atomic edits typed into BBC articles or files"),

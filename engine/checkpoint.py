@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from . import student as students
+from .allocator import settle_loaded_objects
 from .model import VQConfig, VQTransformer
 from .tokens import Tokenizer
 from .weights import SERVING, round_weights
@@ -182,7 +183,9 @@ def load(name_or_path: str | Path | None = None, student: Path | None = None,
         except students.StudentError as e:
             raise ModelLoadError(str(e)) from None
     round_weights(model, weights)
-    return LoadedModel(model, Tokenizer.from_hf(hf_tokenizer), source, hf_model.eval(), student)
+    loaded = LoadedModel(model, Tokenizer.from_hf(hf_tokenizer), source, hf_model.eval(), student)
+    settle_loaded_objects()
+    return loaded
 
 
 def load_default(weights: str = SERVING) -> LoadedModel:

@@ -90,3 +90,23 @@ def test_a_list_of_lengths_gives_one_line_each_with_speedups_over_every_baseline
 def test_a_length_that_is_not_a_number_is_refused():
     run = vqedit("bench", "engine", "--tokens", "32,many")
     assert run.returncode == 2 and b"comma list of lengths" in run.stderr
+
+
+def test_bursts_report_their_cost_against_recomputing(tmp_path):
+    """`bench burst`: a scattered burst and a replace-all, each with its time and MACs against
+    a full recompute of the result and the dense MACs of the segments it touched."""
+    out = tmp_path / "burst.json"
+    run = vqedit("bench", "burst", "--edits", "12", "--words", "400", "--json", str(out))
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    lines = [json.loads(line) for line in run.stdout.decode().strip().splitlines()]
+    assert [line["burst"] for line in lines] == ["scattered", "replace_all"]
+    for line in lines:
+        assert line["burst_macs"] > 0 and line["dense_touched_macs"] > 0
+        assert line["recompute_ms"] > 0 and "time_vs_recompute" in line
+    assert lines[0]["edits"] == 12
+    assert [json.loads(line) for line in out.read_text().splitlines()] == lines
+
+
+def test_a_burst_replacement_that_is_not_a_word_is_refused():
+    run = vqedit("bench", "burst", "--replace", "the")
+    assert run.returncode == 2 and b"--replace" in run.stderr
