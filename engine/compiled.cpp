@@ -679,7 +679,7 @@ class CompiledModel {
     std::vector<int64_t> refresh, moved;
     update_rows(k, v, q, m, s, heads, slack, updates, slots, size, rows, nr, old_k, old_v,
                 old_order, n_old, rank, limit, clean, refresh, moved, counts);
-    counts.refreshed = int64_t(refresh.size());
+    counts.refreshed += int64_t(refresh.size());
     std::vector<int64_t> attend_rows(rows, rows + nr);
     attend_rows.insert(attend_rows.end(), refresh.begin(), refresh.end());
     attend(q, k, v, m, s, heads, updates, slots, size, rank, attend_rows, counts);
@@ -811,44 +811,63 @@ class CompiledModel {
         for (int d = 0; d < dh_; ++d) keys[(size_t(hh) * dh_ + d) * np + j] = key[d] * scale;
         std::memcpy(&values[(size_t(hh) * n_keys + j) * dh_], value, dh_ * sizeof(float));
       }
-    std::vector<float> w(np), change(dh_), shift(g_);
-    std::vector<char> cancelled_any(size, 0), seen(np, 1);
+    // Per key lane (NP,): whether the key is in play (not padding), and whether it is leaving
+    // (its weight is taken out of the sums) — as 0/1 floats, so a row's sums are vector work.
+    std::vector<float> in_play(np, 0.0f), leaving(np, 0.0f), lanes(np), w(np), acc(dh_),
+        change(dh_), shift(g_);
+    order.resize(np, 0);
+    for (int j = 0; j < n_keys; ++j) {
+      in_play[j] = 1.0f;
+      leaving[j] = j < n_old;
+    }
+    std::vector<char> cancelled_any(size, 0);
     const int dg = dh_ / g_;
+    const f8 minus_infinity = f8{} - std::numeric_limits<float>::infinity();
     for (int hh = 0; hh < h_; ++hh) {
       const float* kh = &keys[size_t(hh) * dh_ * np];
       const float* vh = &values[size_t(hh) * n_keys * dh_];
       for (int t = 0; t < size; ++t) {
         if (!touched[t]) continue;
-        if (causal_)
-          for (int j = 0; j < n_keys; ++j) seen[j] = order[j] <= rank[t];
+        const float* seen = in_play.data();  // the keys this row sees
+        if (causal_) {
+          for (int j = 0; j < np; ++j) lanes[j] = in_play[j] * (order[j] <= rank[t]);
+          seen = lanes.data();
+        }
         const float* qt = q + (size_t(hh) * slots + t) * dh_;
         const size_t at = size_t(hh) * slots + t;
         const float m_old = m[at], s_old = s[at];
         scores(qt, kh, dh_, np, w.data());
-        float m_new = m_old;
-        for (int j = n_old; j < n_keys; ++j)
-          if (seen[j]) m_new = std::max(m_new, w[j]);
-        for (int j = 0; j < np; ++j) w[j] -= m_new;
-        exp_floor(w.data(), np);
-        float removed = 0, added = 0;
-        for (int j = 0; j < n_keys; ++j) {
-          if (!seen[j]) w[j] = 0.0f;
-          if (j < n_old) {
-            removed += w[j];
-            w[j] = -w[j];
-          }
-          added += w[j];
+        f8 top = minus_infinity;  // the reference max moves up to the new keys' best score
+        for (int j = 0; j < np; j += 8) {
+          const f8 arriving = load8(seen + j) - load8(leaving.data() + j);
+          top = arriving > 0 ? (load8(w.data() + j) > top ? load8(w.data() + j) : top) : top;
         }
+        float m_new = m_old;
+        for (int i = 0; i < 8; ++i) m_new = std::max(m_new, top[i]);
+        f8 all = {}, gone = {};  // softmax mass of every key in play, of the leaving ones
+        for (int j = 0; j < np; j += 8) {
+          const f8 e = exp8(load8(w.data() + j) - m_new) * load8(seen + j);
+          const f8 out = load8(leaving.data() + j);
+          all += e;
+          gone += e * out;
+          store8(w.data() + j, e - 2.0f * e * out);  // leaving keys' weights count negatively
+        }
+        float removed = 0, mass = 0;
+        for (int i = 0; i < 8; ++i) {
+          removed += gone[i];
+          mass += all[i];
+        }
+        const float added = mass - 2 * removed;  // net softmax mass added
         float decay = m_old - m_new;
         exp_floor(&decay, 1);
         const float s_kept = s_old * decay;
         const float s_new = s_kept + added;
-        // h' − h = Σ (w / s_new)·v − h·(Σ w / s_new)
+        // h' − h = (Σ w·v) / s_new − h·(Σ w / s_new)
         float* h = heads + at * dh_;
-        const float keep = added / s_new;
-        for (int d = 0; d < dh_; ++d) change[d] = -h[d] * keep;
-        for (int j = 0; j < n_keys; ++j) w[j] /= s_new;
-        weighted_sum(w.data(), vh, n_keys, dh_, change.data());
+        const float inverse = 1.0f / s_new, keep = added * inverse;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        weighted_sum(w.data(), vh, n_keys, dh_, acc.data());
+        for (int d = 0; d < dh_; ++d) change[d] = acc[d] * inverse - h[d] * keep;
         for (int gg = 0; gg < g_; ++gg) {  // each group's shift, summed first, rooted at once
           float sq = 0;
           for (int d = gg * dg; d < (gg + 1) * dg; ++d) sq += change[d] * change[d];
