@@ -147,9 +147,18 @@ class SegmentState:
                 setattr(owner, name, grown)
 
     def move_rows(self, to: torch.Tensor, source: torch.Tensor) -> None:
-        """Copy every per-slot array's rows `source` into rows `to`."""
+        """Copy every per-slot array's rows `source` into rows `to`.
+
+        On the CPU through numpy views: a deletion moves rows of some sixty arrays, and numpy
+        indexes a few rows in a fifth of torch's time (an eighth of an edit at 64 tokens)."""
+        cpu = to.device.type == "cpu"
+        targets, sources = (to.numpy(), source.numpy()) if cpu else (to, source)
         for t, dim in self.slot_arrays():
-            t.index_copy_(dim, to, t.index_select(dim, source))
+            if cpu:
+                a, before = t.numpy(), (slice(None),) * dim
+                a[(*before, targets)] = a[(*before, sources)]
+            else:
+                t.index_copy_(dim, to, t.index_select(dim, source))
 
     def become(self, other: "SegmentState") -> None:
         """Take `other`'s arrays in place of this state's (a rebuild of the same segment)."""
