@@ -55,8 +55,10 @@ def run(script: str) -> list[int]:
 
 def test_full_passes_after_the_first_reuse_the_memory_they_touched():
     # With glibc's defaults these three rounds cost 113,088 page faults on this project's VM.
+    # Kept, they cost 0 to 21,792 over 27 runs: a round now and then places one or a few of its
+    # 12 MB temporaries on fresh pages (3,072 faults each).
     [faults] = run(FAULTS)
-    assert faults < 10_000
+    assert faults < 30_000
 
 
 def test_freed_memory_is_kept_until_released():
