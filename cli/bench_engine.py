@@ -389,9 +389,10 @@ def _plot(runs: list[tuple[Samples, dict]], path: Path) -> None:
         scaling.fill_between(lengths, low, high, color=line.get_color(), alpha=0.2)
     scaling.set_xscale("log")
     scaling.set_yscale("log")
-    for axis in (scaling.xaxis, scaling.yaxis):
-        axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        axis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    scaling.set_xticks(lengths, [f"{n:g}" for n in lengths])  # the measured lengths only
+    scaling.xaxis.set_minor_formatter(ticker.NullFormatter())
+    scaling.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    scaling.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     scaling.set_xlabel("segment length (tokens, median over edits)")
     scaling.set_ylabel("ms per edit (median, p10–p90)")
     scaling.legend()
@@ -416,8 +417,9 @@ def _plot(runs: list[tuple[Samples, dict]], path: Path) -> None:
     latency.set_xlabel(f"ms per edit ({report['tokens']} tokens)")
     latency.set_ylabel("share of edits (ECDF)")
     latency.legend()
-    fig.suptitle(f"{report['model']} ({report['codebooks'].split(',')[0]} codebooks), "
-                 f"{report['threads']} threads, {report['mode']} mode (δ={report['delta']}), "
+    fig.suptitle(f"{report['model']} ({report['codebooks'].split(',')[0]} codebooks, "
+                 f"{report['weights']} weights), {report['threads']} thread(s), "
+                 f"{report['mode']} mode (δ={report['delta']}), "
                  f"{report['kinds']} edits; {report['cpu']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
