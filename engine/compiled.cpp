@@ -1,5 +1,5 @@
-// The compiled edit path: one call per layer does what `IncrementalEngine._layer` and
-// `Block.finish` do in torch (engine/incremental.py is the reference, and its docstring the
+// The compiled edit path: one call per edit does, layer by layer, what `IncrementalEngine._layer`
+// and `Block.finish` do in torch (engine/incremental.py is the reference, and its docstring the
 // algorithm): projections of the dirty rows, the running softmax update of every other row,
 // full attention rows, codebook decisions with slack skipping, output projection and MLP.
 //
