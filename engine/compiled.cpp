@@ -531,7 +531,7 @@ class CompiledModel {
     };
     Layer l{lin("q"), lin("k"), lin("v"), lin("o"), lin("up"), lin("down"),
             vec("attn_norm.weight"), vec("attn_norm.bias"), vec("mlp_norm.weight"),
-            vec("mlp_norm.bias"), {}, {}};
+            vec("mlp_norm.bias"), {}, {}, {}};
     auto cw = w["codewords"].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
     if (cw.ndim() != 3 || cw.shape(0) != q_ || cw.shape(1) != k_ || cw.shape(2) != dg_)
       throw std::invalid_argument("codewords: expected (Q, K, Dg)");
@@ -736,7 +736,7 @@ class CompiledModel {
     std::vector<int64_t> done(rows, rows + nr);
     done.insert(done.end(), flipped.begin(), flipped.end());
     std::sort(done.begin(), done.end());
-    finish(L, done, inputs, codes, out, slots, counts);
+    finish(L, done, inputs, codes, out, counts);
 
     dirty = std::move(done);
     return int(flipped.size());
@@ -1013,7 +1013,7 @@ class CompiledModel {
 
   // Everything after the codebook for `rows`: output projection, residual, norms, MLP.
   void finish(const Layer& L, const std::vector<int64_t>& rows, const float* inputs,
-              const uint8_t* codes, float* out, py::ssize_t slots, Counts& counts) const {
+              const uint8_t* codes, float* out, Counts& counts) const {
     const int nr = int(rows.size());
     if (!nr) return;
     const int ld = padded(d_), ldf = padded(f_);
