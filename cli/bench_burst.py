@@ -26,7 +26,6 @@ import torch
 
 from vqedit.engine.checkpoint import LoadedModel
 from vqedit.engine.corpus import bbc_articles
-from vqedit.engine.document import Document
 from vqedit.engine.incremental import STICKY_DELTA, IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.ops import full_pass_macs
@@ -34,6 +33,7 @@ from vqedit.engine.tokens import TextEdit
 from vqedit.machine import cpu
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
+from vqedit.paragraph_cache import ParagraphCache
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,22 +94,26 @@ def _measure(engine: IncrementalEngine, loaded: LoadedModel, text: str,
     warm = LiveDocument(engine, loaded.tokenizer, text)  # the engine's costs: builds and edits
     for edit in burst[:8]:
         warm.apply(edit)
+    final = text
+    for edit in burst:
+        final = edit.applied(final)
     live = LiveDocument(engine, loaded.tokenizer, text)
+    merged = live.merged(burst, final) is not None
     before = counter.macs
     start = time.perf_counter()
-    merged = live.merged(burst) is not None
-    stats = live.apply_all(burst)
+    stats = live.apply_all(burst, after=final)  # as the daemon applies a coalesced batch
     live.embedding()
     burst_s = time.perf_counter() - start
     macs = counter.macs - before
-    final = live.text
     before = counter.macs
     start = time.perf_counter()
     fresh = LiveDocument(engine, loaded.tokenizer, final)
     fresh.embedding()
     recompute_s = time.perf_counter() - start
     recompute_macs = counter.macs - before
-    touched = _touched_tokens(loaded, text, final)
+    cache = ParagraphCache(loaded.tokenizer, engine.model.config.max_positions, False)
+    cache.open("burst", text, None)
+    touched = cache.change("burst", final)  # what a paragraph cache would recompute
     dense_touched = sum(full_pass_macs(engine.model.config, n) for n in touched)
     return {"edits": len(burst), "tokens": fresh.tokens(), "segments": len(fresh.states),
             "merged": merged, "rebuilt_segments": stats.rebuilt,
@@ -119,15 +123,3 @@ def _measure(engine: IncrementalEngine, loaded: LoadedModel, text: str,
             "recompute_macs": recompute_macs, "dense_touched_macs": dense_touched,
             "macs_vs_dense_touched": round(macs / max(dense_touched, 1), 3)}
 
-
-def _touched_tokens(loaded: LoadedModel, before: str, after: str) -> list[int]:
-    """Lengths (model input) of the final text's segments whose tokens are in no segment of the
-    text before: what a paragraph cache would recompute."""
-    window = loaded.model.config.max_positions
-
-    def inputs(text: str) -> list[tuple[int, ...]]:
-        doc = Document(loaded.tokenizer, text, window)
-        return [tuple(doc.model_input(s)) for s in doc.segments]
-
-    old = set(inputs(before))
-    return [len(ids) for ids in inputs(after) if ids not in old]

@@ -38,6 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -360,22 +361,20 @@ class Scheduler:
             with self._cond:
                 return entry.closed or self._stop or entry.version != version
 
-        def newer() -> bool:
-            return self._superseded(entry, version)
-
         live = entry.live
         if live is None:
             return LiveDocument(model.engine, model.tokenizer, text, closed), [], []
         try:
             batch, applied = coalesce(live.text, text, edits), []
-            merged = live.merged(batch)
+            merged = live.merged(batch, text)
             if merged is not None:  # cheaper computed once than edit by edit (engine costs)
                 batch = [merged]
             for i, edit in enumerate(batch):
                 if i and superseded():  # at least one edit per pass: typing cannot starve it
                     return live, applied, batch[i:]
                 if merged:  # a newer version leaves the segments not yet computed pending
-                    applied.append(live.apply_merged(edit, closed, newer))
+                    applied.append(live.apply_merged(edit, closed,
+                                                     partial(self._superseded, entry, version)))
                 else:
                     applied.append(live.apply(edit, closed))
             if live.text != text:

@@ -430,41 +430,6 @@ int first_equal(const float* x, int n, float value) {
   return n - 1;
 }
 
-#if defined(__x86_64__)
-// One group's squared distances (K,) to its codewords from their transpose (Dg, K), K a
-// multiple of 16, sixteen at a time; returns the least and writes the first index holding it.
-__attribute__((target("avx512f"))) float distances16(const float* x, int dg, const float* words,
-                                                   const float* square, float xx, int k,
-                                                   float* dist, int& best) {
-  __m512 low = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-  for (int j = 0; j < k; j += 16) {
-    __m512 acc = _mm512_add_ps(_mm512_loadu_ps(square + j), _mm512_set1_ps(xx));
-    for (int d = 0; d < dg; ++d)
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(-2 * x[d]), _mm512_loadu_ps(words + size_t(d) * k + j),
-                            acc);
-    _mm512_storeu_ps(dist + j, acc);
-    low = _mm512_min_ps(low, acc);
-  }
-  const float least = _mm512_reduce_min_ps(low);
-  best = k - 1;  // a NaN row
-  for (int j = 0; j < k; j += 16) {
-    const __mmask16 hit =
-        _mm512_cmp_ps_mask(_mm512_loadu_ps(dist + j), _mm512_set1_ps(least), _CMP_EQ_OQ);
-    if (hit) {
-      best = j + __builtin_ctz(hit);
-      break;
-    }
-  }
-  return least;
-}
-
-__attribute__((target("avx512f"))) float minimum16(const float* x, int k) {
-  __m512 low = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-  for (int j = 0; j < k; j += 16) low = _mm512_min_ps(low, _mm512_loadu_ps(x + j));
-  return _mm512_reduce_min_ps(low);
-}
-#endif
-
 float dot(const float* a, const float* b, int n) {
   float acc = 0;
 #pragma omp simd reduction(+ : acc)
@@ -965,9 +930,6 @@ class CompiledModel {
                 float* slack_out, char& tie, Counts& counts) const {
     tie = 0;
     const bool nearest = kind == NEAREST;
-#if defined(__x86_64__)
-    const bool wide = k_ % 16 == 0 && has_avx512();  // distances sixteen at a time
-#endif
     std::vector<float> dist(k_);
     for (int hh = 0; hh < h_; ++hh) {
       const float* h = heads + (size_t(hh) * slots + t) * dh_;
@@ -985,12 +947,7 @@ class CompiledModel {
         const float* words = L.transposed.data() + size_t(c) * dg_ * k_;  // (Dg, K)
         const float* square = L.squared.data() + size_t(c) * k_;
         int best;  // the first of twin codewords, as torch's argmin
-#if defined(__x86_64__)
-        const float low = wide ? distances16(x, dg_, words, square, xx, k_, dist.data(), best)
-                               : distances(x, words, square, xx, dist.data(), best);
-#else
         const float low = distances(x, words, square, xx, dist.data(), best);
-#endif
         const int current = codes[t * q_ + c];
         const float d_best = std::sqrt(std::max(low, 0.0f));
         const float d_current = std::sqrt(std::max(dist[current], 0.0f));
@@ -998,11 +955,7 @@ class CompiledModel {
         const int code = keep ? current : best;
         const float d_code = keep ? d_current : d_best;
         dist[code] = std::numeric_limits<float>::infinity();
-#if defined(__x86_64__)
-        const float other = wide ? minimum16(dist.data(), k_) : minimum(dist.data(), k_);
-#else
         const float other = minimum(dist.data(), k_);
-#endif
         const float d_other = std::sqrt(std::max(other, 0.0f));
         code_out[c] = uint8_t(code);
         slack_out[c] = ((1 + delta_) * d_other - d_code) / (2 + delta_);

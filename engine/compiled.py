@@ -35,11 +35,8 @@ class CompiledLayers:
             weights=model.weights)
         with torch.no_grad():
             for block in model.blocks:
-                a, mlp = block.attention, block.mlp
-                linears = {"q": a.q, "k": a.k, "v": a.v, "o": a.o, "up": mlp.up,
-                           "down": mlp.down}
                 weights = {f"{name}.{p}": _array(getattr(linear, p))
-                           for name, linear in linears.items() for p in ("weight", "bias")}
+                           for name, linear in block.linears().items() for p in ("weight", "bias")}
                 for name in ("attn_norm", "mlp_norm"):
                     norm = getattr(block, name)
                     weights[f"{name}.weight"] = _array(norm.weight)

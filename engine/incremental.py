@@ -227,24 +227,10 @@ class IncrementalEngine:
             stats.macs = counter.macs - before
             return stats
         x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
-        if self._compiled is not None and size > len(new_slots):  # an edit, not a full pass
-            self._apply_compiled(state, rows, x, is_new, gone, start, end, rank, limit, turn,
-                                 stats)
-            stats.macs = counter.macs - before
-            self.costs.note_edit(time.perf_counter() - began)
-            return stats
-        for layer, (block, st) in enumerate(zip(model.blocks, state.layers, strict=True)):
-            stats.dirty.append(len(rows))
-            kept = rows[~is_new[rows]]  # dirty rows that held the same token before
-            inputs = state.residual[layer]  # (S, D)
-            inputs[rows] = x
-            leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept]], dim=1),
-                               torch.cat([gone[layer][1], st.v[:, kept]], dim=1),
-                               torch.cat([torch.full((end - start,), start), rank[kept]]))
-            flips = self._layer(block, st, leaving, rows, x, rank, limit, inputs, turn, stats)
-            stats.flipped.append(len(flips))
-            rows = torch.cat([rows, flips]).unique()  # sorted
-            x = block.finish(inputs[rows], block.codebook.lookup(st.codes[rows].long()))
+        # The compiled path for edits on the CPU; full passes (large products) stay in torch.
+        edit = self._compiled is not None and size > len(new_slots)
+        layers = self._layers_compiled if edit else self._layers_torch
+        rows, x = layers(state, rows, x, is_new, gone, start, end, rank, limit, turn, stats)
         final = model.final_norm(x)  # (|D|, D)
         kept = rows[~is_new[rows]]
         state.total += final.double().sum(0) - state.output[kept].double().sum(0)
@@ -258,30 +244,46 @@ class IncrementalEngine:
             self.costs.note_edit(time.perf_counter() - began)
         return stats
 
-    def _apply_compiled(self, state: SegmentState, rows: torch.Tensor, x: torch.Tensor,
-                        is_new: torch.Tensor, gone: list[tuple[torch.Tensor, torch.Tensor]],
-                        start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
-                        turn: torch.Tensor, stats: EditStats) -> None:
-        """The layers of `apply` on the compiled path, in one call: the same state after."""
-        size, slots = len(state), state.slot_ids.shape[0]
+    def _layers_torch(self, state: SegmentState, rows: torch.Tensor, x: torch.Tensor,
+                      is_new: torch.Tensor, gone: list[tuple[torch.Tensor, torch.Tensor]],
+                      start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
+                      turn: torch.Tensor, stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every layer of `apply` in torch, the reference: rows (|D|,) dirty slots whose new
+        input is x (|D|, D). Returns the slots the last layer wrote and their outputs."""
+        for layer, (block, st) in enumerate(zip(self.model.blocks, state.layers, strict=True)):
+            stats.dirty.append(len(rows))
+            kept = rows[~is_new[rows]]  # dirty rows that held the same token before
+            inputs = state.residual[layer]  # (S, D)
+            inputs[rows] = x
+            leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept]], dim=1),
+                               torch.cat([gone[layer][1], st.v[:, kept]], dim=1),
+                               torch.cat([torch.full((end - start,), start), rank[kept]]))
+            flips = self._layer(block, st, leaving, rows, x, rank, limit, inputs, turn, stats)
+            stats.flipped.append(len(flips))
+            rows = torch.cat([rows, flips]).unique()  # sorted
+            x = block.finish(inputs[rows], block.codebook.lookup(st.codes[rows].long()))
+        return rows, x
+
+    def _layers_compiled(self, state: SegmentState, rows: torch.Tensor, x: torch.Tensor,
+                         is_new: torch.Tensor, gone: list[tuple[torch.Tensor, torch.Tensor]],
+                         start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
+                         turn: torch.Tensor, stats: EditStats,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_layers_torch` in one call of compiled code: the same state after."""
+        slots = state.slot_ids.shape[0]
         if self._scratch.shape[0] < slots:
             self._scratch = torch.empty(slots, self.model.config.d_model)
-        scratch = self._scratch[:slots]
+        scratch = self._scratch[:slots]  # the last layer's outputs
         state.residual[0][rows] = x
         done, stats.dirty, stats.flipped, counts = self._compiled.edit(
-            state, rows, is_new, gone, np.full(end - start, start, dtype=np.int64), rank,
-            limit, turn, scratch)
+            state, rows, is_new, gone, np.full(end - start, start, dtype=np.int64), rank, limit,
+            turn, scratch)
         stats.refreshed = counts["refreshed"]
         self.model.counter.add(counts["macs"])
         for name in ("refresh_updates", "refresh_cancellation", "refresh_tie", "sweep_flips"):
             setattr(self.totals, name, getattr(self.totals, name) + counts[name])
         rows = torch.from_numpy(done)
-        final = self.model.final_norm(scratch[rows])  # (|D|, D)
-        kept = rows[~is_new[rows]]
-        state.total += final.double().sum(0) - state.output[kept].double().sum(0)
-        state.output[rows] = final
-        state.sweep = (state.sweep + self.mode.sweep) % max(size, 1)
-        self.totals.edits += 1
+        return rows, scratch[rows]
 
     @staticmethod
     def _allocate(state: SegmentState, start: int, end: int, inserted: int) -> torch.Tensor:

@@ -137,25 +137,28 @@ class LiveDocument:
         stats.macs = counter.macs - before
         return stats
 
-    def merged(self, edits: list[TextEdit]) -> TextEdit | None:
+    def merged(self, edits: list[TextEdit], after: str | None = None) -> TextEdit | None:
         """The one edit from the first change of a burst to its last, where computing the
         segments it reaches costs less than the edits one by one (the engine's measured costs:
-        seconds per edit against seconds per token of full passes); None otherwise."""
+        seconds per edit against seconds per token of full passes); None otherwise. `after`,
+        the text the edits lead to, where the caller has it."""
         if len(edits) < 2:
             return None
-        text = self.text
-        for edit in edits:
-            text = edit.applied(text)
-        span = TextEdit.between(self.text, text)
+        if after is None:
+            after = self.text
+            for edit in edits:
+                after = edit.applied(after)
+        span = TextEdit.between(self.text, after)
         starts, ends = self.document.tokens.starts, self.document.tokens.ends
         reached = sum(s.end - s.start for s in self.document.segments
                       if starts[s.start] <= span.end and span.start <= ends[s.end - 1])
         return span if self.engine.costs.rebuild_is_cheaper(len(edits), reached) else None
 
-    def apply_all(self, edits: list[TextEdit], stop: Callable[[], bool] = never) -> LiveEditStats:
-        """Apply edits in order: merged into one (`merged`) where that is cheaper, else one by
-        one. Raises like `apply`."""
-        merged = self.merged(edits)
+    def apply_all(self, edits: list[TextEdit], stop: Callable[[], bool] = never,
+                  after: str | None = None) -> LiveEditStats:
+        """Apply edits in order: merged into one (`merged`, given `after` as it is) where that
+        is cheaper, else one by one. Raises like `apply`."""
+        merged = self.merged(edits, after)
         if merged is not None:
             return self.apply_merged(merged, stop)
         applied = [self.apply(edit, stop) for edit in edits]

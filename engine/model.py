@@ -227,6 +227,11 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.mlp = MLP(config, counter)
 
+    def linears(self) -> dict[str, CountedLinear]:
+        """The block's weight matrices by name: what a weight format rounds and kernels pack."""
+        a = self.attention
+        return {"q": a.q, "k": a.k, "v": a.v, "o": a.o, "up": self.mlp.up, "down": self.mlp.down}
+
     def projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values, each (B, T, H, Dh), after the pre-norm where there is one."""
         return self.attention.qkv(self.attn_norm(x) if self.pre_norm else x)

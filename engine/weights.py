@@ -30,8 +30,7 @@ def round_weights(model: VQTransformer, format: str) -> VQTransformer:
     if format == "float32":
         return model
     for block in model.blocks:
-        a, mlp = block.attention, block.mlp
-        for linear in (a.q, a.k, a.v, a.o, mlp.up, mlp.down):
+        for linear in block.linears().values():
             linear.weight.copy_(_rounded(linear.weight, format))
     model.weights = format
     return model
