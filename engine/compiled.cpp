@@ -37,7 +37,7 @@ constexpr int ROW_BLOCK = 8;        // rows multiplied at once, their accumulato
 constexpr float EXP_FLOOR = -80.0f;  // as in incremental.py
 constexpr float CANCELLATION = 0.8f;
 constexpr float TIE = 1e-3f;
-enum Decision : char { NONE, NEAREST, RULE, PAST_SLACK };  // how a row's codes are decided
+enum Decision : char { NONE, NEAREST, PAST_SLACK };  // how a row's codes are decided
 
 // ---- linears: y (R, O) = x (R, I) · W (I, O) + b, W packed as (ceil(O/16), I, 16) panels ----
 //
@@ -328,106 +328,153 @@ inline f8 gelu8(f8 x) {
   return 0.5f * x * (1.0f + erf);
 }
 
-// x = exp(max(x, EXP_FLOOR)) over an array, eight at a time.
-inline void exp_floor(float* x, int n) {
-  int j = 0;
-  for (; j + 8 <= n; j += 8) store8(x + j, exp8(load8(x + j)));
-  if (j < n) {
-    float rest[8] = {};
-    std::memcpy(rest, x + j, (n - j) * sizeof(float));
-    store8(rest, exp8(load8(rest)));
-    std::memcpy(x + j, rest, (n - j) * sizeof(float));
-  }
-}
-
-// scores (NP,) = Σ_d q[d]·keys[d, :] for keys transposed (Dh, NP), NP a multiple of 16: each
-// block of 16 summed in registers, in two chains each so that the multiply-adds do not wait on each
-// other.
-void scores(const float* q, const float* keys, int dh, int np, float* out) {
-  for (int j0 = 0; j0 < np; j0 += 16) {
-    f8 a0 = {}, a1 = {}, b0 = {}, b1 = {};
-    int d = 0;
-    for (; d + 2 <= dh; d += 2) {
-      const float* k0 = keys + size_t(d) * np + j0;
-      const float* k1 = k0 + np;
-      a0 += q[d] * load8(k0);
-      b0 += q[d] * load8(k0 + 8);
-      a1 += q[d + 1] * load8(k1);
-      b1 += q[d + 1] * load8(k1 + 8);
-    }
-    if (d < dh) {
-      const float* k0 = keys + size_t(d) * np + j0;
-      a0 += q[d] * load8(k0);
-      b0 += q[d] * load8(k0 + 8);
-    }
-    store8(out + j0, a0 + a1);
-    store8(out + j0 + 8, b0 + b1);
-  }
-}
-
-// out (DH,) += Σ_j w[j]·values[j, :] for values (n, DH), DH a multiple of 8, in registers.
-template <int DH>
-void weighted_sum(const float* w, const float* values, int n, float* out) {
-  f8 acc[DH / 8];
-  for (int c = 0; c < DH / 8; ++c) acc[c] = load8(out + 8 * c);
-  for (int j = 0; j < n; ++j) {
-    const float* vj = values + size_t(j) * DH;
-    for (int c = 0; c < DH / 8; ++c) acc[c] += w[j] * load8(vj + 8 * c);
-  }
-  for (int c = 0; c < DH / 8; ++c) store8(out + 8 * c, acc[c]);
-}
-
-void weighted_sum(const float* w, const float* values, int n, int dh, float* out) {
-  switch (dh) {
-    case 8: return weighted_sum<8>(w, values, n, out);
-    case 16: return weighted_sum<16>(w, values, n, out);
-    case 32: return weighted_sum<32>(w, values, n, out);
-    case 64: return weighted_sum<64>(w, values, n, out);
-    case 128: return weighted_sum<128>(w, values, n, out);
-    default:
-      for (int j = 0; j < n; ++j)
-        for (int d = 0; d < dh; ++d) out[d] += w[j] * values[size_t(j) * dh + d];
-  }
-}
-
-// x = √x over an array, eight at a time.
-inline void root(float* x, int n) {
-  int j = 0;
+// √x of eight floats.
+inline f8 sqrt8(f8 x) {
 #if defined(__AVX2__)
-  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, _mm256_sqrt_ps(_mm256_loadu_ps(x + j)));
+  return _mm256_sqrt_ps(x);
+#else
+  for (int i = 0; i < 8; ++i) x[i] = std::sqrt(x[i]);
+  return x;
 #endif
-  for (; j < n; ++j) x[j] = std::sqrt(x[j]);
 }
 
-// The least of x (n,); NaN never wins.
-float minimum(const float* x, int n) {
-  f8 low8 = {};
-  low8 += std::numeric_limits<float>::infinity();
-  int j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const f8 v = load8(x + j);
-    low8 = v < low8 ? v : low8;
-  }
-  float low = std::numeric_limits<float>::infinity();
-  for (int i = 0; i < 8; ++i) low = low8[i] < low ? low8[i] : low;
-  for (; j < n; ++j) low = x[j] < low ? x[j] : low;
-  return low;
+inline f8 max8(f8 a, f8 b) { return a > b ? a : b; }
+
+// The first n of eight floats at p, zero past n; and the store that writes only those n.
+// (A copy of variable length would stall the vector load after it: full vectors go direct.)
+inline f8 load_lanes(const float* p, int n) {
+  if (n == 8) return load8(p);
+  f8 v = {};
+  for (int i = 0; i < n; ++i) v[i] = p[i];
+  return v;
 }
 
-// The first index of value in x (n,), or n - 1 if there is none (a NaN row).
-int first_equal(const float* x, int n, float value) {
-  int j = 0;
+inline void store_lanes(float* p, f8 v, int n) {
+  if (n == 8) return store8(p, v);
+  for (int i = 0; i < n; ++i) p[i] = v[i];
+}
+
+// Which lanes of x are negative, as bits.
+inline int negative_lanes(f8 x) {
 #if defined(__AVX2__)
-  const __m256 target = _mm256_set1_ps(value);
-  for (; j + 8 <= n; j += 8) {
-    const int mask =
-        _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), target, _CMP_EQ_OQ));
-    if (mask) return j + __builtin_ctz(mask);
-  }
+  return _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+#else
+  int bits = 0;
+  for (int i = 0; i < 8; ++i) bits |= (x[i] < 0) << i;
+  return bits;
 #endif
-  for (; j < n; ++j)
-    if (x[j] == value) return j;
-  return n - 1;
+}
+
+// ---- rows in lanes: up to eight rows of one head side by side, one per vector lane ----
+//
+// Attention visits every row of a segment at each edit (the running update) and a few rows
+// against every key (full rows). Both take eight rows at a time, row i in lane i: scores,
+// softmax statistics, head-output changes and group shifts are then plain vector arithmetic
+// with no sums across a vector. A tile holds those rows' Dh-vectors transposed, (Dh, 8).
+
+#if defined(__AVX2__)
+// The 8 × 8 block in r, transposed in place.
+inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {
+      r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+      r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+#endif
+
+// tile (Dh, 8) = the Dh-vectors at rows[0..n) transposed, zero past n.
+void gather_tile(const float* const* rows, int n, int dh, float* tile) {
+  int d0 = 0;
+#if defined(__AVX2__)
+  if (n == 8)
+    for (; d0 + 8 <= dh; d0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows[i] + d0);
+      transpose8(r);
+      for (int c = 0; c < 8; ++c) _mm256_storeu_ps(tile + (d0 + c) * 8, r[c]);
+    }
+#endif
+  for (; d0 < dh; ++d0)
+    for (int i = 0; i < 8; ++i) tile[d0 * 8 + i] = i < n ? rows[i][d0] : 0.0f;
+}
+
+// The inverse: rows[0..n) = the tile's lanes.
+void scatter_tile(const float* tile, int n, int dh, float* const* rows) {
+  int d0 = 0;
+#if defined(__AVX2__)
+  if (n == 8)
+    for (; d0 + 8 <= dh; d0 += 8) {
+      __m256 r[8];
+      for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(tile + (d0 + c) * 8);
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(rows[i] + d0, r[i]);
+    }
+#endif
+  for (; d0 < dh; ++d0)
+    for (int i = 0; i < n; ++i) rows[i][d0] = tile[d0 * 8 + i];
+}
+
+// Sets of groups (Q bits per row), kept where slack is stored (Q, S) and read a row at a time.
+inline void add_group(uint64_t* set, int c) { set[c / 64] |= uint64_t(1) << (c % 64); }
+inline bool has_group(const uint64_t* set, int c) { return set[c / 64] >> (c % 64) & 1; }
+
+// out (n, 8) = the scores of the tile's rows q (Dh, 8) against keys (n, Dh): four keys at a
+// time, so that each query vector loaded serves four multiply-adds.
+void lane_scores(const float* q, const float* keys, int n, int dh, float* out) {
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* k0 = keys + size_t(j) * dh;
+    const float *k1 = k0 + dh, *k2 = k1 + dh, *k3 = k2 + dh;
+    f8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int d = 0; d < dh; ++d) {
+      const f8 qd = load8(q + d * 8);
+      a0 += qd * k0[d];
+      a1 += qd * k1[d];
+      a2 += qd * k2[d];
+      a3 += qd * k3[d];
+    }
+    store8(out + j * 8, a0);
+    store8(out + (j + 1) * 8, a1);
+    store8(out + (j + 2) * 8, a2);
+    store8(out + (j + 3) * 8, a3);
+  }
+  for (; j < n; ++j) {
+    const float* kj = keys + size_t(j) * dh;
+    f8 a = {};
+    for (int d = 0; d < dh; ++d) a += load8(q + d * 8) * kj[d];
+    store8(out + j * 8, a);
+  }
+}
+
+// out (Dh, 8) = Σ_j w[j]·values[j] for weights w (n, 8) and values (n, Dh): eight components
+// at a time, each weight vector loaded once for them.
+void lane_mix(const float* w, const float* values, int n, int dh, float* out) {
+  int d0 = 0;
+  for (; d0 + 8 <= dh; d0 += 8) {
+    f8 a[8] = {};
+    for (int j = 0; j < n; ++j) {
+      const f8 wj = load8(w + j * 8);
+      const float* vj = values + size_t(j) * dh + d0;
+      for (int b = 0; b < 8; ++b) a[b] += wj * vj[b];
+    }
+    for (int b = 0; b < 8; ++b) store8(out + (d0 + b) * 8, a[b]);
+  }
+  for (; d0 < dh; ++d0) {
+    f8 a = {};
+    for (int j = 0; j < n; ++j) a += load8(w + j * 8) * values[size_t(j) * dh + d0];
+    store8(out + d0 * 8, a);
+  }
 }
 
 float dot(const float* a, const float* b, int n) {
@@ -458,8 +505,9 @@ struct Layer {
   Linear q, k, v, o, up, down;
   std::vector<float> attn_gain, attn_shift, mlp_gain, mlp_shift;
   std::vector<float> codewords;    // (Q, K, Dg)
-  std::vector<float> transposed;   // (Q, Dg, K): distances to all K words as Dg vector FMAs
-  std::vector<float> squared;      // (Q, K) |c|²
+  // Eight groups side by side, one per lane, zero past Q: (⌈Q/8⌉, K, Dg, 8) codewords and
+  // (⌈Q/8⌉, K, 8) their |c|², so that a row's decisions take eight groups at once.
+  std::vector<float> lanes, squared;
 };
 
 struct LayerArrays {  // one layer's state, as in engine/state.py's LayerState
@@ -482,7 +530,11 @@ class CompiledModel {
                 bool pre_norm, bool gelu, float eps, float delta, const std::string& weights)
       : format_(parse_format(weights)), d_(d_model), h_(n_heads), dh_(d_model / n_heads), f_(d_ff), g_(groups),
         q_(n_heads * groups), k_(codebook_size), dg_(d_model / n_heads / groups),
-        causal_(causal), pre_norm_(pre_norm), gelu_(gelu), eps_(eps), delta_(delta) {}
+        words_((n_heads * groups + 63) / 64),
+        causal_(causal), pre_norm_(pre_norm), gelu_(gelu), eps_(eps), delta_(delta) {
+    if (codebook_size < 1 || codebook_size > 256)
+      throw std::invalid_argument("codes are bytes: 1 to 256 codewords per group");
+  }
 
   void add_layer(py::dict w) {
     auto lin = [&](const char* name) {
@@ -501,16 +553,16 @@ class CompiledModel {
     if (cw.ndim() != 3 || cw.shape(0) != q_ || cw.shape(1) != k_ || cw.shape(2) != dg_)
       throw std::invalid_argument("codewords: expected (Q, K, Dg)");
     l.codewords.assign(cw.data(), cw.data() + cw.size());
-    l.transposed.assign(l.codewords.size(), 0.0f);
+    const int blocks = (q_ + 7) / 8;
+    l.lanes.assign(size_t(blocks) * k_ * dg_ * 8, 0.0f);
+    l.squared.assign(size_t(blocks) * k_ * 8, 0.0f);
     for (int c = 0; c < q_; ++c)
-      for (int j = 0; j < k_; ++j)
-        for (int d = 0; d < dg_; ++d)
-          l.transposed[(size_t(c) * dg_ + d) * k_ + j] = l.codewords[(size_t(c) * k_ + j) * dg_ + d];
-    l.squared.assign(size_t(q_) * k_, 0.0f);
-    for (int c = 0; c < q_ * k_; ++c) {
-      const float* word = l.codewords.data() + size_t(c) * dg_;
-      l.squared[c] = dot(word, word, dg_);
-    }
+      for (int j = 0; j < k_; ++j) {
+        const float* word = l.codewords.data() + (size_t(c) * k_ + j) * dg_;
+        const size_t at = size_t(c / 8) * k_ + j;
+        for (int d = 0; d < dg_; ++d) l.lanes[(at * dg_ + d) * 8 + c % 8] = word[d];
+        l.squared[at * 8 + c % 8] = dot(word, word, dg_);
+      }
     layers_.push_back(std::move(l));
   }
 
@@ -642,20 +694,23 @@ class CompiledModel {
 
     project(L, rows, nr, inputs, q, k, v, slots, counts);
     std::vector<int64_t> refresh, moved;
+    // The groups of each row whose slack ran out at this layer (Q bits per slot).
+    std::vector<uint64_t> past(size_t(size) * words_, 0);
     update_rows(k, v, q, m, s, heads, slack, updates, slots, size, rows, nr, old_k, old_v,
-                old_order, n_old, rank, limit, clean, refresh, moved, counts);
+                old_order, n_old, rank, limit, clean, past.data(), refresh, moved, counts);
     counts.refreshed += int64_t(refresh.size());
     std::vector<int64_t> attend_rows(rows, rows + nr);
     attend_rows.insert(attend_rows.end(), refresh.begin(), refresh.end());
-    attend(q, k, v, m, s, heads, updates, slots, size, rank, attend_rows, counts);
+    attend(q, k, v, m, s, heads, slack, past.data(), updates, slots, size, rank, attend_rows,
+           counts);
 
-    // Which codes to decide: rows in D and the sweep's turn (nearest), refreshed rows (the
-    // mode's rule), and rows that moved past their slack. Of those, only the groups past their
+    // Which codes to decide: rows in D and the sweep's turn (nearest), and rows whose head
+    // outputs moved, by a running update or a refresh. Of those, only the groups past their
     // slack: the others' codes still obey the rule (the torch reference decides every group of
     // such a row, which keeps the same codes and only renews their slack; 6x the work here).
     std::vector<char> kind(size, NONE);
     for (auto r : moved) kind[r] = PAST_SLACK;
-    for (auto r : refresh) kind[r] = RULE;
+    for (auto r : refresh) kind[r] = PAST_SLACK;
     for (int i = 0; i < n_turn; ++i)
       if (clean[turn[i]]) kind[turn[i]] = NEAREST;
     std::vector<int64_t> decide(rows, rows + nr);
@@ -671,26 +726,31 @@ class CompiledModel {
       std::memcpy(&before[size_t(i - nr) * q_], codes + decide[i] * q_, q_);
     std::vector<uint8_t> new_codes(size_t(n_decide) * q_);
     std::vector<float> new_slack(size_t(n_decide) * q_);
+    std::vector<uint64_t> decided(size_t(n_decide) * words_);  // the groups each decision took
     std::vector<char> ties(n_decide);
-    for (int i = 0; i < n_decide; ++i)
-      quantize(L, heads, codes, slack, slots, decide[i], nearest[i], &new_codes[size_t(i) * q_],
-               &new_slack[size_t(i) * q_], ties[i], counts);
+    auto decide_row = [&](int i) {
+      const uint64_t* only = nearest[i] == NEAREST ? nullptr : &past[size_t(decide[i]) * words_];
+      quantize(L, heads, codes, slots, decide[i], only, &new_codes[size_t(i) * q_],
+               &new_slack[size_t(i) * q_], &decided[size_t(i) * words_], ties[i], counts);
+    };
+    for (int i = 0; i < n_decide; ++i) decide_row(i);
     std::vector<int64_t> tied;
     for (int i = 0; i < n_decide; ++i)
       if (ties[i] && updates[decide[i]] > 0) tied.push_back(decide[i]);
     if (!tied.empty()) {  // near ties are decided again on rows recomputed in full
-      attend(q, k, v, m, s, heads, updates, slots, size, rank, tied, counts);
+      attend(q, k, v, m, s, heads, slack, past.data(), updates, slots, size, rank, tied, counts);
       counts.refresh_tie += int64_t(tied.size());
       for (int i = 0; i < n_decide; ++i)
         if (ties[i] && std::find(tied.begin(), tied.end(), decide[i]) != tied.end())
-          quantize(L, heads, codes, slack, slots, decide[i], nearest[i],
-                   &new_codes[size_t(i) * q_], &new_slack[size_t(i) * q_], ties[i], counts);
+          decide_row(i);
     }
     std::vector<int64_t> flipped;
     for (int i = 0; i < n_decide; ++i) {
       const int64_t t = decide[i];
       std::memcpy(codes + t * q_, &new_codes[size_t(i) * q_], q_);
-      for (int c = 0; c < q_; ++c) slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
+      for (int c = 0; c < q_; ++c)
+        if (has_group(&decided[size_t(i) * words_], c))
+          slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
       if (i >= nr && std::memcmp(&before[size_t(i - nr) * q_], &new_codes[size_t(i) * q_], q_)) {
         flipped.push_back(t);
         counts.sweep_flips += nearest[i] == NEAREST;
@@ -733,13 +793,14 @@ class CompiledModel {
     return !causal_ || key_rank <= query_rank;
   }
 
-  // Running softmax update of the clean rows (see `IncrementalEngine._update_rows`).
+  // Running softmax update of the clean rows (see `IncrementalEngine._update_rows`), eight
+  // rows of a head at a time, one per lane.
   void update_rows(const float* k, const float* v, const float* q, float* m, float* s,
                    float* heads, float* slack, uint8_t* updates, py::ssize_t slots, int size,
                    const int64_t* rows, int nr, const std::vector<float>& old_k,
                    const std::vector<float>& old_v, const std::vector<int64_t>& old_order,
                    int n_old, const int64_t* rank, const int64_t* limit,
-                   const std::vector<char>& clean, std::vector<int64_t>& refresh,
+                   const std::vector<char>& clean, uint64_t* past, std::vector<int64_t>& refresh,
                    std::vector<int64_t>& moved, Counts& counts) const {
     const int n_keys = n_old + nr;
     if (!size || !n_keys) return;
@@ -760,206 +821,254 @@ class CompiledModel {
       return;
     }
     counts.macs += 2 * pairs * h_ * dh_;
+    // The keys (scaled, so that no score needs it) and values in play, (H, n_keys, Dh), the
+    // leaving ones first.
     const float scale = 1.0f / std::sqrt(float(dh_));
-    // The keys and values in play, head-major: (H, n_keys, Dh), old ones first.
-    // Keys transposed, (H, Dh, NP) with NP = n_keys rounded up to a whole vector, zero past
-    // n_keys: a row's scores are then Dh broadcast multiply-adds over the keys. Values
-    // (H, n_keys, Dh).
-    const int np = (n_keys + 15) / 16 * 16;
-    std::vector<float> keys(size_t(h_) * dh_ * np, 0.0f), values(size_t(h_) * n_keys * dh_);
+    std::vector<float> keys(size_t(h_) * n_keys * dh_), values(keys.size());
     for (int hh = 0; hh < h_; ++hh)
       for (int j = 0; j < n_keys; ++j) {
+        const size_t at = size_t(hh) * slots;
         const float* key = j < n_old ? &old_k[(size_t(hh) * n_old + j) * dh_]
-                                     : k + (size_t(hh) * slots + rows[j - n_old]) * dh_;
+                                     : k + (at + rows[j - n_old]) * dh_;
         const float* value = j < n_old ? &old_v[(size_t(hh) * n_old + j) * dh_]
-                                       : v + (size_t(hh) * slots + rows[j - n_old]) * dh_;
-        for (int d = 0; d < dh_; ++d) keys[(size_t(hh) * dh_ + d) * np + j] = key[d] * scale;
+                                       : v + (at + rows[j - n_old]) * dh_;
+        float* to = &keys[(size_t(hh) * n_keys + j) * dh_];
+        for (int d = 0; d < dh_; ++d) to[d] = key[d] * scale;
         std::memcpy(&values[(size_t(hh) * n_keys + j) * dh_], value, dh_ * sizeof(float));
       }
-    // Per key lane (NP,): whether the key is in play (not padding), and whether it is leaving
-    // (its weight is taken out of the sums) — as 0/1 floats, so a row's sums are vector work.
-    std::vector<float> in_play(np, 0.0f), leaving(np, 0.0f), lanes(np), w(np), acc(dh_),
-        change(dh_), shift(g_);
-    order.resize(np, 0);
-    for (int j = 0; j < n_keys; ++j) {
-      in_play[j] = 1.0f;
-      leaving[j] = j < n_old;
-    }
-    std::vector<char> cancelled_any(size, 0);
-    const int dg = dh_ / g_;
+    std::vector<float> qt(size_t(dh_) * 8), ht(qt.size()), change(qt.size()),
+        w(size_t(n_keys) * 8);  // tiles (Dh, 8), weights (n_keys, 8)
+    std::vector<char> cancelled(size, 0);
     const f8 minus_infinity = f8{} - std::numeric_limits<float>::infinity();
+    const int dg = dh_ / g_;
+    const float* q_rows[8];
+    float* h_rows[8];
     for (int hh = 0; hh < h_; ++hh) {
-      const float* kh = &keys[size_t(hh) * dh_ * np];
+      const float* kh = &keys[size_t(hh) * n_keys * dh_];
       const float* vh = &values[size_t(hh) * n_keys * dh_];
-      for (int t = 0; t < size; ++t) {
-        if (!touched[t]) continue;
-        const float* seen = in_play.data();  // the keys this row sees
-        if (causal_) {
-          for (int j = 0; j < np; ++j) lanes[j] = in_play[j] * (order[j] <= rank[t]);
-          seen = lanes.data();
+      for (int t0 = 0; t0 < size; t0 += 8) {
+        const int n = std::min(8, size - t0);
+        i8 active = {}, query_rank = {};
+        bool any = false;
+        for (int i = 0; i < n; ++i) {
+          active[i] = touched[t0 + i] ? -1 : 0;
+          query_rank[i] = int32_t(rank[t0 + i]);
+          any |= touched[t0 + i];
         }
-        const float* qt = q + (size_t(hh) * slots + t) * dh_;
-        const size_t at = size_t(hh) * slots + t;
-        const float m_old = m[at], s_old = s[at];
-        scores(qt, kh, dh_, np, w.data());
+        if (!any) continue;
+        const size_t at = size_t(hh) * slots + t0;
+        for (int i = 0; i < n; ++i) {
+          q_rows[i] = q + (at + i) * dh_;
+          h_rows[i] = heads + (at + i) * dh_;
+        }
+        gather_tile(q_rows, n, dh_, qt.data());
+        lane_scores(qt.data(), kh, n_keys, dh_, w.data());
+        const f8 m_old = load_lanes(m + at, n), s_old = load_lanes(s + at, n);
         f8 top = minus_infinity;  // the reference max moves up to the new keys' best score
-        for (int j = 0; j < np; j += 8) {
-          const f8 arriving = load8(seen + j) - load8(leaving.data() + j);
-          top = arriving > 0 ? (load8(w.data() + j) > top ? load8(w.data() + j) : top) : top;
+        for (int j = n_old; j < n_keys; ++j) {
+          f8 score = load8(&w[j * 8]);
+          if (causal_) score = int32_t(order[j]) <= query_rank ? score : minus_infinity;
+          top = max8(top, score);
         }
-        float m_new = m_old;
-        for (int i = 0; i < 8; ++i) m_new = std::max(m_new, top[i]);
-        f8 all = {}, gone = {};  // softmax mass of every key in play, of the leaving ones
-        for (int j = 0; j < np; j += 8) {
-          const f8 e = exp8(load8(w.data() + j) - m_new) * load8(seen + j);
-          const f8 out = load8(leaving.data() + j);
-          all += e;
-          gone += e * out;
-          store8(w.data() + j, e - 2.0f * e * out);  // leaving keys' weights count negatively
+        const f8 m_new = max8(m_old, top);
+        f8 mass = {}, gone = {};  // softmax mass of every key seen, of the leaving ones
+        for (int j = 0; j < n_keys; ++j) {
+          f8 e = exp8(load8(&w[j * 8]) - m_new);
+          if (causal_) e = int32_t(order[j]) <= query_rank ? e : f8{};
+          mass += e;
+          if (j < n_old) {  // leaving keys' weights count negatively
+            gone += e;
+            e = -e;
+          }
+          store8(&w[j * 8], e);
         }
-        float removed = 0, mass = 0;
-        for (int i = 0; i < 8; ++i) {
-          removed += gone[i];
-          mass += all[i];
-        }
-        const float added = mass - 2 * removed;  // net softmax mass added
-        float decay = m_old - m_new;
-        exp_floor(&decay, 1);
-        const float s_kept = s_old * decay;
-        const float s_new = s_kept + added;
+        const f8 added = mass - 2 * gone;  // net softmax mass added
+        const f8 s_kept = s_old * exp8(m_old - m_new);
+        const f8 s_new = s_kept + added;
         // h' − h = (Σ w·v) / s_new − h·(Σ w / s_new)
-        float* h = heads + at * dh_;
-        const float inverse = 1.0f / s_new, keep = added * inverse;
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        weighted_sum(w.data(), vh, n_keys, dh_, acc.data());
-        for (int d = 0; d < dh_; ++d) change[d] = acc[d] * inverse - h[d] * keep;
-        for (int gg = 0; gg < g_; ++gg) {  // each group's shift, summed first, rooted at once
-          float sq = 0;
-          for (int d = gg * dg; d < (gg + 1) * dg; ++d) sq += change[d] * change[d];
-          shift[gg] = sq;
+        const f8 inverse = 1.0f / s_new, keep = added * inverse;
+        gather_tile(h_rows, n, dh_, ht.data());
+        lane_mix(w.data(), vh, n_keys, dh_, change.data());
+        for (int d = 0; d < dh_; ++d) {
+          f8 c = load8(&change[d * 8]) * inverse - load8(&ht[d * 8]) * keep;
+          c = active ? c : f8{};
+          store8(&change[d * 8], c);
+          store8(&ht[d * 8], load8(&ht[d * 8]) + c);
         }
-        root(shift.data(), g_);
-        for (int gg = 0; gg < g_; ++gg) slack[size_t(hh * g_ + gg) * slots + t] -= shift[gg];
-        for (int d = 0; d < dh_; ++d) h[d] += change[d];
-        m[at] = m_new;
-        s[at] = s_new;
-        if (removed > CANCELLATION * s_kept) cancelled_any[t] = 1;
+        for (int gg = 0; gg < g_; ++gg) {  // each group's slack shrinks by how far it moved
+          f8 squares = {};
+          for (int d = gg * dg; d < (gg + 1) * dg; ++d)
+            squares += load8(&change[d * 8]) * load8(&change[d * 8]);
+          const int c = hh * g_ + gg;
+          float* at_slack = slack + size_t(c) * slots + t0;
+          const f8 left = load_lanes(at_slack, n) - sqrt8(squares);
+          store_lanes(at_slack, left, n);
+          for (int bits = negative_lanes(left) & ((1 << n) - 1); bits; bits &= bits - 1)
+            add_group(past + size_t(t0 + __builtin_ctz(bits)) * words_, c);
+        }
+        scatter_tile(ht.data(), n, dh_, h_rows);
+        store_lanes(m + at, active ? m_new : m_old, n);
+        store_lanes(s + at, active ? s_new : s_old, n);
+        const i8 cancel = active & (gone > CANCELLATION * s_kept);
+        for (int i = 0; i < n; ++i) cancelled[t0 + i] |= cancel[i] != 0;
       }
     }
     for (int t = 0; t < size; ++t) {
       if (!touched[t]) continue;
       updates[t] += 1;
       const bool tired = updates[t] >= limit[t];
-      if (tired || cancelled_any[t]) {
+      if (tired || cancelled[t]) {
         refresh.push_back(t);
         (tired ? counts.refresh_updates : counts.refresh_cancellation) += 1;
         continue;
       }
-      for (int c = 0; c < q_; ++c)
-        if (slack[size_t(c) * slots + t] < 0) {
-          moved.push_back(t);
-          break;
-        }
+      const uint64_t* set = past + size_t(t) * words_;
+      if (std::any_of(set, set + words_, [](uint64_t w) { return w != 0; })) moved.push_back(t);
     }
   }
 
-  // Softmax statistics and head outputs of `rows` from their queries, over every visible key.
+  // Softmax statistics and head outputs of `rows` from their queries, over every visible key,
+  // eight rows of a head at a time. Each group's slack shrinks by how far its head output
+  // moved, so that a refreshed row need only decide the groups past their slack.
   void attend(const float* q, const float* k, const float* v, float* m, float* s, float* heads,
-              uint8_t* updates, py::ssize_t slots, int size, const int64_t* rank,
-              const std::vector<int64_t>& rows, Counts& counts) const {
+              float* slack, uint64_t* past, uint8_t* updates, py::ssize_t slots, int size,
+              const int64_t* rank, const std::vector<int64_t>& rows, Counts& counts) const {
+    const int nr = int(rows.size());
+    if (!nr) return;
     const float scale = 1.0f / std::sqrt(float(dh_));
-    std::vector<float> w(size), qs(dh_), acc(dh_);
+    std::vector<float> qt(size_t(dh_) * 8), ht(qt.size()), acc(qt.size()), w(size_t(size) * 8);
+    const f8 minus_infinity = f8{} - std::numeric_limits<float>::infinity();
+    const int dg = dh_ / g_;
+    const float* q_rows[8];
+    float* h_rows[8];
+    for (int hh = 0; hh < h_; ++hh) {
+      const float* kh = k + size_t(hh) * slots * dh_;
+      const float* vh = v + size_t(hh) * slots * dh_;
+      for (int r0 = 0; r0 < nr; r0 += 8) {
+        const int n = std::min(8, nr - r0);
+        i8 query_rank = {};
+        for (int i = 0; i < n; ++i) {
+          const size_t at = size_t(hh) * slots + rows[r0 + i];
+          q_rows[i] = q + at * dh_;
+          h_rows[i] = heads + at * dh_;
+          query_rank[i] = int32_t(rank[rows[r0 + i]]);
+        }
+        gather_tile(q_rows, n, dh_, qt.data());
+        for (int d = 0; d < dh_; ++d) store8(&qt[d * 8], load8(&qt[d * 8]) * scale);
+        lane_scores(qt.data(), kh, size, dh_, w.data());
+        f8 top = minus_infinity;
+        for (int j = 0; j < size; ++j) {
+          f8 score = load8(&w[j * 8]);
+          if (causal_) {
+            score = int32_t(rank[j]) <= query_rank ? score : minus_infinity;
+            store8(&w[j * 8], score);
+          }
+          top = max8(top, score);
+        }
+        f8 sum = {};
+        for (int j = 0; j < size; ++j) {
+          f8 e = exp8(load8(&w[j * 8]) - top);
+          if (causal_) e = int32_t(rank[j]) <= query_rank ? e : f8{};
+          sum += e;
+          store8(&w[j * 8], e);
+        }
+        lane_mix(w.data(), vh, size, dh_, acc.data());
+        gather_tile(h_rows, n, dh_, ht.data());  // the head outputs before
+        for (int gg = 0; gg < g_; ++gg) {
+          f8 squares = {};
+          for (int d = gg * dg; d < (gg + 1) * dg; ++d) {
+            const f8 now = load8(&acc[d * 8]) / sum;
+            const f8 moved = now - load8(&ht[d * 8]);
+            squares += moved * moved;
+            store8(&ht[d * 8], now);
+          }
+          const f8 shift = sqrt8(squares);
+          const int c = hh * g_ + gg;
+          for (int i = 0; i < n; ++i) {
+            float& left = slack[size_t(c) * slots + rows[r0 + i]];
+            left -= shift[i];
+            if (left < 0) add_group(past + size_t(rows[r0 + i]) * words_, c);
+          }
+        }
+        scatter_tile(ht.data(), n, dh_, h_rows);
+        for (int i = 0; i < n; ++i) {
+          const size_t at = size_t(hh) * slots + rows[r0 + i];
+          m[at] = top[i];
+          s[at] = sum[i];
+        }
+      }
+    }
     int64_t pairs = 0;
     for (int64_t t : rows) {
-      for (int hh = 0; hh < h_; ++hh) {
-        const float* qt = q + (size_t(hh) * slots + t) * dh_;
-        for (int d = 0; d < dh_; ++d) qs[d] = qt[d] * scale;
-        const float* kh = k + size_t(hh) * slots * dh_;
-        const float* vh = v + size_t(hh) * slots * dh_;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < size; ++j) {
-          w[j] = visible(rank[j], rank[t]) ? dot(qs.data(), kh + size_t(j) * dh_, dh_)
-                                           : -std::numeric_limits<float>::infinity();
-          mx = std::max(mx, w[j]);
-        }
-        for (int j = 0; j < size; ++j) w[j] -= mx;
-        exp_floor(w.data(), size);
-        float sum = 0;
-        for (int j = 0; j < size; ++j) {
-          if (!visible(rank[j], rank[t])) w[j] = 0.0f;
-          sum += w[j];
-        }
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        weighted_sum(w.data(), vh, size, dh_, acc.data());
-        const size_t at = size_t(hh) * slots + t;
-        m[at] = mx;
-        s[at] = sum;
-        for (int d = 0; d < dh_; ++d) heads[at * dh_ + d] = acc[d] / sum;
-      }
       updates[t] = 0;
       pairs += causal_ ? rank[t] + 1 : size;
     }
     counts.macs += 2 * pairs * h_ * dh_;
   }
 
-  // Squared distances (K,) of one group's head output x (Dg,) to its codewords, from their
-  // transpose (Dg, K) and |c|² (K,); returns the least and writes the first index holding it.
-  float distances(const float* x, const float* words, const float* square, float xx,
-                  float* dist, int& best) const {
-    int j = 0;
-    for (; j + 8 <= k_; j += 8) {
-      f8 acc = load8(square + j) + xx;
-      for (int d = 0; d < dg_; ++d) acc += (-2 * x[d]) * load8(words + size_t(d) * k_ + j);
-      store8(dist + j, acc);
-    }
-    for (; j < k_; ++j) {
-      float acc = square[j] + xx;
-      for (int d = 0; d < dg_; ++d) acc += (-2 * x[d]) * words[size_t(d) * k_ + j];
-      dist[j] = acc;
-    }
-    const float low = minimum(dist, k_);
-    best = first_equal(dist, k_, low);
-    return low;
-  }
-
   // The codes (Q,) and slack (Q,) of slot t under the mode's rule (`IncrementalEngine._quantize`).
-  // `kind` says which codes (NEAREST, RULE or PAST_SLACK: only the groups whose slack is
-  // negative, the others keep their code and slack).
-  void quantize(const Layer& L, const float* heads, const uint8_t* codes,
-                const float* slack, py::ssize_t slots, int64_t t, char kind, uint8_t* code_out,
-                float* slack_out, char& tie, Counts& counts) const {
+  // `only`: the groups to decide under the rule (the others keep their code), or null to give
+  // every group its nearest codeword. Sets the groups decided in `decided`. Eight groups at a
+  // time, one per lane: one pass over the K codewords finds each group's nearest, second
+  // nearest and current distance (the first of twin codewords wins, as torch's argmin).
+  void quantize(const Layer& L, const float* heads, const uint8_t* codes, py::ssize_t slots,
+                int64_t t, const uint64_t* only, uint8_t* code_out, float* slack_out,
+                uint64_t* decided, char& tie, Counts& counts) const {
     tie = 0;
-    const bool nearest = kind == NEAREST;
-    std::vector<float> dist(k_);
-    for (int hh = 0; hh < h_; ++hh) {
-      const float* h = heads + (size_t(hh) * slots + t) * dh_;
-      const float norm = std::sqrt(dot(h, h, dh_));
-      for (int gg = 0; gg < g_; ++gg) {
-        const int c = hh * g_ + gg;
-        if (kind == PAST_SLACK && slack[size_t(c) * slots + t] >= 0) {
-          code_out[c] = codes[t * q_ + c];
-          slack_out[c] = slack[size_t(c) * slots + t];
-          continue;
+    std::fill(decided, decided + words_, 0);
+    std::memcpy(code_out, codes + t * q_, q_);
+    const f8 infinity = f8{} + std::numeric_limits<float>::infinity();
+    float norms[8];  // |h| of each lane's head
+    float twice[8 * 32];  // −2x (Dg, 8), Dg ≤ 32 (else the fallback below)
+    std::vector<float> wide;  // the same for wider groups
+    float* x2 = dg_ <= 32 ? twice : (wide.resize(size_t(dg_) * 8), wide.data());
+    for (int c0 = 0; c0 < q_; c0 += 8) {
+      const int n = std::min(8, q_ - c0);
+      int wanted = 0;  // lanes to decide, as bits
+      for (int i = 0; i < n; ++i)
+        if (!only || has_group(only, c0 + i)) wanted |= 1 << i;
+      if (!wanted) continue;
+      i8 current = {};
+      f8 xx = {};
+      for (int i = 0; i < 8; ++i) {
+        const int c = c0 + i;
+        const float* h = i < n ? heads + (size_t(c / g_) * slots + t) * dh_ : nullptr;
+        norms[i] = h ? std::sqrt(dot(h, h, dh_)) : 0.0f;
+        current[i] = i < n ? codes[t * q_ + c] : 0;
+        for (int d = 0; d < dg_; ++d) {
+          const float value = h ? h[(c % g_) * dg_ + d] : 0.0f;
+          x2[d * 8 + i] = -2 * value;
+          xx[i] += value * value;
         }
+      }
+      f8 best = infinity, second = infinity, at_current = {};
+      i8 nearest = {};
+      const float* words = L.lanes.data() + size_t(c0 / 8) * k_ * dg_ * 8;
+      const float* square = L.squared.data() + size_t(c0 / 8) * k_ * 8;
+      for (int j = 0; j < k_; ++j) {
+        f8 acc = load8(square + j * 8);
+        for (int d = 0; d < dg_; ++d) acc += load8(x2 + d * 8) * load8(words + (j * dg_ + d) * 8);
+        const i8 closer = acc < best;
+        second = closer ? best : (acc < second ? acc : second);
+        best = closer ? acc : best;
+        nearest = closer ? i8{} + j : nearest;
+        at_current = current == j ? acc : at_current;
+      }
+      const f8 d_best = sqrt8(max8(best + xx, f8{})), d_second = sqrt8(max8(second + xx, f8{}));
+      const f8 d_current = sqrt8(max8(at_current + xx, f8{}));
+      const i8 keep = only ? d_current <= (1 + delta_) * d_best : i8{};
+      const i8 code = keep ? current : nearest;
+      const f8 d_code = keep ? d_current : d_best;
+      const f8 d_other = code == nearest ? d_second : d_best;  // the nearest other codeword
+      const f8 slack = ((1 + delta_) * d_other - d_code) / (2 + delta_);
+      for (int i = 0; i < n; ++i) {
+        if (!(wanted >> i & 1)) continue;
+        const int c = c0 + i;
+        add_group(decided, c);
         counts.macs += int64_t(k_) * dg_;
-        const float* x = h + gg * dg_;
-        const float xx = dot(x, x, dg_);
-        const float* words = L.transposed.data() + size_t(c) * dg_ * k_;  // (Dg, K)
-        const float* square = L.squared.data() + size_t(c) * k_;
-        int best;  // the first of twin codewords, as torch's argmin
-        const float low = distances(x, words, square, xx, dist.data(), best);
-        const int current = codes[t * q_ + c];
-        const float d_best = std::sqrt(std::max(low, 0.0f));
-        const float d_current = std::sqrt(std::max(dist[current], 0.0f));
-        const bool keep = !nearest && d_current <= (1 + delta_) * d_best;
-        const int code = keep ? current : best;
-        const float d_code = keep ? d_current : d_best;
-        dist[code] = std::numeric_limits<float>::infinity();
-        const float other = minimum(dist.data(), k_);
-        const float d_other = std::sqrt(std::max(other, 0.0f));
-        code_out[c] = uint8_t(code);
-        slack_out[c] = ((1 + delta_) * d_other - d_code) / (2 + delta_);
-        if (slack_out[c] < TIE * norm) tie = 1;
+        code_out[c] = uint8_t(code[i]);
+        slack_out[c] = slack[i];
+        if (slack[i] < TIE * norms[i]) tie = 1;
       }
     }
   }
@@ -1007,6 +1116,7 @@ class CompiledModel {
 
   Format format_;
   int d_, h_, dh_, f_, g_, q_, k_, dg_;
+  int words_;  // 64-bit words of a set of groups
   bool causal_, pre_norm_, gelu_;
   float eps_, delta_;
   std::vector<Layer> layers_;

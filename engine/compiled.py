@@ -45,7 +45,7 @@ class CompiledLayers:
                 self.kernel.add_layer(weights)
 
     def edit(self, state: SegmentState, rows: torch.Tensor, is_new: torch.Tensor,
-             gone: list[tuple[torch.Tensor, torch.Tensor]], gone_order: np.ndarray,
+             gone: list[tuple[np.ndarray, np.ndarray]], gone_order: np.ndarray,
              rank: torch.Tensor, limit: torch.Tensor, turn: torch.Tensor,
              out: torch.Tensor) -> tuple[np.ndarray, list[int], list[int], dict]:
         """Every layer of an edit on `state` in place; the last layer's rows go to `out`.
@@ -56,12 +56,10 @@ class CompiledLayers:
         (sorted), |D| per layer, the flips outside D per layer and the counts (MACs, refreshes,
         sweep flips).
         """
-        layers = [tuple(t.numpy() for t in (st.q, st.k, st.v, st.m, st.s, st.heads, st.codes,
-                                              st.slack, st.updates)) for st in state.layers]
+        views = state.views()
         return self.kernel.edit(
-            len(state), layers, [r.numpy() for r in state.residual], out.numpy(),
-            rows.numpy(), is_new.numpy(), [(k.numpy(), v.numpy()) for k, v in gone],
-            gone_order, rank.numpy(), limit.numpy(), turn.numpy())
+            len(state), views.layers, views.residual, out.numpy(), rows.numpy(), is_new.numpy(),
+            gone, gone_order, rank.numpy(), limit.numpy(), turn.numpy())
 
 
 def _array(t: torch.Tensor) -> np.ndarray:

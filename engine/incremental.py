@@ -202,7 +202,14 @@ class IncrementalEngine:
         # What the removed tokens take with them: their keys and values at every layer, and
         # their outputs, out of the segment's total.
         removed = state.order[start:end]
-        gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
+        # The compiled path edits a CPU state that keeps some tokens; full passes run in torch.
+        compiled = self._compiled is not None and len(state) > end - start
+        if compiled:  # numpy for the compiled path: a torch index per layer costs more
+            taken = removed.numpy()
+            gone = [(np.take(v[1], taken, axis=1), np.take(v[2], taken, axis=1))
+                    for v in state.views().layers]  # (H, R, Dh)
+        else:
+            gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
         state.total -= state.output[removed].double().sum(0)
 
         new_slots = self._allocate(state, start, end, len(new_ids))
@@ -227,9 +234,7 @@ class IncrementalEngine:
             stats.macs = counter.macs - before
             return stats
         x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
-        # The compiled path for edits on the CPU; full passes (large products) stay in torch.
-        edit = self._compiled is not None and size > len(new_slots)
-        layers = self._layers_compiled if edit else self._layers_torch
+        layers = self._layers_compiled if compiled else self._layers_torch
         rows, x = layers(state, rows, x, is_new, gone, start, end, rank, limit, turn, stats)
         final = model.final_norm(x)  # (|D|, D)
         kept = rows[~is_new[rows]]
@@ -265,7 +270,7 @@ class IncrementalEngine:
         return rows, x
 
     def _layers_compiled(self, state: SegmentState, rows: torch.Tensor, x: torch.Tensor,
-                         is_new: torch.Tensor, gone: list[tuple[torch.Tensor, torch.Tensor]],
+                         is_new: torch.Tensor, gone: list[tuple[np.ndarray, np.ndarray]],
                          start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
                          turn: torch.Tensor, stats: EditStats,
                          ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,10 +23,11 @@ be retaken (see `TIE` in incremental.py) cost 40 recomputed rows per edit on the
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 
@@ -82,6 +83,8 @@ class SegmentState:
     # every keystroke, and summing every row of every segment each time costs more.
     total: torch.Tensor
     sweep: int = 0  # sticky mode: the next token (text order) the refresh policy re-quantizes
+    # numpy views of the arrays (CPU), made once per allocation (`views`)
+    _views: "StateViews | None" = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.order.shape[0]
@@ -118,6 +121,19 @@ class SegmentState:
         for owner, name, dim in self.slot_fields():
             yield (owner[name] if isinstance(owner, list) else getattr(owner, name)), dim
 
+    def views(self) -> "StateViews":
+        """numpy views of a CPU state's arrays, kept until the arrays are reallocated: an edit
+        hands some sixty arrays to compiled code or moves their rows, and making the views
+        anew each time cost ~0.1 ms per edit."""
+        if self._views is None:
+            layer_names = [f.name for f in fields(LayerState)]
+            self._views = StateViews(
+                [tuple(getattr(layer, name).numpy() for name in layer_names)
+                 for layer in self.layers],
+                [r.numpy() for r in self.residual],
+                [(t.numpy(), dim) for t, dim in self.slot_arrays()])
+        return self._views
+
     @cached_property
     def slot_nbytes(self) -> int:
         """Bytes of one slot over every per-slot array: fixed by the model's shapes, so counted
@@ -145,20 +161,23 @@ class SegmentState:
                 owner[name] = grown
             else:
                 setattr(owner, name, grown)
+        self._views = None
 
     def move_rows(self, to: torch.Tensor, source: torch.Tensor) -> None:
         """Copy every per-slot array's rows `source` into rows `to`.
 
         On the CPU through numpy views: a deletion moves rows of some sixty arrays, and numpy
         indexes a few rows in a fifth of torch's time (an eighth of an edit at 64 tokens)."""
-        cpu = to.device.type == "cpu"
-        targets, sources = (to.numpy(), source.numpy()) if cpu else (to, source)
-        for t, dim in self.slot_arrays():
-            if cpu:
-                a, before = t.numpy(), (slice(None),) * dim
-                a[(*before, targets)] = a[(*before, sources)]
-            else:
+        if to.device.type != "cpu":
+            for t, dim in self.slot_arrays():
                 t.index_copy_(dim, to, t.index_select(dim, source))
+            return
+        targets, sources = to.numpy(), source.numpy()
+        for a, dim in self.views().slots:
+            if dim:
+                a[:, targets] = a[:, sources]
+            else:
+                a[targets] = a[sources]
 
     def become(self, other: "SegmentState") -> None:
         """Take `other`'s arrays in place of this state's (a rebuild of the same segment)."""
@@ -171,3 +190,12 @@ class SegmentState:
                             self.order.clone(), [layer.copy() for layer in self.layers],
                             [r.clone() for r in self.residual], self.output.clone(),
                             self.total.clone(), self.sweep)
+
+
+@dataclass(frozen=True)
+class StateViews:
+    """numpy views of a segment state's arrays, sharing their memory."""
+
+    layers: list[tuple[np.ndarray, ...]]  # per layer, LayerState's arrays in field order
+    residual: list[np.ndarray]  # L × (S, D)
+    slots: list[tuple[np.ndarray, int]]  # every per-slot array with its slot dimension

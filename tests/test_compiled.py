@@ -99,7 +99,7 @@ def test_bad_arrays_are_refused_with_a_clear_error(tiny):
     state = engine.build(list(range(5, 25)))
     layers = CompiledLayers(tiny, 0.0)
     size = len(state)
-    empty = [(st.k[:, :0], st.v[:, :0]) for st in state.layers]
+    empty = [(st.k[:, :0].numpy(), st.v[:, :0].numpy()) for st in state.layers]
     args = dict(state=state, rows=torch.tensor([3]), is_new=torch.zeros(size, dtype=torch.bool),
                 gone=empty, gone_order=np.zeros(0, dtype=np.int64), rank=torch.arange(size),
                 limit=torch.full((size,), 255), turn=torch.zeros(0, dtype=torch.long),
