@@ -37,7 +37,7 @@ constexpr int ROW_BLOCK = 8;        // rows multiplied at once, their accumulato
 constexpr float EXP_FLOOR = -80.0f;  // as in incremental.py
 constexpr float CANCELLATION = 0.8f;
 constexpr float TIE = 1e-3f;
-enum Decision : char { NONE, NEAREST, PAST_SLACK };  // how a row's codes are decided
+enum Decision : char { NONE, NEAREST, RULE };  // how a row's codes are decided
 
 // ---- linears: y (R, O) = x (R, I) · W (I, O) + b, W packed as (ceil(O/16), I, 16) panels ----
 //
@@ -425,9 +425,6 @@ void scatter_tile(const float* tile, int n, int dh, float* const* rows) {
     for (int i = 0; i < n; ++i) rows[i][d0] = tile[d0 * 8 + i];
 }
 
-// Sets of groups (Q bits per row), kept where slack is stored (Q, S) and read a row at a time.
-inline void add_group(uint64_t* set, int c) { set[c / 64] |= uint64_t(1) << (c % 64); }
-inline bool has_group(const uint64_t* set, int c) { return set[c / 64] >> (c % 64) & 1; }
 
 // out (n, 8) = the scores of the tile's rows q (Dh, 8) against keys (n, Dh): four keys at a
 // time, so that each query vector loaded serves four multiply-adds.
@@ -501,6 +498,33 @@ T* data(py::array& a, const char* name, std::vector<py::ssize_t> shape) {
   return static_cast<T*>(a.mutable_data());
 }
 
+// One pass over a block's K codewords for eight groups, one per lane: each group's least and
+// second least |c|² − 2x·c, the first index of the least (as torch's argmin), and the value at
+// its current code. DG is the group width where fixed at compile time (0: `dg` at run time).
+struct Scan {
+  f8 best = f8{} + std::numeric_limits<float>::infinity(), second = best, at_current = {};
+  i8 closest = {}, current = {};
+
+  // x2 (Dg, 8) is −2x, words (K, Dg, 8), square (K, 8).
+  template <int DG>
+  void run(const float* x2, const float* words, const float* square, int k, int dg) {
+    const int width = DG ? DG : dg;
+    f8 x[DG ? DG : 1];
+    if (DG)
+      for (int d = 0; d < DG; ++d) x[d] = load8(x2 + d * 8);
+    for (int j = 0; j < k; ++j) {
+      f8 acc = load8(square + j * 8);
+      const float* word = words + size_t(j) * width * 8;
+      for (int d = 0; d < width; ++d) acc += (DG ? x[d] : load8(x2 + d * 8)) * load8(word + d * 8);
+      const i8 closer = acc < best;
+      second = closer ? best : (acc < second ? acc : second);
+      best = closer ? acc : best;
+      closest = closer ? i8{} + j : closest;
+      at_current = current == j ? acc : at_current;
+    }
+  }
+};
+
 struct Layer {
   Linear q, k, v, o, up, down;
   std::vector<float> attn_gain, attn_shift, mlp_gain, mlp_shift;
@@ -530,7 +554,6 @@ class CompiledModel {
                 bool pre_norm, bool gelu, float eps, float delta, const std::string& weights)
       : format_(parse_format(weights)), d_(d_model), h_(n_heads), dh_(d_model / n_heads), f_(d_ff), g_(groups),
         q_(n_heads * groups), k_(codebook_size), dg_(d_model / n_heads / groups),
-        words_((n_heads * groups + 63) / 64),
         causal_(causal), pre_norm_(pre_norm), gelu_(gelu), eps_(eps), delta_(delta) {
     if (codebook_size < 1 || codebook_size > 256)
       throw std::invalid_argument("codes are bytes: 1 to 256 codewords per group");
@@ -694,8 +717,8 @@ class CompiledModel {
 
     project(L, rows, nr, inputs, q, k, v, slots, counts);
     std::vector<int64_t> refresh, moved;
-    // The groups of each row whose slack ran out at this layer (Q bits per slot).
-    std::vector<uint64_t> past(size_t(size) * words_, 0);
+    // The rows some of whose groups' slack ran out at this layer.
+    std::vector<char> past(size, 0);
     update_rows(k, v, q, m, s, heads, slack, updates, slots, size, rows, nr, old_k, old_v,
                 old_order, n_old, rank, limit, clean, past.data(), refresh, moved, counts);
     counts.refreshed += int64_t(refresh.size());
@@ -704,13 +727,14 @@ class CompiledModel {
     attend(q, k, v, m, s, heads, slack, past.data(), updates, slots, size, rank, attend_rows,
            counts);
 
-    // Which codes to decide: rows in D and the sweep's turn (nearest), and rows whose head
-    // outputs moved, by a running update or a refresh. Of those, only the groups past their
-    // slack: the others' codes still obey the rule (the torch reference decides every group of
-    // such a row, which keeps the same codes and only renews their slack; 6x the work here).
+    // Which codes to decide: rows in D and the sweep's turn (nearest), and rows with a group
+    // past its slack, after a running update or a refresh (the mode's rule). The torch
+    // reference also decides refreshed rows within their slack: their codes stay, only their
+    // slack is renewed.
     std::vector<char> kind(size, NONE);
-    for (auto r : moved) kind[r] = PAST_SLACK;
-    for (auto r : refresh) kind[r] = PAST_SLACK;
+    for (auto r : moved) kind[r] = RULE;
+    for (auto r : refresh)
+      if (past[r]) kind[r] = RULE;
     for (int i = 0; i < n_turn; ++i)
       if (clean[turn[i]]) kind[turn[i]] = NEAREST;
     std::vector<int64_t> decide(rows, rows + nr);
@@ -726,12 +750,10 @@ class CompiledModel {
       std::memcpy(&before[size_t(i - nr) * q_], codes + decide[i] * q_, q_);
     std::vector<uint8_t> new_codes(size_t(n_decide) * q_);
     std::vector<float> new_slack(size_t(n_decide) * q_);
-    std::vector<uint64_t> decided(size_t(n_decide) * words_);  // the groups each decision took
     std::vector<char> ties(n_decide);
     auto decide_row = [&](int i) {
-      const uint64_t* only = nearest[i] == NEAREST ? nullptr : &past[size_t(decide[i]) * words_];
-      quantize(L, heads, codes, slots, decide[i], only, &new_codes[size_t(i) * q_],
-               &new_slack[size_t(i) * q_], &decided[size_t(i) * words_], ties[i], counts);
+      quantize(L, heads, codes, slots, decide[i], nearest[i] == NEAREST,
+               &new_codes[size_t(i) * q_], &new_slack[size_t(i) * q_], ties[i], counts);
     };
     for (int i = 0; i < n_decide; ++i) decide_row(i);
     std::vector<int64_t> tied;
@@ -748,9 +770,7 @@ class CompiledModel {
     for (int i = 0; i < n_decide; ++i) {
       const int64_t t = decide[i];
       std::memcpy(codes + t * q_, &new_codes[size_t(i) * q_], q_);
-      for (int c = 0; c < q_; ++c)
-        if (has_group(&decided[size_t(i) * words_], c))
-          slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
+      for (int c = 0; c < q_; ++c) slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
       if (i >= nr && std::memcmp(&before[size_t(i - nr) * q_], &new_codes[size_t(i) * q_], q_)) {
         flipped.push_back(t);
         counts.sweep_flips += nearest[i] == NEAREST;
@@ -800,7 +820,7 @@ class CompiledModel {
                    const int64_t* rows, int nr, const std::vector<float>& old_k,
                    const std::vector<float>& old_v, const std::vector<int64_t>& old_order,
                    int n_old, const int64_t* rank, const int64_t* limit,
-                   const std::vector<char>& clean, uint64_t* past, std::vector<int64_t>& refresh,
+                   const std::vector<char>& clean, char* past, std::vector<int64_t>& refresh,
                    std::vector<int64_t>& moved, Counts& counts) const {
     const int n_keys = n_old + nr;
     if (!size || !n_keys) return;
@@ -904,7 +924,7 @@ class CompiledModel {
           const f8 left = load_lanes(at_slack, n) - sqrt8(squares);
           store_lanes(at_slack, left, n);
           for (int bits = negative_lanes(left) & ((1 << n) - 1); bits; bits &= bits - 1)
-            add_group(past + size_t(t0 + __builtin_ctz(bits)) * words_, c);
+            past[t0 + __builtin_ctz(bits)] = 1;
         }
         scatter_tile(ht.data(), n, dh_, h_rows);
         store_lanes(m + at, active ? m_new : m_old, n);
@@ -922,16 +942,16 @@ class CompiledModel {
         (tired ? counts.refresh_updates : counts.refresh_cancellation) += 1;
         continue;
       }
-      const uint64_t* set = past + size_t(t) * words_;
-      if (std::any_of(set, set + words_, [](uint64_t w) { return w != 0; })) moved.push_back(t);
+      if (past[t]) moved.push_back(t);
     }
   }
 
   // Softmax statistics and head outputs of `rows` from their queries, over every visible key,
   // eight rows of a head at a time. Each group's slack shrinks by how far its head output
-  // moved, so that a refreshed row need only decide the groups past their slack.
+  // moved, so that a refreshed row is decided again only where a group ran past its slack
+  // (marked in `past`).
   void attend(const float* q, const float* k, const float* v, float* m, float* s, float* heads,
-              float* slack, uint64_t* past, uint8_t* updates, py::ssize_t slots, int size,
+              float* slack, char* past, uint8_t* updates, py::ssize_t slots, int size,
               const int64_t* rank, const std::vector<int64_t>& rows, Counts& counts) const {
     const int nr = int(rows.size());
     if (!nr) return;
@@ -987,7 +1007,7 @@ class CompiledModel {
           for (int i = 0; i < n; ++i) {
             float& left = slack[size_t(c) * slots + rows[r0 + i]];
             left -= shift[i];
-            if (left < 0) add_group(past + size_t(rows[r0 + i]) * words_, c);
+            if (left < 0) past[rows[r0 + i]] = 1;
           }
         }
         scatter_tile(ht.data(), n, dh_, h_rows);
@@ -1007,71 +1027,60 @@ class CompiledModel {
   }
 
   // The codes (Q,) and slack (Q,) of slot t under the mode's rule (`IncrementalEngine._quantize`).
-  // `only`: the groups to decide under the rule (the others keep their code), or null to give
-  // every group its nearest codeword. Sets the groups decided in `decided`. Eight groups at a
+  // `nearest`: every group takes its nearest codeword, whatever its code. Eight groups at a
   // time, one per lane: one pass over the K codewords finds each group's nearest, second
   // nearest and current distance (the first of twin codewords wins, as torch's argmin).
   void quantize(const Layer& L, const float* heads, const uint8_t* codes, py::ssize_t slots,
-                int64_t t, const uint64_t* only, uint8_t* code_out, float* slack_out,
-                uint64_t* decided, char& tie, Counts& counts) const {
+                int64_t t, bool nearest, uint8_t* code_out, float* slack_out, char& tie,
+                Counts& counts) const {
     tie = 0;
-    std::fill(decided, decided + words_, 0);
-    std::memcpy(code_out, codes + t * q_, q_);
-    const f8 infinity = f8{} + std::numeric_limits<float>::infinity();
-    float norms[8];  // |h| of each lane's head
-    float twice[8 * 32];  // −2x (Dg, 8), Dg ≤ 32 (else the fallback below)
-    std::vector<float> wide;  // the same for wider groups
-    float* x2 = dg_ <= 32 ? twice : (wide.resize(size_t(dg_) * 8), wide.data());
+    counts.macs += int64_t(q_) * k_ * dg_;
+    std::vector<float> norms(h_);  // |h| of each head
+    for (int hh = 0; hh < h_; ++hh) {
+      const float* h = heads + (size_t(hh) * slots + t) * dh_;
+      norms[hh] = std::sqrt(dot(h, h, dh_));
+    }
+    std::vector<float> x2(size_t(dg_) * 8);  // −2x (Dg, 8)
     for (int c0 = 0; c0 < q_; c0 += 8) {
       const int n = std::min(8, q_ - c0);
-      int wanted = 0;  // lanes to decide, as bits
-      for (int i = 0; i < n; ++i)
-        if (!only || has_group(only, c0 + i)) wanted |= 1 << i;
-      if (!wanted) continue;
-      i8 current = {};
+      Scan scan;
       f8 xx = {};
       for (int i = 0; i < 8; ++i) {
         const int c = c0 + i;
         const float* h = i < n ? heads + (size_t(c / g_) * slots + t) * dh_ : nullptr;
-        norms[i] = h ? std::sqrt(dot(h, h, dh_)) : 0.0f;
-        current[i] = i < n ? codes[t * q_ + c] : 0;
+        scan.current[i] = i < n ? codes[t * q_ + c] : 0;
         for (int d = 0; d < dg_; ++d) {
           const float value = h ? h[(c % g_) * dg_ + d] : 0.0f;
           x2[d * 8 + i] = -2 * value;
           xx[i] += value * value;
         }
       }
-      f8 best = infinity, second = infinity, at_current = {};
-      i8 nearest = {};
       const float* words = L.lanes.data() + size_t(c0 / 8) * k_ * dg_ * 8;
       const float* square = L.squared.data() + size_t(c0 / 8) * k_ * 8;
-      for (int j = 0; j < k_; ++j) {
-        f8 acc = load8(square + j * 8);
-        for (int d = 0; d < dg_; ++d) acc += load8(x2 + d * 8) * load8(words + (j * dg_ + d) * 8);
-        const i8 closer = acc < best;
-        second = closer ? best : (acc < second ? acc : second);
-        best = closer ? acc : best;
-        nearest = closer ? i8{} + j : nearest;
-        at_current = current == j ? acc : at_current;
+      switch (dg_) {  // the common widths with x in registers
+        case 1: scan.run<1>(x2.data(), words, square, k_, dg_); break;
+        case 2: scan.run<2>(x2.data(), words, square, k_, dg_); break;
+        case 4: scan.run<4>(x2.data(), words, square, k_, dg_); break;
+        case 8: scan.run<8>(x2.data(), words, square, k_, dg_); break;
+        default: scan.run<0>(x2.data(), words, square, k_, dg_);
       }
-      const f8 d_best = sqrt8(max8(best + xx, f8{})), d_second = sqrt8(max8(second + xx, f8{}));
-      const f8 d_current = sqrt8(max8(at_current + xx, f8{}));
-      const i8 keep = only ? d_current <= (1 + delta_) * d_best : i8{};
-      const i8 code = keep ? current : nearest;
+      const f8 d_best = sqrt8(max8(scan.best + xx, f8{}));
+      const f8 d_second = sqrt8(max8(scan.second + xx, f8{}));
+      const f8 d_current = sqrt8(max8(scan.at_current + xx, f8{}));
+      const i8 keep = nearest ? i8{} : d_current <= (1 + delta_) * d_best;
+      const i8 code = keep ? scan.current : scan.closest;
       const f8 d_code = keep ? d_current : d_best;
-      const f8 d_other = code == nearest ? d_second : d_best;  // the nearest other codeword
+      const f8 d_other = code == scan.closest ? d_second : d_best;  // the nearest other word
       const f8 slack = ((1 + delta_) * d_other - d_code) / (2 + delta_);
       for (int i = 0; i < n; ++i) {
-        if (!(wanted >> i & 1)) continue;
         const int c = c0 + i;
-        add_group(decided, c);
-        counts.macs += int64_t(k_) * dg_;
         code_out[c] = uint8_t(code[i]);
         slack_out[c] = slack[i];
-        if (slack[i] < TIE * norms[i]) tie = 1;
+        if (slack[i] < TIE * norms[c / g_]) tie = 1;
       }
     }
   }
+
 
   // Everything after the codebook for `rows`: output projection, residual, norms, MLP.
   void finish(const Layer& L, const std::vector<int64_t>& rows, const float* inputs,
@@ -1116,7 +1125,6 @@ class CompiledModel {
 
   Format format_;
   int d_, h_, dh_, f_, g_, q_, k_, dg_;
-  int words_;  // 64-bit words of a set of groups
   bool causal_, pre_norm_, gelu_;
   float eps_, delta_;
   std::vector<Layer> layers_;
