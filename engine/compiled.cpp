@@ -354,13 +354,14 @@ inline void store_lanes(float* p, f8 v, int n) {
   for (int i = 0; i < n; ++i) p[i] = v[i];
 }
 
-// Which lanes of x are negative, as bits.
+// Which lanes of x are not ≥ 0 (negative or NaN), as bits. A running update that cancelled
+// leaves NaN slack behind, and that row must be decided again like any other past its slack.
 inline int negative_lanes(f8 x) {
 #if defined(__AVX2__)
-  return _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+  return _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NGE_UQ));
 #else
   int bits = 0;
-  for (int i = 0; i < 8; ++i) bits |= (x[i] < 0) << i;
+  for (int i = 0; i < 8; ++i) bits |= !(x[i] >= 0) << i;
   return bits;
 #endif
 }
@@ -548,6 +549,34 @@ struct Counts {
 
 }  // namespace
 
+// Copy rows `source` into rows `to` along each array's slot dimension (0 or 1), in place: a
+// deletion fills the freed slots with the last rows (`SegmentState.move_rows`).
+void move_slots(py::list arrays, py::array to_a, py::array source_a) {
+  const py::ssize_t n = to_a.ndim() == 1 ? to_a.shape(0) : -1;
+  const int64_t* to = data<int64_t>(to_a, "to", {n});
+  const int64_t* source = data<int64_t>(source_a, "source", {n});
+  for (auto item : arrays) {
+    auto pair = item.cast<py::tuple>();
+    auto a = pair[0].cast<py::array>();
+    const int dim = pair[1].cast<int>();
+    if (!(a.flags() & py::array::c_style) || !a.writeable() || dim < 0 || dim > 1 ||
+        a.ndim() <= dim)
+      throw std::invalid_argument("arrays: writeable C-contiguous arrays, slot dimension 0 or 1");
+    const py::ssize_t slots = a.shape(dim);
+    size_t chunk = a.itemsize(), outer = 1;
+    for (py::ssize_t d = dim + 1; d < a.ndim(); ++d) chunk *= a.shape(d);
+    for (py::ssize_t d = 0; d < dim; ++d) outer *= a.shape(d);
+    for (py::ssize_t i = 0; i < n; ++i)
+      if (to[i] < 0 || to[i] >= slots || source[i] < 0 || source[i] >= slots)
+        throw std::invalid_argument("to, source: slots outside an array");
+    char* base = static_cast<char*>(a.mutable_data());
+    for (size_t o = 0; o < outer; ++o)
+      for (py::ssize_t i = 0; i < n; ++i)
+        std::memmove(base + (o * slots + to[i]) * chunk, base + (o * slots + source[i]) * chunk,
+                     chunk);
+  }
+}
+
 class CompiledModel {
  public:
   CompiledModel(int d_model, int n_heads, int d_ff, int groups, int codebook_size, bool causal,
@@ -589,18 +618,52 @@ class CompiledModel {
     layers_.push_back(std::move(l));
   }
 
+  // The embedding tables of `VQTransformer.embed`, read in place (the model keeps them alive
+  // as long as this object): token (V, D), position (P, D) read at real-valued positions with
+  // `offset` unused rows first, and where the model has them a type row (D,) added to every
+  // token and a norm.
+  void set_embedding(py::dict w, int offset) {
+    auto table = [&](const char* name, py::ssize_t rows) {
+      auto a = w[name].cast<py::array_t<float, py::array::c_style>>();
+      if (a.ndim() != 2 || a.shape(1) != d_ || (rows >= 0 && a.shape(0) != rows))
+        throw std::invalid_argument(std::string(name) + ": expected (rows, D)");
+      return a;
+    };
+    token_ = table("token", -1);
+    position_ = table("position", -1);
+    if (offset < 0 || offset >= position_.shape(0))
+      throw std::invalid_argument("offset: outside the position table");
+    offset_ = offset;
+    type_.clear();
+    gain_.clear();
+    shift_.clear();
+    auto vector = [&](const char* name) {
+      auto a = w[name].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+      if (a.size() != d_) throw std::invalid_argument(std::string(name) + ": expected (D,)");
+      return std::vector<float>(a.data(), a.data() + a.size());
+    };
+    if (w.contains("type")) type_ = vector("type");
+    if (w.contains("norm.weight")) {
+      gain_ = vector("norm.weight");
+      shift_ = vector("norm.bias");
+    }
+  }
+
   // Every layer of an edit, in place on the state (see `IncrementalEngine.apply`).
   // layers: per layer (q, k, v, m, s, heads, codes, slack, updates); inputs: per layer its
   // input (S, D), the next layer's input being the layer's output; out (S, D) the last layer's
-  // output rows. rows (|D|,) sorted dirty slots, their new embeddings in inputs[0]; is_new
+  // output rows. rows (|D|,) sorted dirty slots, embedded into inputs[0] from ids (S,) at
+  // positions (S,) first; is_new
   // (S,) whether a slot holds an inserted token (the others' old keys and values leave the
   // softmax sums); gone: per layer the deleted tokens' keys and values (H, Rg, Dh), gone_order
   // (Rg,) their text index; rank (T,) text index per slot; limit (T,) updates before a
   // refresh; turn the sweep's slots. Returns (rows written to out, sorted; |D| per layer;
   // flips outside D per layer; counts).
-  py::tuple edit(int size, py::list layers, py::list inputs, py::array out_a, py::array rows_a,
-                 py::array is_new_a, py::list gone, py::array gone_order_a, py::array rank_a,
-                 py::array limit_a, py::array turn_a) {
+  py::tuple edit(int size, py::array ids_a, py::array positions_a, py::list layers,
+                 py::list inputs, py::array out_a, py::array rows_a, py::array is_new_a,
+                 py::list gone, py::array gone_order_a, py::array rank_a, py::array limit_a,
+                 py::array turn_a) {
+    if (token_.ndim() != 2) throw std::invalid_argument("set_embedding must come before edits");
     const int n_layers = int(layers_.size());
     if (int(layers.size()) != n_layers || int(inputs.size()) != n_layers ||
         int(gone.size()) != n_layers)
@@ -626,6 +689,13 @@ class CompiledModel {
       if (turn[i] < 0 || turn[i] >= size) throw std::invalid_argument("turn: slot not in use");
     for (py::ssize_t i = 0; i < size; ++i)
       if (rank[i] < 0 || rank[i] >= size) throw std::invalid_argument("rank: not a text index");
+    const int64_t* ids = data<int64_t>(ids_a, "ids", {slots});
+    const double* positions = data<double>(positions_a, "positions", {slots});
+    const double last = double(position_.shape(0) - 1 - offset_);
+    for (py::ssize_t i = 0; i < n_rows; ++i)
+      if (ids[rows[i]] < 0 || ids[rows[i]] >= token_.shape(0) ||
+          !(positions[rows[i]] >= 0 && positions[rows[i]] <= last))
+        throw std::invalid_argument("ids, positions: a row outside the vocabulary or window");
     std::vector<LayerArrays> arrays(n_layers);
     std::vector<float*> ins(n_layers), gone_k(n_layers), gone_v(n_layers);
     for (int l = 0; l < n_layers; ++l) {
@@ -647,6 +717,8 @@ class CompiledModel {
       gone_k[l] = data<float>(gk, "gone", {h_, n_gone, dh_});
       gone_v[l] = data<float>(gv, "gone", {h_, n_gone, dh_});
     }
+    for (py::ssize_t i = 0; i < n_rows; ++i)
+      embed(ids[rows[i]], positions[rows[i]], ins[0] + rows[i] * d_);
     Counts counts;
     std::vector<int64_t> dirty(rows, rows + n_rows);
     py::list sizes, flips;
@@ -673,6 +745,23 @@ class CompiledModel {
   }
 
  private:
+  // x (D,) = the token's embedding at a real-valued position: between two integers the
+  // position rows are interpolated as torch.lerp does.
+  void embed(int64_t id, double position, float* x) const {
+    const double below = std::floor(position);
+    const py::ssize_t row = py::ssize_t(below) + offset_;
+    const py::ssize_t above = std::min(row + 1, position_.shape(0) - 1);
+    const float frac = float(position - below);
+    const float* word = token_.data() + id * d_;
+    const float *a = position_.data() + row * d_, *b = position_.data() + above * d_;
+    for (int d = 0; d < d_; ++d) {
+      const float token = type_.empty() ? word[d] : word[d] + type_[d];
+      const float step = b[d] - a[d];
+      x[d] = token + (frac < 0.5f ? a[d] + frac * step : b[d] - step * (1 - frac));
+    }
+    if (!gain_.empty()) layer_norm(x, d_, gain_, shift_, eps_);
+  }
+
   // One layer: rows (the dirty slots, sorted) become the rows written to `out` (D ∪ flipped);
   // returns how many flipped.
   int edit_layer(const Layer& L, const LayerArrays& a, py::ssize_t slots, int size,
@@ -1007,7 +1096,7 @@ class CompiledModel {
           for (int i = 0; i < n; ++i) {
             float& left = slack[size_t(c) * slots + rows[r0 + i]];
             left -= shift[i];
-            if (left < 0) past[rows[r0 + i]] = 1;
+            if (!(left >= 0)) past[rows[r0 + i]] = 1;  // NaN too
           }
         }
         scatter_tile(ht.data(), n, dh_, h_rows);
@@ -1128,16 +1217,22 @@ class CompiledModel {
   bool causal_, pre_norm_, gelu_;
   float eps_, delta_;
   std::vector<Layer> layers_;
+  py::array_t<float, py::array::c_style> token_, position_;  // (V, D), (P, D)
+  int offset_ = 0;
+  std::vector<float> type_, gain_, shift_;  // (D,) each, or empty
 };
 
 PYBIND11_MODULE(_compiled, m) {
   m.doc() = "The compiled edit path of the incremental engine (engine/compiled.py wraps it).";
   m.def("has_avx512", &has_avx512, "Whether the linears run their AVX-512 kernel.");
+  m.def("move_slots", &move_slots, py::arg("arrays"), py::arg("to"), py::arg("source"),
+        "Copy rows `source` into rows `to` of every (array, slot dimension) pair.");
   py::class_<CompiledModel>(m, "CompiledModel")
       .def(py::init<int, int, int, int, int, bool, bool, bool, float, float, std::string>(),
            py::arg("d_model"), py::arg("n_heads"), py::arg("d_ff"), py::arg("groups"),
            py::arg("codebook_size"), py::arg("causal"), py::arg("pre_norm"), py::arg("gelu"),
            py::arg("eps"), py::arg("delta"), py::arg("weights"))
       .def("add_layer", &CompiledModel::add_layer)
+      .def("set_embedding", &CompiledModel::set_embedding)
       .def("edit", &CompiledModel::edit);
 }

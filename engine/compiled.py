@@ -34,6 +34,14 @@ class CompiledLayers:
             gelu=c.activation == "gelu", eps=c.layer_norm_eps, delta=delta,
             weights=model.weights)
         with torch.no_grad():
+            embedding = {"token": model.token_embedding.weight.numpy(),
+                         "position": model.position_embedding.weight.numpy()}
+            if model.type_embedding is not None:
+                embedding["type"] = _array(model.type_embedding)
+            if isinstance(model.embed_norm, torch.nn.LayerNorm):
+                embedding["norm.weight"] = _array(model.embed_norm.weight)
+                embedding["norm.bias"] = _array(model.embed_norm.bias)
+            self.kernel.set_embedding(embedding, c.position_offset)
             for block in model.blocks:
                 weights = {f"{name}.{p}": _array(getattr(linear, p))
                            for name, linear in block.linears().items() for p in ("weight", "bias")}
@@ -50,7 +58,7 @@ class CompiledLayers:
              out: torch.Tensor) -> tuple[np.ndarray, list[int], list[int], dict]:
         """Every layer of an edit on `state` in place; the last layer's rows go to `out`.
 
-        rows (|D|,) sorted dirty slots whose new embeddings are in `state.residual[0]`; is_new
+        rows (|D|,) sorted dirty slots, embedded here from their ids and positions; is_new
         (T,) whether a slot holds an inserted token; gone per layer the deleted tokens' keys and
         values (H, R, Dh), gone_order (R,) their text index. Returns the rows written to `out`
         (sorted), |D| per layer, the flips outside D per layer and the counts (MACs, refreshes,
@@ -58,8 +66,9 @@ class CompiledLayers:
         """
         views = state.views()
         return self.kernel.edit(
-            len(state), views.layers, views.residual, out.numpy(), rows.numpy(), is_new.numpy(),
-            gone, gone_order, rank.numpy(), limit.numpy(), turn.numpy())
+            len(state), views.ids, views.positions, views.layers, views.residual, out.numpy(),
+            rows.numpy(), is_new.numpy(), gone, gone_order, rank.numpy(), limit.numpy(),
+            turn.numpy())
 
 
 def _array(t: torch.Tensor) -> np.ndarray:

@@ -233,9 +233,13 @@ class IncrementalEngine:
             stats.dirty, stats.flipped = [size] * len(model.blocks), [0] * len(model.blocks)
             stats.macs = counter.macs - before
             return stats
-        x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
-        layers = self._layers_compiled if compiled else self._layers_torch
-        rows, x = layers(state, rows, x, is_new, gone, start, end, rank, limit, turn, stats)
+        if compiled:
+            rows, x = self._layers_compiled(state, rows, is_new, gone, start, end, rank, limit,
+                                            turn, stats)
+        else:
+            x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
+            rows, x = self._layers_torch(state, rows, x, is_new, gone, start, end, rank, limit,
+                                         turn, stats)
         final = model.final_norm(x)  # (|D|, D)
         kept = rows[~is_new[rows]]
         state.total += final.double().sum(0) - state.output[kept].double().sum(0)
@@ -269,17 +273,17 @@ class IncrementalEngine:
             x = block.finish(inputs[rows], block.codebook.lookup(st.codes[rows].long()))
         return rows, x
 
-    def _layers_compiled(self, state: SegmentState, rows: torch.Tensor, x: torch.Tensor,
+    def _layers_compiled(self, state: SegmentState, rows: torch.Tensor,
                          is_new: torch.Tensor, gone: list[tuple[np.ndarray, np.ndarray]],
                          start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
                          turn: torch.Tensor, stats: EditStats,
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`_layers_torch` in one call of compiled code: the same state after."""
+        """The embedding and `_layers_torch` in one call of compiled code: the same state
+        after."""
         slots = state.slot_ids.shape[0]
         if self._scratch.shape[0] < slots:
             self._scratch = torch.empty(slots, self.model.config.d_model)
         scratch = self._scratch[:slots]  # the last layer's outputs
-        state.residual[0][rows] = x
         done, stats.dirty, stats.flipped, counts = self._compiled.edit(
             state, rows, is_new, gone, np.full(end - start, start, dtype=np.int64), rank, limit,
             turn, scratch)
