@@ -555,6 +555,11 @@ void move_slots(py::list arrays, py::array to_a, py::array source_a) {
   const py::ssize_t n = to_a.ndim() == 1 ? to_a.shape(0) : -1;
   const int64_t* to = data<int64_t>(to_a, "to", {n});
   const int64_t* source = data<int64_t>(source_a, "source", {n});
+  struct Move {
+    char* base;
+    size_t outer, slots, chunk;  // the slot dimension's extent, bytes per slot and outer index
+  };
+  std::vector<Move> moves;  // every array checked before any is changed
   for (auto item : arrays) {
     auto pair = item.cast<py::tuple>();
     auto a = pair[0].cast<py::array>();
@@ -562,19 +567,19 @@ void move_slots(py::list arrays, py::array to_a, py::array source_a) {
     if (!(a.flags() & py::array::c_style) || !a.writeable() || dim < 0 || dim > 1 ||
         a.ndim() <= dim)
       throw std::invalid_argument("arrays: writeable C-contiguous arrays, slot dimension 0 or 1");
-    const py::ssize_t slots = a.shape(dim);
-    size_t chunk = a.itemsize(), outer = 1;
-    for (py::ssize_t d = dim + 1; d < a.ndim(); ++d) chunk *= a.shape(d);
-    for (py::ssize_t d = 0; d < dim; ++d) outer *= a.shape(d);
+    Move m{static_cast<char*>(a.mutable_data()), 1, size_t(a.shape(dim)), size_t(a.itemsize())};
+    for (py::ssize_t d = dim + 1; d < a.ndim(); ++d) m.chunk *= a.shape(d);
+    for (py::ssize_t d = 0; d < dim; ++d) m.outer *= a.shape(d);
     for (py::ssize_t i = 0; i < n; ++i)
-      if (to[i] < 0 || to[i] >= slots || source[i] < 0 || source[i] >= slots)
+      if (to[i] < 0 || size_t(to[i]) >= m.slots || source[i] < 0 || size_t(source[i]) >= m.slots)
         throw std::invalid_argument("to, source: slots outside an array");
-    char* base = static_cast<char*>(a.mutable_data());
-    for (size_t o = 0; o < outer; ++o)
-      for (py::ssize_t i = 0; i < n; ++i)
-        std::memmove(base + (o * slots + to[i]) * chunk, base + (o * slots + source[i]) * chunk,
-                     chunk);
+    moves.push_back(m);
   }
+  for (const Move& m : moves)
+    for (size_t o = 0; o < m.outer; ++o)
+      for (py::ssize_t i = 0; i < n; ++i)
+        std::memmove(m.base + (o * m.slots + to[i]) * m.chunk,
+                     m.base + (o * m.slots + source[i]) * m.chunk, m.chunk);
 }
 
 class CompiledModel {

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.test_incremental import TINY_VOCAB, TINY_WINDOW, token_edits
 from tests.vq import tiny_vq
+from vqedit.engine._compiled import move_slots
 from vqedit.engine.compiled import CompiledLayers
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.verify import NEAR_TIE, verify
@@ -93,6 +94,21 @@ def test_compiled_edits_count_what_they_compute(tiny):
     assert sum(got.dirty) * per_row <= got.macs <= want.macs
 
 
+def test_slot_moves_copy_every_array_along_its_slot_dimension():
+    """move_slots copies whole rows (dimension 0) or columns (dimension 1) and refuses slots
+    outside an array, changing nothing."""
+    rows = np.arange(24, dtype=np.float32).reshape(6, 4)
+    columns = np.arange(30, dtype=np.uint8).reshape(5, 6)
+    want_rows, want_columns = rows.copy(), columns.copy()
+    want_rows[[1, 2]] = want_rows[[5, 4]]
+    want_columns[:, [1, 2]] = want_columns[:, [5, 4]]
+    move_slots([(rows, 0), (columns, 1)], np.array([1, 2]), np.array([5, 4]))
+    assert np.array_equal(rows, want_rows) and np.array_equal(columns, want_columns)
+    with pytest.raises(ValueError, match="outside"):  # columns has only 6 slots
+        move_slots([(rows, 0), (columns, 1)], np.array([0]), np.array([6]))
+    assert np.array_equal(rows, want_rows) and np.array_equal(columns, want_columns)
+
+
 def test_bad_arrays_are_refused_with_a_clear_error(tiny):
     """A wrong dtype, shape or layout is a ValueError naming the array, never memory misuse."""
     engine = IncrementalEngine(tiny, compiled=True)
@@ -114,3 +130,8 @@ def test_bad_arrays_are_refused_with_a_clear_error(tiny):
                          (dict(gone_order=np.zeros(2, dtype=np.int64)), "gone")]:
         with pytest.raises(ValueError, match=message):
             layers.edit(**{**args, **bad})
+    for name, value in [("slot_ids", 10 ** 9), ("slot_positions", 1e6)]:  # not a token, not a
+        broken = state.snapshot()  # position: the embedding is refused before any work
+        getattr(broken, name)[3] = value
+        with pytest.raises(ValueError, match="ids, positions"):
+            layers.edit(**{**args, "state": broken})
