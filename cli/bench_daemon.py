@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from vqedit.daemon.client import DaemonClient
+from vqedit.daemon.lifecycle import argument
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.protocol import Results, WireEdit
 from vqedit.engine.corpus import bbc_articles
@@ -87,7 +88,7 @@ class Recorder:
 def run(args: argparse.Namespace) -> int:
     daemon_args = [part for name in ("model", "student", "head", "threads", "device")
                    if getattr(args, name) is not None
-                   for part in (f"--{name}", str(getattr(args, name)))]
+                   for part in (f"--{name}", argument(getattr(args, name)))]
     with tempfile.TemporaryDirectory(prefix="vqb") as root:
         for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME"):
             os.makedirs(f"{root}/{name}")

@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from vqedit.daemon.lifecycle import SpawnError, running_pid, wait_for_exit
+from vqedit.daemon.lifecycle import SpawnError, argument, running_pid, wait_for_exit
 from vqedit.daemon.paths import Paths, UnsafeDirectoryError
 from vqedit.daemon.settings import SettingsError
 from vqedit.engine.incremental import STICKY_DELTA
@@ -94,7 +94,7 @@ def _as_arguments(args: argparse.Namespace) -> list[str]:
     """The options given, as `daemon run` arguments again (for the daemon `start` spawns)."""
     given = {**_overrides(args), "config": args.config}
     return [part for name, value in given.items() if value is not None
-            for part in (f"--{name.replace('_', '-')}", str(value))]
+            for part in (f"--{name.replace('_', '-')}", argument(value))]
 
 
 def _run(args: argparse.Namespace, paths: Paths) -> int:
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
     for path in (settings.student, settings.head):
         if path is not None and not path.is_file():
             raise CliError(f"no such file: {path}")
-    _log_to(paths.log)
+    _log_to(paths.private_log())
     try:
         return Daemon(settings, paths, _overrides(args)).run()
     except AlreadyRunning as e:
@@ -117,7 +117,6 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
 
 def _log_to(path: Path) -> None:
     """The log file always; standard error too when someone is watching it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     handlers: list[logging.Handler] = [logging.FileHandler(path)]
     if sys.stderr.isatty():
         handlers.append(logging.StreamHandler())

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vqedit.daemon.lifecycle import argument
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.settings import Settings, SettingsError, resolve
 from vqedit.engine.checkpoint import ModelLoadError
@@ -116,7 +117,7 @@ def daemon_args(args: argparse.Namespace, verify: bool) -> list[str]:
     verification waits for, only when verifying (at the daemon's usual delay, so that it does
     not start between two edits of the replay)."""
     found = [part for name in MODEL_OPTIONS if getattr(args, name) is not None
-             for part in (f"--{name}", str(getattr(args, name)))]
+             for part in (f"--{name}", argument(getattr(args, name)))]
     return found if verify else [*found, "--compact-after-s", "3600"]
 
 

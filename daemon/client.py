@@ -225,6 +225,7 @@ class DaemonClient:
         self._establish(restarted=True)
 
     def _try_connect(self) -> socket.socket | None:
+        self.paths.check_private()  # never hand a document to another user's socket
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(self.paths.socket))

@@ -7,6 +7,7 @@ a socket file next to it.
 
 import fcntl
 import os
+import site
 import subprocess
 import sys
 import time
@@ -45,13 +46,33 @@ def remove_stale(paths: Paths) -> None:
 def spawn(paths: Paths, daemon_args: list[str]) -> subprocess.Popen:
     """Start `vqedit daemon run` in its own session, detached from our terminal.
 
-    Its standard error goes to the log file, so a crash before logging starts is still seen.
+    The daemon is shared and long-lived, so nothing of the caller's may run in it: the
+    interpreter is isolated (`-I`: no working directory or script directory on the import path,
+    no PYTHON* variables, no user site) and starts in the private runtime directory. Where
+    vqedit itself is installed in the user site, `-E -P` do the same but keep that site.
+    Relative paths in `daemon_args` must already be absolute (`argument`). Its standard error
+    goes to the log file, so a crash before logging starts is still seen.
     """
-    paths.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(paths.log, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "vqedit", "daemon", "run", *daemon_args],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                start_new_session=True, close_fds=True)
+    flags = ["-E", "-P"] if _in_user_site() else ["-I"]
+    with open(paths.private_log(), "ab") as log:
+        return subprocess.Popen([sys.executable, *flags, "-m", "vqedit", "daemon", "run",
+                                 *daemon_args],
+                                cwd=paths.runtime, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                                close_fds=True)
+
+
+def argument(value: object) -> str:
+    """A daemon option's value as an argument: paths absolute, as the daemon runs elsewhere."""
+    if isinstance(value, Path) or (isinstance(value, str) and not Path(value).is_absolute()
+                                   and Path(value).exists()):
+        return str(Path(value).absolute())
+    return str(value)
+
+
+def _in_user_site() -> bool:
+    user_site = site.getusersitepackages()
+    return Path(__file__).resolve().is_relative_to(Path(user_site).resolve())
 
 
 def wait_for_exit(paths: Paths, timeout: float) -> bool:

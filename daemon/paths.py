@@ -7,7 +7,10 @@
     config   $XDG_CONFIG_HOME/vqedit/daemon.toml (fallback: ~/.config/vqedit/daemon.toml)
 
 The runtime directory is the security boundary: only its owner may enter it, so only the owner
-can reach the socket. A directory of that name owned by someone else is refused, not reused.
+can reach the socket. A directory of that name owned by someone else is refused, not reused, and
+a client checks the directory and the socket before it connects: with the fallback's predictable
+name, another local user could otherwise make both and receive every document sent to "the
+daemon". The state directory and the log in it are 0700 and 0600: the log names documents.
 """
 
 import os
@@ -17,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class UnsafeDirectoryError(RuntimeError):
-    """The runtime directory exists but another user could use it; the message says which."""
+class UnsafeDirectoryError(ConnectionError):
+    """The runtime directory or the socket in it is not this user's alone: no connection is
+    made. The message says what is wrong and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,43 @@ class Paths:
                 "set XDG_RUNTIME_DIR to a private directory")
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.chmod(self.runtime, 0o700)
+
+    def check_private(self) -> None:
+        """Before connecting: the runtime directory must be this user's and writable by no one
+        else, and the socket in it this user's, or `UnsafeDirectoryError`. Nothing there yet
+        passes (there is no daemon to reach)."""
+        uid = os.getuid()
+        try:
+            info = os.lstat(self.runtime)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+            raise UnsafeDirectoryError(
+                f"refusing to connect: {self.runtime} is not a directory owned by you (uid "
+                f"{uid}, it is uid {info.st_uid}'s); another user could be listening there. "
+                "Remove it, or set XDG_RUNTIME_DIR to a private directory")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UnsafeDirectoryError(
+                f"refusing to connect: other users may write to {self.runtime} (mode "
+                f"{stat.S_IMODE(info.st_mode):o}) and so replace the socket; run "
+                f"`chmod 700 {self.runtime}`")
+        try:
+            socket_info = os.lstat(self.socket)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(socket_info.st_mode) or socket_info.st_uid != uid:
+            raise UnsafeDirectoryError(
+                f"refusing to connect: {self.socket} is not a socket owned by you (uid {uid}); "
+                "remove it (a daemon you start makes a new one)")
+
+    def private_log(self) -> Path:
+        """The log file, made 0600 in a 0700 directory (it names the documents edited)."""
+        self.log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        for path, mode in ((self.log.parent, 0o700), (self.log, 0o600)):
+            if stat.S_IMODE(os.stat(path).st_mode) != mode:
+                os.chmod(path, mode)
+        return self.log
 
 
 def _runtime_dir() -> Path:

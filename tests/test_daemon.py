@@ -304,6 +304,8 @@ def test_cli_start_status_stop(tiny):
         assert status == "tiny-bert + student.safetensors"
         assert oct(paths.socket.stat().st_mode & 0o777) == "0o600"
         assert oct(paths.runtime.stat().st_mode & 0o777) == "0o700"
+        assert oct(paths.log.stat().st_mode & 0o777) == "0o600"  # it names documents
+        assert oct(paths.log.parent.stat().st_mode & 0o777) == "0o700"
         assert vqedit("start", *tiny.daemon_args()).returncode == 2
         assert vqedit("stop").returncode == 0
         assert running_pid(paths) is None
