@@ -288,6 +288,10 @@ class Scheduler:
             self.model_error = str(e)
             log.error("model load failed: %s", e)
             return None
+        except Exception as e:  # any other kind too: the worker must live to report it
+            self.model_error = f"the model could not load ({type(e).__name__}: {e})"
+            log.exception("model load failed")
+            return None
         minimum = largest_state_nbytes(model.engine)
         if settings.memory_mb * 2**20 < minimum:
             self.model_error = (f"memory_mb {settings.memory_mb:g} is below the largest state "

@@ -50,7 +50,7 @@ def metadata(path: Path) -> dict[str, str]:
 
 def apply(base: VQTransformer, path: Path) -> VQTransformer:
     """A new model: `base`'s weights with the student's tensors on top, codebooks fitted."""
-    config = VQConfig(**json.loads(metadata(path)["config"]))
+    config = _config(path)
     own = {"codebook_size": 0, "codebook_groups": 0}  # the student's own choices
     if {**asdict(config), **own} != {**asdict(base.config), **own}:
         raise StudentError(f"{path} was distilled from a different base model "
@@ -74,3 +74,14 @@ def apply(base: VQTransformer, path: Path) -> VQTransformer:
         for block in model.blocks:
             block.codebook.fitted.fill_(True)
     return model.eval()
+
+
+def _config(path: Path) -> VQConfig:
+    """The student's config from its metadata; anything but VQConfig's fields is refused."""
+    try:
+        fields = json.loads(metadata(path).get("config", "null"))
+        if not isinstance(fields, dict):
+            raise TypeError(f"expected an object, got {type(fields).__name__}")
+        return VQConfig(**fields)
+    except (ValueError, TypeError) as e:
+        raise StudentError(f"{path} has no valid student config: {e}") from None

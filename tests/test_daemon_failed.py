@@ -5,10 +5,16 @@ On the real process and socket (tests/daemon_harness). The failures are real, no
   weights are float64: the daemon reloads it, and every pass scored by it raises in the
   head's matrix product (float32 embeddings); documents scored by zero-shot labels never
   touch that head;
-- a head file that is not a head: no model loads, so no pass can run at all.
+- a head file that is not a head, and student files that are not students (a config with an
+  unknown field, a null config, a pickle): no model loads, so no pass can run at all.
 """
 
+import json
+import pickle
+
 import pytest
+import safetensors
+import safetensors.torch
 
 from tests.daemon_harness import (
     LABELS,
@@ -94,3 +100,35 @@ def test_without_a_model_each_open_gets_model_unavailable_until_the_file_is_fixe
         results = wait_until(lambda: client.latest("doc"), what="results after the fix")
         assert_matches(results, expected(PROSE))
         assert client.failure("doc") is None
+
+
+def _bad_student(path, kind: str) -> None:
+    """Turn a good student file into one of the bad kinds users have met."""
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps({"config": {}, "tensors": []}))
+        return
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = safetensors.torch.load_file(str(path))
+    config = json.loads(meta["config"])
+    meta["config"] = "null" if kind == "null config" else json.dumps({**config, "colour": 1})
+    safetensors.torch.save_file(tensors, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize("kind", ["unknown field", "null config", "pickle"])
+def test_a_student_that_cannot_load_is_reported_not_a_dead_worker(tmp_path, kind):
+    """stats says why, every open gets MODEL_UNAVAILABLE with the reason, and the worker lives:
+    a later reload with a good file computes."""
+    tiny = make_tiny_model(tmp_path)
+    good = tiny.student.read_bytes()
+    _bad_student(tiny.student, kind)
+    args = tiny.daemon_args("--delta", "0", "--compact-after-s", "60")
+    with private_dirs() as paths, DaemonClient(daemon_args=args, paths=paths) as client:
+        client.open("doc", PROSE, 1)
+        with pytest.raises(DaemonError) as raised:
+            client.wait_for("doc", 1, timeout=WAIT_S)
+        assert raised.value.code == wire.ErrorCode.MODEL_UNAVAILABLE
+        assert "student" in str(raised.value)
+        assert client.stats()["model_error"] is not None
+        replace_file(tiny.student, good)
+        assert wait_until(lambda: client.latest("doc"), what="results after the fix")
