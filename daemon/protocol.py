@@ -30,6 +30,11 @@ PROTOCOL_VERSION = 1
 # client can make the daemon allocate.
 MAX_FRAME = 16 * 2**20
 MAX_LABELS = 64  # zero-shot labels per document: a list for a person to read, and each costs a pass
+# Before its `hello` succeeds a TCP client may send only frames this small: a hello is a few
+# hundred bytes, and nobody without the token should make the daemon read and parse 16 MiB.
+PRE_AUTH_FRAME = 64 * 2**10
+QUOTE_CHARS = 80  # of a bad value quoted back in an error message, escaped
+ERROR_CHARS = 2000  # of an error message: an error reply always fits in a frame
 HEADER = struct.Struct(">I")  # the payload's length, big-endian
 MAX_INT = 2**53  # versions and offsets stay exact in every client language (JavaScript too)
 
@@ -80,17 +85,17 @@ def decode(payload: bytes) -> Any:
         raise ProtocolError(ErrorCode.PARSE_ERROR, f"malformed msgpack: {e}") from None
 
 
-def _check_length(length: int) -> int:
-    if length > MAX_FRAME:
+def _check_length(length: int, limit: int = MAX_FRAME) -> int:
+    if length > limit:
         raise ProtocolError(ErrorCode.FRAME_TOO_LARGE,
-                            f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+                            f"frame of {length} bytes exceeds the {limit}-byte limit")
     return length
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+async def read_frame(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> bytes | None:
     """The next frame's payload, or None at a clean end of stream (daemon side).
 
-    Raises ProtocolError for an oversize frame and IncompleteReadError for a truncated one;
+    Raises ProtocolError for a frame over `limit` and IncompleteReadError for a truncated one;
     after either the stream cannot be resynchronised and must be closed.
     """
     try:
@@ -99,7 +104,7 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
         if not e.partial:
             return None
         raise
-    return await reader.readexactly(_check_length(HEADER.unpack(header)[0]))
+    return await reader.readexactly(_check_length(HEADER.unpack(header)[0], limit))
 
 
 def recv_frame(sock: socket.socket) -> bytes | None:
@@ -163,7 +168,18 @@ def response(rid: int, result: Any) -> dict[str, Any]:
 
 
 def error_response(rid: int | None, code: ErrorCode, message: str) -> dict[str, Any]:
+    if len(message) > ERROR_CHARS:
+        message = message[:ERROR_CHARS] + "…"
     return {"id": rid, "error": {"code": int(code), "message": message}}
+
+
+def quote(value: Any) -> str:
+    """A client's value for an error message: escaped, and no more than QUOTE_CHARS of it
+    (a 5 MB method name must not come back 5 MB long)."""
+    if isinstance(value, str | bytes) and len(value) > QUOTE_CHARS:
+        return f"{value[:QUOTE_CHARS]!r}… ({len(value)} long)"
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
 
 
 def notification(method: str, params: Any) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped, largest_sta
 from vqedit.engine.tokens import TextEdit
 
 from .cache import SharedModel, load_shared, placed
-from .protocol import Cost, ErrorCode, Failed, Paragraph, ProtocolError, Results, WireEdit
+from .protocol import Cost, ErrorCode, Failed, Paragraph, ProtocolError, Results, WireEdit, quote
 from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
@@ -219,7 +219,7 @@ class Scheduler:
         entry = self._docs.get(key)
         if entry is None:
             raise ProtocolError(ErrorCode.UNKNOWN_DOCUMENT,
-                                f"{key[1]!r} is not open in this session; open it first")
+                                f"{quote(key[1])} is not open in this session; open it first")
         return entry
 
     def _wake(self, key: Key) -> None:

@@ -68,7 +68,11 @@ class Session:
             log.warning("session %d stopped reading; closing it", self.id)
             self.writer.close()
             return
-        self.writer.write(wire.encode(message))
+        try:
+            frame = wire.encode(message)
+        except wire.ProtocolError as e:  # too large to send: say so instead
+            frame = wire.encode(wire.error_response(message.get("id"), e.code, e.message))
+        self.writer.write(frame)
 
 
 @dataclass
@@ -166,7 +170,8 @@ class Daemon:
         while True:
             await asyncio.sleep(IDLE_CHECK_S)
             alone = time.monotonic() - self._last_client
-            if not self.sessions and alone >= self.scheduler.settings.idle_exit_s:
+            clients = any(session.welcomed for session in self.sessions.values())
+            if not clients and alone >= self.scheduler.settings.idle_exit_s:
                 log.info("no client for %.0f s: exiting", alone)
                 self._stopping.set()
                 return
@@ -211,8 +216,10 @@ class Daemon:
         self.sessions[session.id] = session
         try:
             while not session.closing:
+                # Until a TCP client proves it has the token, it may send only small frames.
+                limit = wire.PRE_AUTH_FRAME if tcp and not session.welcomed else wire.MAX_FRAME
                 try:
-                    payload = await wire.read_frame(reader)
+                    payload = await wire.read_frame(reader, limit)
                 except wire.ProtocolError as e:  # oversize: the stream cannot be resynchronised
                     session.send(wire.error_response(None, e.code, e.message))
                     break
@@ -225,7 +232,8 @@ class Daemon:
         finally:
             del self.sessions[session.id]
             self.scheduler.close_session(session.id)
-            self._last_client = time.monotonic()
+            if session.welcomed:  # a connection that never said hello was never a client
+                self._last_client = time.monotonic()
             with contextlib.suppress(ConnectionError):
                 writer.close()
                 await writer.wait_closed()
@@ -240,9 +248,10 @@ class Daemon:
             request = wire.parse_request(message)
             handler = self._handlers.get(request.method)
             if handler is None:
-                raise wire.ProtocolError(wire.ErrorCode.METHOD_NOT_FOUND,
-                                         f"no method {request.method!r}; the daemon knows "
-                                         f"{', '.join(wire.METHODS)}")
+                raise wire.ProtocolError(
+                    wire.ErrorCode.METHOD_NOT_FOUND,
+                    f"no method {wire.quote(request.method)}; the daemon knows "
+                    f"{', '.join(wire.METHODS)}")
             if not session.welcomed and request.method != "hello":
                 raise wire.ProtocolError(wire.ErrorCode.NOT_INITIALIZED,
                                          "send hello first, with the protocol version")
@@ -268,6 +277,10 @@ class Daemon:
 
     def hello(self, session: Session, params: dict[str, Any]) -> wire.Welcome:
         """`hello`: check the protocol version (and on TCP the token); open the session."""
+        if session.tcp and not _token_matches(params.get("token"), self.token):
+            session.closing = True  # whatever the token is, if it is not ours: one answer
+            raise wire.ProtocolError(wire.ErrorCode.UNAUTHORIZED,
+                                     f"TCP clients must send the token from {self.paths.tcp}")
         hello = wire.Hello.parse(params)
         if hello.protocol != wire.PROTOCOL_VERSION:
             raise wire.ProtocolError(
@@ -275,10 +288,6 @@ class Daemon:
                 f"this daemon (vqedit {__version__}, pid {os.getpid()}) speaks protocol "
                 f"{wire.PROTOCOL_VERSION}, the client {hello.protocol}: stop it with "
                 "`vqedit daemon stop` and let the client start its own, or upgrade the older side")
-        if session.tcp and not (hello.token and hmac.compare_digest(hello.token, self.token)):
-            session.closing = True
-            raise wire.ProtocolError(wire.ErrorCode.UNAUTHORIZED,
-                                     f"TCP clients must send the token from {self.paths.tcp}")
         session.welcomed, session.client = True, hello.client
         log.info("session %d: %s", session.id, hello.client)
         return wire.Welcome(wire.PROTOCOL_VERSION, __version__, os.getpid(), session.id)
@@ -351,3 +360,11 @@ def _rss_mb(peak_kb: int) -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return peak_kb / 1024
+
+
+def _token_matches(given: object, token: str | None) -> bool:
+    """In constant time; any string, ASCII or not, is a fair guess (compared as UTF-8), and
+    anything else a wrong one."""
+    if not isinstance(given, str) or not given or not token:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())

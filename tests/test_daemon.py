@@ -271,6 +271,55 @@ def test_a_client_of_another_version_replaces_the_daemon_once(tiny):
         assert len(newer.spawned) == 1
 
 
+def test_huge_bad_values_get_short_error_replies_and_the_session_goes_on(shared):
+    """A 5 MB method name or URI is quoted back as a short escaped prefix: the reply fits a
+    frame, and the same connection keeps working."""
+    paths, _, _ = shared
+    raw = RawConnection(paths.socket)
+    assert "result" in raw.request("hello", {"protocol": wire.PROTOCOL_VERSION, "client": "raw"})
+    huge = "\u2028x" * 2_500_000
+    for method, params, code in [(huge, {}, wire.ErrorCode.METHOD_NOT_FOUND),
+                                 ("close", {"uri": huge}, wire.ErrorCode.UNKNOWN_DOCUMENT)]:
+        reply = raw.request(method, params)
+        assert reply["error"]["code"] == code, reply["error"]["message"][:200]
+        assert len(reply["error"]["message"]) < wire.ERROR_CHARS + 10
+        assert "\\u2028" in reply["error"]["message"]  # escaped, not raw
+    assert "result" in raw.request("stats", {})
+    raw.sock.close()
+
+
+def _tcp_hello(port: int, token: object) -> dict | None:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(wire.encode({"id": 1, "method": "hello", "params": {
+        "protocol": wire.PROTOCOL_VERSION, "client": "tcp", "token": token}}))
+    reply = wire.decode(wire.recv_frame(sock))
+    closed = wire.recv_frame(sock) is None if "error" in reply else None
+    sock.close()
+    return {**reply, "closed": closed}
+
+
+def test_tcp_clients_without_the_token_get_unauthorized_small_frames_and_no_say_in_idle_exit(
+        tiny):
+    with private_dirs() as paths:
+        args = tiny.daemon_args("--tcp-port", "0", "--idle-exit-s", "2")
+        with DaemonClient(daemon_args=args, paths=paths) as client:
+            port = client.stats()["tcp_port"]
+            for token in ("wrong", "jeton-clé-ünïcode", "", None, 7, [1]):
+                reply = _tcp_hello(port, token)
+                assert reply["error"]["code"] == wire.ErrorCode.UNAUTHORIZED, (token, reply)
+                assert reply["closed"], "a refused TCP client is disconnected"
+            big = socket.create_connection(("127.0.0.1", port), timeout=30)
+            big.sendall(wire.HEADER.pack(wire.PRE_AUTH_FRAME + 1) + b"\0" * 1024)
+            reply = wire.decode(wire.recv_frame(big))
+            assert reply["error"]["code"] == wire.ErrorCode.FRAME_TOO_LARGE
+            assert wire.recv_frame(big) is None
+            big.close()
+            lurker = socket.create_connection(("127.0.0.1", port), timeout=30)
+        # The only client left never said hello: the daemon exits when idle all the same.
+        assert wait_until(lambda: running_pid(paths) is None, what="idle exit", timeout=60)
+        lurker.close()
+
+
 def test_loopback_tcp_needs_the_token(tiny):
     with private_dirs() as paths, DaemonClient(
             daemon_args=tiny.daemon_args("--tcp-port", "0"), paths=paths) as client:
