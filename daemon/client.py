@@ -12,7 +12,9 @@ Usage:
 
 The client keeps its own copy of every document it opened. If the daemon goes away (a crash,
 `kill -9`, idle exit), the next call starts a new one and reopens every document at its newest
-text and version, so the caller never resends anything. Starting is done under a file lock, so
+text and version, so the caller never resends anything; with `recover=True` (the language
+server) that happens as soon as the connection closes, so results come back after a crash even
+when no further call is made. Starting is done under a file lock, so
 that clients starting at once end up sharing one daemon; a stale socket or pid file left by a
 dead daemon is removed; a daemon of another vqedit version is stopped and replaced (once).
 
@@ -47,6 +49,9 @@ from .lifecycle import SpawnError, log_tail, remove_stale, running_pid, spawn, w
 from .paths import Paths
 
 log = logging.getLogger("vqedit.client")
+# Waits before each try to reconnect after the daemon went away by itself: at once, then backing
+# off while a crashing daemon is replaced (its start-up error is in its log).
+RECOVERY_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 class DaemonError(Exception):
@@ -62,7 +67,8 @@ class DaemonClient:
                  spawn_timeout: float = 120.0, request_timeout: float = 120.0,
                  on_results: Callable[[wire.Results], None] | None = None,
                  version: str = __version__, auto_spawn: bool = True,
-                 on_failed: Callable[[wire.Failed], None] | None = None) -> None:
+                 on_failed: Callable[[wire.Failed], None] | None = None,
+                 recover: bool = False) -> None:
         self.paths = paths or Paths.default()
         self.daemon_args = daemon_args or []  # options for a daemon this client starts
         self.spawn_timeout = spawn_timeout
@@ -71,6 +77,7 @@ class DaemonClient:
         self.on_failed = on_failed
         self.version = version  # a daemon reporting another version is replaced
         self.auto_spawn = auto_spawn
+        self.recover = recover  # reconnect as soon as the daemon goes away, not at the next call
         self.welcome: wire.Welcome | None = None
         self.spawned: list[subprocess.Popen] = []  # daemons this client started
         self._docs: dict[str, _Document] = {}  # what a resync reopens
@@ -82,6 +89,7 @@ class DaemonClient:
         self._pending: dict[int, Future] = {}  # this connection's requests awaiting replies
         self._lost = threading.Event()  # the current connection's reader has stopped
         self._ids = itertools.count(1)
+        self._stopping = False  # shutdown asked: the connection's end is expected
 
     def __enter__(self) -> "DaemonClient":
         self.connect()
@@ -167,6 +175,7 @@ class DaemonClient:
 
     def shutdown(self) -> None:
         """Stop the daemon for every client, and wait until it is gone."""
+        self._stopping = True
         self._call("shutdown", {})
         wait_for_exit(self.paths, self.spawn_timeout)
         self.disconnect()
@@ -296,8 +305,25 @@ class DaemonClient:
                 if future is not None and not future.done():
                     future.set_exception(ConnectionError("daemon connection lost"))
             with self._lock:
-                if self._sock is sock:
+                unexpected = self._sock is sock  # not our own disconnect
+                if unexpected:
                     self._sock = None
+            if unexpected and self.recover and self.auto_spawn and self._docs \
+                    and not self._stopping:
+                threading.Thread(target=self._recover, name="vqedit-client-recover",
+                                 daemon=True).start()
+
+    def _recover(self) -> None:
+        """The daemon went away by itself (a crash, a kill): start or find one and reopen
+        every document now, so that fresh results come without waiting for the next request
+        (after the last keystroke there may be none)."""
+        for delay in RECOVERY_DELAYS_S:
+            time.sleep(delay)
+            try:
+                self._ensure_connected()
+                return
+            except (SpawnError, DaemonError, OSError) as e:
+                log.warning("reconnecting after losing the daemon failed: %s", e)
 
     def _received(self, results: wire.Results) -> None:
         with self._results:

@@ -57,7 +57,7 @@ class DaemonBackend:
 
     def __init__(self, on_results: Callable[[Results], None],
                  on_failed: Callable[[Failed], None]) -> None:
-        self.client = DaemonClient(on_results=on_results, on_failed=on_failed)
+        self.client = DaemonClient(on_results=on_results, on_failed=on_failed, recover=True)
 
     def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
         self.client.open(uri, text, version, labels)

@@ -260,6 +260,27 @@ def test_kill_9_then_the_client_respawns_the_daemon_and_resyncs_its_documents(ti
         assert running_pid(paths) is None
 
 
+def test_killed_after_the_last_keystroke_the_daemon_is_replaced_and_results_come_unasked(
+        tiny, expected):
+    """A recovering client (the language server's) reconnects when the connection closes:
+    a new daemon computes every open document again, with no further call from the caller."""
+    with private_dirs() as paths:
+        arrived = []
+        client = DaemonClient(daemon_args=tiny.daemon_args(), paths=paths, recover=True,
+                              on_results=arrived.append)
+        client.open("a", PROSE, 1)
+        client.change("a", 2, [wire.WireEdit(0, 0, "Today: ")])
+        client.wait_for("a", 2)
+        old = client.welcome.pid
+        os.kill(old, signal.SIGKILL)
+        killed = len(arrived)
+        wait_until(lambda: len(arrived) > killed and arrived[-1].version == 2,
+                   what="results from the new daemon")
+        assert client.welcome.pid != old and running_pid(paths) == client.welcome.pid
+        assert_matches(wait_exact(client, "a", 2), expected(client.text("a")))  # compacted
+        client.shutdown()
+
+
 def test_a_client_of_another_version_replaces_the_daemon_once(tiny):
     with private_dirs() as paths:
         with DaemonClient(daemon_args=tiny.daemon_args(), paths=paths) as current:
