@@ -108,20 +108,29 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
     for path in (settings.student, settings.head):
         if path is not None and not path.is_file():
             raise CliError(f"no such file: {path}")
-    _log_to(paths.private_log())
+    _log_to(paths)
     try:
         return Daemon(settings, paths, _overrides(args)).run()
     except AlreadyRunning as e:
         raise CliError(str(e)) from None
 
 
-def _log_to(path: Path) -> None:
-    """The log file always; standard error too when someone is watching it."""
-    handlers: list[logging.Handler] = [logging.FileHandler(path)]
-    if sys.stderr.isatty():
+def _log_to(paths: Paths) -> None:
+    """The log file, and standard error too when someone is watching it; standard error
+    alone, with one warning, where the log cannot be written (a read-only state directory)."""
+    handlers: list[logging.Handler] = []
+    try:
+        handlers.append(logging.FileHandler(paths.private_log()))
+    except OSError as e:
+        problem = f"cannot write the log {paths.log} ({e.strerror}): logging to standard error"
+    else:
+        problem = None
+    if problem or sys.stderr.isatty():
         handlers.append(logging.StreamHandler())
     logging.basicConfig(level=logging.INFO, handlers=handlers,
                         format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    if problem:
+        logging.getLogger("vqedit.daemon").warning(problem)
 
 
 def _start(args: argparse.Namespace, paths: Paths) -> int:

@@ -51,15 +51,23 @@ def spawn(paths: Paths, daemon_args: list[str]) -> subprocess.Popen:
     no PYTHON* variables, no user site) and starts in the private runtime directory. Where
     vqedit itself is installed in the user site, `-E -P` do the same but keep that site.
     Relative paths in `daemon_args` must already be absolute (`argument`). Its standard error
-    goes to the log file, so a crash before logging starts is still seen.
+    goes to the log file, so a crash before logging starts is still seen (nowhere, where the
+    log cannot be written: the daemon runs all the same).
     """
     flags = ["-E", "-P"] if _in_user_site() else ["-I"]
-    with open(paths.private_log(), "ab") as log:
+    try:
+        log = open(paths.private_log(), "ab")  # noqa: SIM115 (closed below, once started)
+    except OSError:
+        log = None  # a read-only state directory: the daemon says so on its standard error
+    try:
         return subprocess.Popen([sys.executable, *flags, "-m", "vqedit", "daemon", "run",
                                  *daemon_args],
                                 cwd=paths.runtime, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-                                close_fds=True)
+                                stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
+                                start_new_session=True, close_fds=True)
+    finally:
+        if log is not None:
+            log.close()
 
 
 def argument(value: object) -> str:

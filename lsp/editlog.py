@@ -39,6 +39,9 @@ from vqedit.daemon.protocol import WireEdit
 ENCODINGS = ("utf-16", "utf-8", "utf-32")
 # LSP's line ends: a position's line counts these, and its character never points inside one.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# A JSON escape of a surrogate, paired or not: lines without one need no closer look.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+SURROGATE = re.compile("[\ud800-\udfff]")  # in decoded text, always a lone one
 
 
 class LogError(ValueError):
@@ -128,15 +131,24 @@ def parse_line(line: str, number: int) -> Record:
         value = json.loads(line)
     except json.JSONDecodeError as e:
         raise LogError(number, f"not valid JSON ({e.msg}, column {e.colno})") from None
+    except RecursionError:
+        raise LogError(number, "JSON nested too deeply to be a record") from None
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind not in ("open", "change", "close"):
         raise LogError(number, f"a record is an object whose kind is open, change or close; "
                                f"got {_short(value)}")
-    error = jsonschema.exceptions.best_match(_validators()[kind].iter_errors(value))
+    try:
+        error = jsonschema.exceptions.best_match(_validators()[kind].iter_errors(value))
+    except RecursionError:
+        raise LogError(number, f"a {kind} record nested too deeply") from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         raise LogError(number, f"invalid {kind} record{f' at {where}' if where else ''}: "
                                f"{error.message}")
+    surrogate = SURROGATE_ESCAPE.search(line) and _lone_surrogate(value)
+    if surrogate:
+        raise LogError(number, f"{surrogate} holds a lone surrogate (an escape such as \\ud800 "
+                               "that is half of a character), which no editor's text can hold")
     if kind == "open":
         return Open(value["time"], value["uri"], value["version"], value["text"],
                     value["encoding"], value.get("languageId"))
@@ -144,6 +156,13 @@ def parse_line(line: str, number: int) -> Record:
         return Change(value["time"], value["uri"], value["version"],
                       tuple(_content(c) for c in value["changes"]))
     return Close(value["time"], value["uri"])
+
+
+def _lone_surrogate(value: dict[str, Any]) -> str | None:
+    """Which text of a valid record holds a lone surrogate, if one does."""
+    texts = {"uri": value["uri"], "text": value.get("text", "")}
+    texts.update({f"changes/{i}/text": c["text"] for i, c in enumerate(value.get("changes", []))})
+    return next((name for name, text in texts.items() if SURROGATE.search(text)), None)
 
 
 @cache

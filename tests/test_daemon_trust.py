@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import private_dirs
+from tests.daemon_harness import private_dirs, wait_until
 from vqedit.daemon.client import DaemonClient
 from vqedit.daemon.lifecycle import argument
 from vqedit.daemon.paths import UnsafeDirectoryError
@@ -98,3 +98,24 @@ def test_relative_paths_reach_the_daemon_absolute(tmp_path, monkeypatch):
     assert argument("student.safetensors") == str(tmp_path / "student.safetensors")
     assert argument("facebook/opt-125m") == "facebook/opt-125m"  # a hub name, not a path
     assert argument(8.0) == "8.0"
+
+
+def test_a_state_directory_that_cannot_be_written_costs_the_log_not_the_daemon(tiny, tmp_path,
+                                                                                monkeypatch):
+    """The daemon runs and answers with its log directory unusable (here a file stands where
+    the directory should be: root writes through read-only modes); `run` warns once on
+    standard error."""
+    with private_dirs() as paths:
+        blocked = tmp_path / "state"
+        blocked.write_text("not a directory")
+        monkeypatch.setenv("XDG_STATE_HOME", str(blocked))
+        run = subprocess.Popen([sys.executable, "-m", "vqedit", "daemon", "run",
+                                *tiny.daemon_args()], stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: paths.socket.exists(), what="the daemon listening")
+            with DaemonClient(paths=paths, auto_spawn=False) as client:
+                assert client.stats()["sessions"] == 1
+        finally:
+            run.terminate()
+            warnings = run.communicate(timeout=60)[1].decode()
+        assert warnings.count("cannot write the log") == 1, warnings[-2000:]

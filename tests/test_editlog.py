@@ -89,6 +89,9 @@ BAD = {
                   "goes backwards"),
     "no open": ('{"kind":"close","time":0,"uri":"file:///b.md"}', 2, "is not open"),
     "not an object": ("[1, 2]", 2, "kind is open, change or close"),
+    "nested too deeply": ("[" * 100_000 + "]" * 100_000, 2, "nested too deeply"),
+    "lone surrogate": (change(2, 0, 0, "a\ud800b").replace("\ud800", "\\ud800"), 2,
+                       "changes/0/text holds a lone surrogate"),
 }
 
 
