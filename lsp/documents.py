@@ -20,6 +20,10 @@ it no longer has. An insertion at either end of a paragraph leaves its text, and
 as they were. So every range fits the text the client has now, and diagnostics are published
 with the current version (diagnostics.py says why not the older one).
 
+A lone surrogate (half of a UTF-16 pair, which JSON can carry and a broken client may send)
+becomes U+FFFD on the way in: it cannot be encoded to go to the daemon, and a replacement
+character takes the same one code unit, so every later position still means the same place.
+
 Those edits are dropped once results newer than them arrive; while none arrive (a daemon that
 never answers) at most `KEPT_EDITS` are kept. Past that the oldest go, and with them every
 result that would need them to be moved (`Document.movable`): the results held are dropped and
@@ -35,7 +39,7 @@ from lsprotocol import types
 from vqedit.daemon.protocol import Failed, Paragraph, Results, WireEdit
 
 from . import markdown
-from .text import LineIndex
+from .text import LONE_SURROGATE, LineIndex
 
 log = logging.getLogger("vqedit.lsp")
 
@@ -111,10 +115,10 @@ class Documents:
 
     def open(self, item: types.TextDocumentItem) -> Document:
         revision = next(self._revisions)
-        document = Document(item.uri, item.language_id, item.version, item.text,
-                            LineIndex(item.text, self.encoding),
-                            _masked(item.language_id, item.text), revision, opened=revision,
-                            versions={revision: item.version})
+        text = _whole(item.text)
+        document = Document(item.uri, item.language_id, item.version, text,
+                            LineIndex(text, self.encoding), _masked(item.language_id, text),
+                            revision, opened=revision, versions={revision: item.version})
         self.open_documents[item.uri] = document
         return document
 
@@ -145,7 +149,7 @@ class Documents:
                               document.uri)
             else:
                 begin, stop = 0, len(document.text)
-            self._replace(document, begin, stop, change.text)
+            self._replace(document, begin, stop, _whole(change.text))
         document.version = version
         document.revision = next(self._revisions)
         document.versions[document.revision] = version
@@ -163,6 +167,11 @@ class Documents:
             # Results from before the oldest edit kept could no longer be moved.
             document.forget(document.edits[-self.kept_edits - 1][0] + 1)
         document.text, document.masked, document.lines = text, masked, lines
+
+
+def _whole(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (one code unit, as it was)."""
+    return LONE_SURROGATE.sub("\ufffd", text) if LONE_SURROGATE.search(text) else text
 
 
 def _masked(language: str, text: str) -> str:

@@ -36,12 +36,13 @@ import jsonschema
 
 from vqedit.daemon.protocol import WireEdit
 
+from .text import LONE_SURROGATE
+
 ENCODINGS = ("utf-16", "utf-8", "utf-32")
 # LSP's line ends: a position's line counts these, and its character never points inside one.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # A JSON escape of a surrogate, paired or not: lines without one need no closer look.
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-SURROGATE = re.compile("[\ud800-\udfff]")  # in decoded text, always a lone one
 
 
 class LogError(ValueError):
@@ -162,7 +163,7 @@ def _lone_surrogate(value: dict[str, Any]) -> str | None:
     """Which text of a valid record holds a lone surrogate, if one does."""
     texts = {"uri": value["uri"], "text": value.get("text", "")}
     texts.update({f"changes/{i}/text": c["text"] for i, c in enumerate(value.get("changes", []))})
-    return next((name for name, text in texts.items() if SURROGATE.search(text)), None)
+    return next((name for name, text in texts.items() if LONE_SURROGATE.search(text)), None)
 
 
 @cache

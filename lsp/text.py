@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from lsprotocol import types
 
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# A surrogate code point in a str is always a lone one (a valid pair decodes to one character):
+# half a UTF-16 pair that JSON can carry and no text holds.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # codec and bytes per code unit of each position encoding
 CODECS = {types.PositionEncodingKind.Utf8: ("utf-8", 1),
           types.PositionEncodingKind.Utf16: ("utf-16-le", 2),

@@ -2,8 +2,10 @@
 
 from hypothesis import given
 from hypothesis import strategies as st
+from lsprotocol import types
 from lsprotocol.types import Position, PositionEncodingKind
 
+from vqedit.lsp.documents import Documents
 from vqedit.lsp.text import LineIndex
 
 TEXT = "a😀b\r\nsecond\rthird\nlast"  # 😀 is two UTF-16 units and four UTF-8 bytes
@@ -71,3 +73,17 @@ def test_an_edited_index_equals_a_fresh_one(text_and_edits):
     for start, end, inserted in edits:
         index = index.edited(start, end, inserted)
         assert index.starts == LineIndex(index.text, PositionEncodingKind.Utf16).starts
+
+
+def test_a_lone_surrogate_becomes_a_replacement_character_in_the_same_place():
+    """Half a UTF-16 pair (JSON can carry one) cannot go to the daemon: it becomes U+FFFD, one
+    code unit as it was, so the positions the editor sends after it still fit."""
+    documents = Documents()
+    document = documents.open(types.TextDocumentItem("file:///a.md", "markdown", 1,
+                                                     "ab\ud800cd"))
+    assert document.text == document.masked == "ab\ufffdcd"
+    end = types.Position(0, 4)  # after "c": a, b, the half pair, c
+    documents.change(document, 2, [types.TextDocumentContentChangePartial(
+        types.Range(end, end), "\udc00!")])
+    assert document.text == document.masked == "ab\ufffdc\ufffd!d"
+    assert all(edit.text.isprintable() for edit in document.unsent)
