@@ -44,6 +44,8 @@ COMMANDS = (
      "many changes in one didChange against recomputing what they touched"),
     (("bench", "lsp"), "bench_lsp",
      "change-to-diagnostics latency of `vqedit lsp` over stdio, typed into"),
+    (("bench", "chaos"), "bench_chaos",
+     "malformed input and kill -9 against a real daemon: crashes, hangs, lost edits"),
     (("edits", "synth"), "edits_synth", "atomic edits typed into BBC articles or files"),
     (("edits", "from-git"), "edits_git", "a file's git history as atomic edits"),
     (("replay",), "replay", "run an edit log through the engine, a daemon or the language server"),

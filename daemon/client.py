@@ -46,11 +46,11 @@ from vqedit import __version__
 
 from . import protocol as wire
 from .lifecycle import SpawnError, log_tail, remove_stale, running_pid, spawn, wait_for_exit
-from .paths import Paths
+from .paths import Paths, UnsafeDirectoryError
 
 log = logging.getLogger("vqedit.client")
-# Waits before each try to reconnect after the daemon went away by itself: at once, then backing
-# off while a crashing daemon is replaced (its start-up error is in its log).
+# Waits before each try to reconnect after losing the daemon: at once, then backing off while a
+# crashing or just-killed daemon is replaced (its start-up error is in its log).
 RECOVERY_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -355,14 +355,19 @@ class DaemonClient:
         newest text and version, which already carries them, so they are not sent again.
         """
         with self._lock:
-            try:
-                if self._ensure_connected() and resync_covers:
-                    return None
-                return self._request(method, params)
-            except ConnectionError:
-                self.disconnect()
-                self._ensure_connected()
-                return None if resync_covers else self._request(method, params)
+            for delay in (None, *RECOVERY_DELAYS_S):  # the call, then reconnections
+                if delay is not None:  # a daemon dying as we reach it drops us mid-handshake
+                    self.disconnect()
+                    time.sleep(delay)
+                try:
+                    if self._ensure_connected() and resync_covers:
+                        return None
+                    return self._request(method, params)
+                except UnsafeDirectoryError:
+                    raise
+                except ConnectionError as e:
+                    lost = e
+            raise lost
 
     def _request(self, method: str, params: dict[str, Any]) -> Any:
         rid, future = next(self._ids), Future()
