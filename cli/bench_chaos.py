@@ -34,11 +34,15 @@ from tqdm import tqdm
 
 from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient
-from vqedit.daemon.lifecycle import argument, running_pid
+from vqedit.daemon.lifecycle import running_pid
 from vqedit.daemon.paths import Paths
 from vqedit.engine.corpus import bbc_articles
 from vqedit.main import CliError
-from vqedit.private_daemon import private_daemon_dirs
+from vqedit.private_daemon import (
+    add_daemon_model_arguments,
+    daemon_model_arguments,
+    private_daemon_dirs,
+)
 
 REPLY_TIMEOUT_S = 30.0  # a well-framed request unanswered this long counts as a hang
 HEALTH_EVERY = 100  # inputs between checks that the daemon is the same and the witness intact
@@ -47,9 +51,7 @@ SCORE_TOLERANCE = 1e-4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="base model directory (needs --student)")
-    parser.add_argument("--student", type=Path, help="student file (default: the shipped one)")
-    parser.add_argument("--head", type=Path, help="head file (default: the shipped BBC head)")
+    add_daemon_model_arguments(parser)
     parser.add_argument("--inputs", type=int, default=5000, help="malformed inputs to send")
     parser.add_argument("--kills", type=int, default=20, help="kill -9 recoveries to try")
     parser.add_argument("--seed", type=int, default=0)
@@ -59,9 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.inputs < 0 or args.kills < 0:
         raise CliError("--inputs and --kills must be ≥ 0")
-    daemon_args = [part for name in ("model", "student", "head") if getattr(args, name)
-                   for part in (f"--{name}", argument(getattr(args, name)))]
-    daemon_args += ["--delta", "0", "--compact-after-s", "3600"]
+    daemon_args = [*daemon_model_arguments(args), "--delta", "0", "--compact-after-s", "3600"]
     rng = random.Random(args.seed)
     text = " ".join(bbc_articles()[0].text.split()[:120])
     with private_daemon_dirs() as paths:

@@ -28,18 +28,20 @@ import time
 from pathlib import Path
 
 from vqedit.daemon.client import DaemonClient
-from vqedit.daemon.lifecycle import argument
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.protocol import Results, WireEdit
 from vqedit.engine.corpus import bbc_articles
+from vqedit.private_daemon import (
+    DAEMON_MODEL_OPTIONS,
+    add_daemon_model_arguments,
+    daemon_model_arguments,
+)
 
 WORDS_PER_TOKEN = 0.75  # English prose under WordPiece: the document is about --tokens long
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="base model directory (needs --student)")
-    parser.add_argument("--student", type=Path, help="student file (default: the shipped one)")
-    parser.add_argument("--head", type=Path, help="head file (default: the shipped BBC head)")
+    add_daemon_model_arguments(parser)
     parser.add_argument("--tokens", type=int, default=512, help="document length, about")
     parser.add_argument("--edits", type=int, default=200, help="single-client edits")
     parser.add_argument("--clients", type=int, default=8)
@@ -86,9 +88,7 @@ class Recorder:
 
 
 def run(args: argparse.Namespace) -> int:
-    daemon_args = [part for name in ("model", "student", "head", "threads", "device")
-                   if getattr(args, name) is not None
-                   for part in (f"--{name}", argument(getattr(args, name)))]
+    daemon_args = daemon_model_arguments(args, (*DAEMON_MODEL_OPTIONS, "threads", "device"))
     with tempfile.TemporaryDirectory(prefix="vqb") as root:
         for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME"):
             os.makedirs(f"{root}/{name}")

@@ -5,16 +5,33 @@ XDG variables of this process (and so of every process it starts: a daemon, `vqe
 fresh directories gives them their own socket, pid file, log and (absent) config.
 """
 
+import argparse
 import contextlib
 import os
 import signal
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
-from vqedit.daemon.lifecycle import running_pid, wait_for_exit
+from vqedit.daemon.lifecycle import argument, running_pid, wait_for_exit
 from vqedit.daemon.paths import Paths
 
 XDG = ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
+DAEMON_MODEL_OPTIONS = ("model", "student", "head")
+
+
+def add_daemon_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model options of a benchmark's own daemon (`daemon_model_arguments` passes them)."""
+    parser.add_argument("--model", help="base model directory (needs --student)")
+    parser.add_argument("--student", type=Path, help="student file (default: the shipped one)")
+    parser.add_argument("--head", type=Path, help="head file (default: the shipped BBC head)")
+
+
+def daemon_model_arguments(args: argparse.Namespace,
+                           names: tuple[str, ...] = DAEMON_MODEL_OPTIONS) -> list[str]:
+    """The options among `names` that were given, as `daemon run` arguments."""
+    return [part for name in names if getattr(args, name) is not None
+            for part in (f"--{name}", argument(getattr(args, name)))]
 
 
 @contextlib.contextmanager

@@ -59,25 +59,20 @@ class Paths:
         else, and the socket in it this user's, or `UnsafeDirectoryError`. Nothing there yet
         passes (there is no daemon to reach)."""
         uid = os.getuid()
-        try:
-            info = os.lstat(self.runtime)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+        info = _lstat(self.runtime)
+        if info is not None and (not stat.S_ISDIR(info.st_mode) or info.st_uid != uid):
             raise UnsafeDirectoryError(
                 f"refusing to connect: {self.runtime} is not a directory owned by you (uid "
                 f"{uid}, it is uid {info.st_uid}'s); another user could be listening there. "
                 "Remove it, or set XDG_RUNTIME_DIR to a private directory")
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if info is not None and info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise UnsafeDirectoryError(
                 f"refusing to connect: other users may write to {self.runtime} (mode "
                 f"{stat.S_IMODE(info.st_mode):o}) and so replace the socket; run "
                 f"`chmod 700 {self.runtime}`")
-        try:
-            socket_info = os.lstat(self.socket)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(socket_info.st_mode) or socket_info.st_uid != uid:
+        socket_info = _lstat(self.socket) if info is not None else None
+        if socket_info is not None and (not stat.S_ISSOCK(socket_info.st_mode)
+                                        or socket_info.st_uid != uid):
             raise UnsafeDirectoryError(
                 f"refusing to connect: {self.socket} is not a socket owned by you (uid {uid}); "
                 "remove it (a daemon you start makes a new one)")
@@ -90,6 +85,13 @@ class Paths:
             if stat.S_IMODE(os.stat(path).st_mode) != mode:
                 os.chmod(path, mode)
         return self.log
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def _runtime_dir() -> Path:

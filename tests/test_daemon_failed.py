@@ -82,53 +82,53 @@ def test_a_failing_pass_is_reported_for_its_version_and_the_next_change_recovers
         assert_matches(client.wait_for("broken", 3), expected(client.text("broken")))
 
 
-def test_without_a_model_each_open_gets_model_unavailable_until_the_file_is_fixed(tmp_path):
-    tiny = make_tiny_model(tmp_path)
-    expected = Expected(tiny)
-    good = tiny.head.read_bytes()
-    replace_file(tiny.head, b"not a head")  # the daemon starts, and its model cannot load
-    args = tiny.daemon_args("--delta", "0", "--compact-after-s", "60")
-    with private_dirs() as paths, DaemonClient(daemon_args=args, paths=paths) as client:
-        client.open("doc", PROSE, 1)
-        with pytest.raises(DaemonError) as raised:
-            client.wait_for("doc", 1, timeout=WAIT_S)
-        assert raised.value.code == wire.ErrorCode.MODEL_UNAVAILABLE
-        assert "is not a vqedit head" in str(raised.value)
-        assert client.stats()["failures"] == 1
-
-        replace_file(tiny.head, good)  # fixed: the daemon loads the model and recomputes
-        results = wait_until(lambda: client.latest("doc"), what="results after the fix")
-        assert_matches(results, expected(PROSE))
-        assert client.failure("doc") is None
-
-
-def _bad_student(path, kind: str) -> None:
-    """Turn a good student file into one of the bad kinds users have met."""
-    if kind == "pickle":
-        path.write_bytes(pickle.dumps({"config": {}, "tensors": []}))
+def _break(path, kind: str) -> None:
+    """Turn a good file into one of the BAD_FILES kinds (replaced by rename, as writers do)."""
+    if kind == "head: not a head":
+        replace_file(path, b"not a head")
+        return
+    if kind == "student: pickle":
+        replace_file(path, pickle.dumps({"config": {}, "tensors": []}))
         return
     with safetensors.safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     tensors = safetensors.torch.load_file(str(path))
     config = json.loads(meta["config"])
-    meta["config"] = "null" if kind == "null config" else json.dumps({**config, "colour": 1})
+    meta["config"] = ("null" if kind == "student: null config"
+                      else json.dumps({**config, "colour": 1}))
     safetensors.torch.save_file(tensors, str(path), metadata=meta)
 
 
-@pytest.mark.parametrize("kind", ["unknown field", "null config", "pickle"])
-def test_a_student_that_cannot_load_is_reported_not_a_dead_worker(tmp_path, kind):
-    """stats says why, every open gets MODEL_UNAVAILABLE with the reason, and the worker lives:
-    a later reload with a good file computes."""
+BAD_FILES = {  # what users have met, and the words the error must say
+    "head: not a head": ("head", "is not a vqedit head"),
+    "student: unknown field": ("student", "no valid student config"),
+    "student: null config": ("student", "no valid student config"),
+    "student: pickle": ("student", "is not a vqedit student"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_without_a_model_each_open_gets_model_unavailable_until_the_file_is_fixed(tmp_path,
+                                                                                   kind):
+    """stats says why, every open gets MODEL_UNAVAILABLE with the reason, the worker lives,
+    and once the file is fixed the daemon loads the model and computes."""
     tiny = make_tiny_model(tmp_path)
-    good = tiny.student.read_bytes()
-    _bad_student(tiny.student, kind)
+    expected = Expected(tiny)
+    which, message = BAD_FILES[kind]
+    path = getattr(tiny, which)
+    good = path.read_bytes()
+    _break(path, kind)
     args = tiny.daemon_args("--delta", "0", "--compact-after-s", "60")
     with private_dirs() as paths, DaemonClient(daemon_args=args, paths=paths) as client:
         client.open("doc", PROSE, 1)
         with pytest.raises(DaemonError) as raised:
             client.wait_for("doc", 1, timeout=WAIT_S)
         assert raised.value.code == wire.ErrorCode.MODEL_UNAVAILABLE
-        assert "student" in str(raised.value)
-        assert client.stats()["model_error"] is not None
-        replace_file(tiny.student, good)
-        assert wait_until(lambda: client.latest("doc"), what="results after the fix")
+        assert message in str(raised.value)
+        stats = client.stats()
+        assert stats["failures"] == 1 and message in stats["model_error"]
+
+        replace_file(path, good)  # fixed: the daemon loads the model and recomputes
+        results = wait_until(lambda: client.latest("doc"), what="results after the fix")
+        assert_matches(results, expected(PROSE))
+        assert client.failure("doc") is None
