@@ -1,6 +1,9 @@
 """`vqedit lsp` end to end: a real server over stdio, the real daemon with the shipped student,
 and pytest-lsp's client speaking as Neovim and as VS Code."""
 
+import os
+import signal
+
 import pytest
 from lsprotocol import types
 
@@ -246,5 +249,39 @@ async def test_zero_shot_labels_from_the_settings_replace_the_topic_head():
         status = await until(lambda: next((s for s in reversed(client.statuses)
                                            if s.label in labels), None), "status with a label")
         assert 0.5 <= status.score <= 1
+    finally:
+        await stop(client)
+
+
+async def test_a_daemon_killed_while_typing_or_after_the_last_keystroke_is_replaced_unasked(
+        daemon_directories):
+    """kill -9 of the daemon, during a burst of keystrokes and after the last one: the server
+    notices the closed connection, starts a new daemon, resyncs and publishes again with no
+    further keystroke; its text stays the editor's, and the last results equal a fresh pass."""
+    client = await start("neovim", options=AS_WARNINGS)
+    try:
+        uri, text, version = "file:///tmp/killed.md", MARKDOWN, 1
+        open_document(client, uri, text)
+        await diagnostics_for(client, uri, 1)
+        for during in (True, False, True, False):
+            for keystroke in range(4):
+                version += 1
+                change(client, uri, version, edit(3, 0, 3, 0, "x"))
+                text = text.replace("The striker", "xThe striker")
+                if during and keystroke == 1:
+                    os.kill(running_pid(daemon_directories), signal.SIGKILL)
+            if not during:
+                await diagnostics_for(client, uri, version)
+                published = len(client.published)
+                os.kill(running_pid(daemon_directories), signal.SIGKILL)
+                await until(lambda: any(p.uri == uri and p.version == version  # noqa: B023
+                                        for p in client.published[published:]),  # noqa: B023
+                            "diagnostics from the new daemon")
+            assert await server_text(client, uri) == text
+        last = [p for p in client.published if p.uri == uri and p.version == version][-1]
+        open_document(client, "file:///tmp/fresh.md", text)
+        fresh = await diagnostics_for(client, "file:///tmp/fresh.md", 1)
+        assert [(d.range, d.code) for d in last.diagnostics] == \
+            [(d.range, d.code) for d in fresh.diagnostics]
     finally:
         await stop(client)
