@@ -51,12 +51,12 @@ def placed(device: torch.device) -> contextlib.AbstractContextManager:
 def load_shared(settings: Settings) -> SharedModel:
     """Load what `settings` names; raises ModelLoadError with the reason."""
     if settings.student is not None:
-        loaded = load(settings.model, settings.student, SERVING)
+        loaded = load(settings.model, settings.student, SERVING, reference=False)
     elif settings.model is not None:
         raise ModelLoadError("the daemon needs a model with codebooks: give --student with "
                              "--model (a dense model cannot be updated incrementally)")
     else:
-        loaded = load_default()
+        loaded = load_default(reference=False)
     head_path = settings.head or DEFAULT_HEAD
     try:
         head = LinearHead.load(head_path)

