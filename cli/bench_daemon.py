@@ -19,10 +19,8 @@ Prints one JSON line (and writes it to `--json`), with the daemon's `rss_mb` at 
 import argparse
 import contextlib
 import json
-import os
 import random
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ from vqedit.private_daemon import (
     DAEMON_MODEL_OPTIONS,
     add_daemon_model_arguments,
     daemon_model_arguments,
+    private_daemon_dirs,
 )
 
 WORDS_PER_TOKEN = 0.75  # English prose under WordPiece: the document is about --tokens long
@@ -89,11 +88,7 @@ class Recorder:
 
 def run(args: argparse.Namespace) -> int:
     daemon_args = daemon_model_arguments(args, (*DAEMON_MODEL_OPTIONS, "threads", "device"))
-    with tempfile.TemporaryDirectory(prefix="vqb") as root:
-        for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME"):
-            os.makedirs(f"{root}/{name}")
-            os.environ[name] = f"{root}/{name}"
-        paths = Paths.default()
+    with private_daemon_dirs() as paths:
         rng = random.Random(0)
         with DaemonClient(daemon_args=[*daemon_args, "--compact-after-s", "3600"],
                           paths=paths) as client:

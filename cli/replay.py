@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vqedit.daemon.lifecycle import argument
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.settings import Settings, SettingsError, resolve
 from vqedit.engine.checkpoint import ModelLoadError
@@ -40,7 +39,7 @@ from vqedit.lsp import editlog
 from vqedit.main import CliError
 from vqedit.onnx_baseline import BUILD
 from vqedit.paragraph_cache import ParagraphBaseline
-from vqedit.private_daemon import private_daemon_dirs
+from vqedit.private_daemon import daemon_model_arguments, private_daemon_dirs
 from vqedit.replay_targets import DaemonTarget, EngineTarget, LspTarget, Outcome, Target
 
 VIAS = ("engine", "daemon", "lsp")
@@ -116,8 +115,7 @@ def daemon_args(args: argparse.Namespace, verify: bool) -> list[str]:
     """Options for a private daemon: the model options given; idle compaction, which a
     verification waits for, only when verifying (at the daemon's usual delay, so that it does
     not start between two edits of the replay)."""
-    found = [part for name in MODEL_OPTIONS if getattr(args, name) is not None
-             for part in (f"--{name}", argument(getattr(args, name)))]
+    found = daemon_model_arguments(args, MODEL_OPTIONS)
     return found if verify else [*found, "--compact-after-s", "3600"]
 
 

@@ -810,11 +810,11 @@ class CompiledModel {
       if (kept[i]) old_order[j++] = rank[rows[i]];
 
     project(L, rows, nr, inputs, q, k, v, slots, counts);
-    std::vector<int64_t> refresh, moved;
-    // The rows some of whose groups' slack ran out at this layer.
+    std::vector<int64_t> refresh;
+    // The rows some of whose groups' slack ran out at this layer (by an update or a refresh).
     std::vector<char> past(size, 0);
     update_rows(k, v, q, m, s, heads, slack, updates, slots, size, rows, nr, old_k, old_v,
-                old_order, n_old, rank, limit, clean, past.data(), refresh, moved, counts);
+                old_order, n_old, rank, limit, clean, past.data(), refresh, counts);
     counts.refreshed += int64_t(refresh.size());
     std::vector<int64_t> attend_rows(rows, rows + nr);
     attend_rows.insert(attend_rows.end(), refresh.begin(), refresh.end());
@@ -826,9 +826,8 @@ class CompiledModel {
     // reference also decides refreshed rows within their slack: their codes stay, only their
     // slack is renewed.
     std::vector<char> kind(size, NONE);
-    for (auto r : moved) kind[r] = RULE;
-    for (auto r : refresh)
-      if (past[r]) kind[r] = RULE;
+    for (int t = 0; t < size; ++t)
+      if (clean[t] && past[t]) kind[t] = RULE;
     for (int i = 0; i < n_turn; ++i)
       if (clean[turn[i]]) kind[turn[i]] = NEAREST;
     std::vector<int64_t> decide(rows, rows + nr);
@@ -908,14 +907,15 @@ class CompiledModel {
   }
 
   // Running softmax update of the clean rows (see `IncrementalEngine._update_rows`), eight
-  // rows of a head at a time, one per lane.
+  // rows of a head at a time, one per lane: adds the rows due for a full refresh to `refresh`
+  // and marks in `past` those with a group past its slack.
   void update_rows(const float* k, const float* v, const float* q, float* m, float* s,
                    float* heads, float* slack, uint8_t* updates, py::ssize_t slots, int size,
                    const int64_t* rows, int nr, const std::vector<float>& old_k,
                    const std::vector<float>& old_v, const std::vector<int64_t>& old_order,
                    int n_old, const int64_t* rank, const int64_t* limit,
                    const std::vector<char>& clean, char* past, std::vector<int64_t>& refresh,
-                   std::vector<int64_t>& moved, Counts& counts) const {
+                   Counts& counts) const {
     const int n_keys = n_old + nr;
     if (!size || !n_keys) return;
     std::vector<int64_t> order(old_order);  // text index of every key
@@ -1034,9 +1034,7 @@ class CompiledModel {
       if (tired || cancelled[t]) {
         refresh.push_back(t);
         (tired ? counts.refresh_updates : counts.refresh_cancellation) += 1;
-        continue;
       }
-      if (past[t]) moved.push_back(t);
     }
   }
 
