@@ -28,11 +28,15 @@ class CompiledLayers:
             raise ValueError("the compiled edit path needs a model on the CPU and at most 256 "
                              "codewords per group")
         c = model.config
+        levels = {linear.input_levels for block in model.blocks
+                  for linear in block.linears().values()}
+        if len(levels) != 1:
+            raise ValueError(f"the linears' inputs are rounded differently: {sorted(levels)}")
         self.kernel = _compiled.CompiledModel(
             d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, groups=c.codebook_groups,
             codebook_size=c.codebook_size, causal=c.causal, pre_norm=c.pre_norm,
             gelu=c.activation == "gelu", eps=c.layer_norm_eps, delta=delta,
-            weights=model.weights)
+            weights=model.weights, input_levels=levels.pop())
         with torch.no_grad():
             embedding = {"token": model.token_embedding.weight.numpy(),
                          "position": model.position_embedding.weight.numpy()}

@@ -30,8 +30,22 @@ class MacCounter:
         return total
 
 
+def on_grid(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """x (..., I) with each row rounded to the integer multiples of its own step max|x| / levels.
+
+    The compiled path multiplies such rows as integers (engine/compiled.cpp); this is the same
+    rounding in torch: the division, round half to even and product as it does them.
+    """
+    step = (x.abs().amax(-1, keepdim=True) / levels).clamp(min=torch.finfo(x.dtype).tiny)
+    return torch.round(x / step) * step
+
+
 class CountedLinear(nn.Linear):
-    """`nn.Linear` that adds rows · in · out MACs to its counter on every call."""
+    """`nn.Linear` that adds rows · in · out MACs to its counter on every call.
+
+    With `input_levels` set (a weight format that says so, engine/weights.py), each input row is
+    first rounded to that many levels either side of zero (`on_grid`).
+    """
 
     def __init__(self, d_in: int, d_out: int, counter: MacCounter, bias: bool = True) -> None:
         super().__init__(d_in, d_out, bias=bias)
@@ -39,9 +53,12 @@ class CountedLinear(nn.Linear):
         # The (out, in) weight is stored column-major: x @ W.T then reads W.T contiguously, which
         # MKL multiplies ~10% faster for the few rows of an edit. Shape and values are unchanged.
         self.weight = nn.Parameter(self.weight.detach().t().contiguous().t())
+        self.input_levels = 0  # 0: inputs as they come
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.counter.add(x.shape[:-1].numel() * self.in_features * self.out_features)
+        if self.input_levels:
+            x = on_grid(x, self.input_levels)
         return super().forward(x)
 
 

@@ -14,19 +14,24 @@ from hypothesis import strategies as st
 
 from tests.test_incremental import TINY_VOCAB, TINY_WINDOW, token_edits
 from tests.vq import tiny_vq
-from vqedit.engine._compiled import move_slots
+from vqedit.engine._compiled import has_vnni, linear, move_slots
 from vqedit.engine.compiled import CompiledLayers
 from vqedit.engine.incremental import IncrementalEngine, Mode
+from vqedit.engine.ops import on_grid
 from vqedit.engine.verify import NEAR_TIE, verify
+from vqedit.engine.weights import INPUT_LEVELS, round_weights
 
 OUTPUT_TOLERANCE = 1e-5
 
 
-@pytest.fixture(scope="module", params=[("bert", 1), ("opt", 1), ("bert", 2), ("opt", 4)],
-                ids=["bert", "opt", "bert-2-groups", "opt-4-groups"])
+@pytest.fixture(scope="module",
+                params=[("bert", 1, "float32"), ("opt", 1, "float32"), ("bert", 2, "float32"),
+                        ("opt", 4, "float32"), ("bert", 1, "int8"), ("opt", 2, "int8")],
+                ids=["bert", "opt", "bert-2-groups", "opt-4-groups", "bert-int8",
+                     "opt-2-groups-int8"])
 def tiny(request):
-    family, groups = request.param
-    return tiny_vq(family, codebook_groups=groups)
+    family, groups, format = request.param
+    return round_weights(tiny_vq(family, codebook_groups=groups), format)
 
 
 def near_tie(engine: IncrementalEngine, state) -> bool:
@@ -92,6 +97,45 @@ def test_compiled_edits_count_what_they_compute(tiny):
     c = tiny.config
     per_row = 4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff  # projections, MLP
     assert sum(got.dirty) * per_row <= got.macs <= want.macs
+
+
+@given(rows=st.integers(1, 19), d_in=st.integers(1, 70), d_out=st.integers(1, 40),
+       format=st.sampled_from(["float32", "int8"]), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=60, deadline=None)
+def test_compiled_linears_equal_torch_on_rounded_inputs(rows, d_in, d_out, format, seed):
+    """Every kernel of a linear (bytes by bytes where the CPU has VNNI, float32 otherwise, any
+    number of rows and any width) computes torch's product of the same rounded inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    layer = torch.nn.Linear(d_in, d_out)
+    with torch.no_grad():
+        layer.weight.normal_(generator=generator).mul_(0.1)
+        layer.bias.normal_(generator=generator)
+    weight = layer.weight.detach()
+    if format == "int8":
+        scale = weight.abs().amax(1, keepdim=True) / 127
+        weight = (weight / scale).round() * scale
+    x = torch.randn(rows, d_in, generator=generator) * 3
+    x[0, : d_in // 2] = 0  # rows with zeros and tiny values round too
+    levels = INPUT_LEVELS if format == "int8" else 0
+    want = torch.nn.functional.linear(on_grid(x, levels) if levels else x, weight,
+                                      layer.bias.detach())
+    for vnni in ([True, False] if has_vnni() and format == "int8" else [False]):
+        got = torch.from_numpy(linear(weight.numpy(), layer.bias.detach().numpy(), format,
+                                      levels, x.numpy(), vnni))
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max())), vnni
+
+
+def test_rounded_inputs_lie_within_half_a_step_of_their_values():
+    """on_grid moves each value by at most half its row's step (max|x| / levels) at any scale,
+    and leaves a row of zeros as it is."""
+    generator = torch.Generator().manual_seed(0)
+    scales = torch.tensor([1e-30, 1e-3, 1.0, 1e3, 0.0]).unsqueeze(1)
+    x = torch.randn(5, 300, generator=generator) * scales
+    rounded = on_grid(x, INPUT_LEVELS)
+    step = x.abs().amax(1, keepdim=True) / INPUT_LEVELS
+    rounding = 2 * torch.finfo(x.dtype).eps * x.abs()  # of the product q·step in float32
+    assert bool(((rounded - x).abs() <= step / 2 + rounding).all())
+    assert not torch.equal(rounded[:4], x[:4]) and torch.equal(rounded[4], x[4])
 
 
 def test_slot_moves_copy_every_array_along_its_slot_dimension():
