@@ -793,7 +793,7 @@ class CompiledModel {
   // The embedding tables of `VQTransformer.embed`, read in place (the model keeps them alive
   // as long as this object): token (V, D), position (P, D) read at real-valued positions with
   // `offset` unused rows first, and where the model has them a type row (D,) added to every
-  // token and a norm.
+  // token and a norm; and the final norm after the last layer, where the model has one.
   void set_embedding(py::dict w, int offset) {
     auto table = [&](const char* name, py::ssize_t rows) {
       auto a = w[name].cast<py::array_t<float, py::array::c_style>>();
@@ -819,22 +819,28 @@ class CompiledModel {
       gain_ = vector("norm.weight");
       shift_ = vector("norm.bias");
     }
+    final_gain_.clear();
+    final_shift_.clear();
+    if (w.contains("final_norm.weight")) {
+      final_gain_ = vector("final_norm.weight");
+      final_shift_ = vector("final_norm.bias");
+    }
   }
 
   // Every layer of an edit, in place on the state (see `IncrementalEngine.apply`).
   // layers: per layer (q, k, v, m, s, heads, codes, slack, updates); inputs: per layer its
-  // input (S, D), the next layer's input being the layer's output; out (S, D) the last layer's
-  // output rows. rows (|D|,) sorted dirty slots, embedded into inputs[0] from ids (S,) at
-  // positions (S,) first; is_new
-  // (S,) whether a slot holds an inserted token (the others' old keys and values leave the
-  // softmax sums); gone: per layer the deleted tokens' keys and values (H, Rg, Dh), gone_order
-  // (Rg,) their text index; rank (T,) text index per slot; limit (T,) updates before a
-  // refresh; turn the sweep's slots. Returns (rows written to out, sorted; |D| per layer;
-  // flips outside D per layer; counts).
+  // input (S, D), the next layer's input being the layer's output; output (S, D) the final
+  // states, rows updated after the final norm, with `total` (D,) float64 their sum over the
+  // slots in use. rows (|D|,) sorted dirty slots, embedded into inputs[0] from ids (S,) at
+  // positions (S,) first; is_new (S,) whether a slot holds an inserted token (the others' old
+  // keys, values and final states leave the sums); gone: per layer the deleted tokens' keys
+  // and values (H, Rg, Dh), gone_order (Rg,) their text index; rank (T,) text index per slot;
+  // limit (T,) updates before a refresh; turn the sweep's slots. Returns (|D| per layer,
+  // flips outside D per layer, counts).
   py::tuple edit(int size, py::array ids_a, py::array positions_a, py::list layers,
-                 py::list inputs, py::array out_a, py::array rows_a, py::array is_new_a,
-                 py::list gone, py::array gone_order_a, py::array rank_a, py::array limit_a,
-                 py::array turn_a) {
+                 py::list inputs, py::array output_a, py::array total_a, py::array rows_a,
+                 py::array is_new_a, py::list gone, py::array gone_order_a, py::array rank_a,
+                 py::array limit_a, py::array turn_a) {
     if (token_.ndim() != 2) throw std::invalid_argument("set_embedding must come before edits");
     const int n_layers = int(layers_.size());
     if (int(layers.size()) != n_layers || int(inputs.size()) != n_layers ||
@@ -844,7 +850,8 @@ class CompiledModel {
     auto q0 = first[0].cast<py::array>();
     const py::ssize_t slots = q0.ndim() == 3 ? q0.shape(1) : -1;
     if (size < 0 || size > slots) throw std::invalid_argument("size exceeds the state's slots");
-    float* out = data<float>(out_a, "out", {slots, d_});
+    float* output = data<float>(output_a, "output", {slots, d_});
+    double* total = data<double>(total_a, "total", {d_});
     const py::ssize_t n_rows = rows_a.ndim() == 1 ? rows_a.shape(0) : -1;
     int64_t* rows = data<int64_t>(rows_a, "rows", {n_rows});
     bool* is_new = data<bool>(is_new_a, "is_new", {size});
@@ -893,19 +900,25 @@ class CompiledModel {
       embed(ids[rows[i]], positions[rows[i]], ins[0] + rows[i] * d_);
     Counts counts;
     std::vector<int64_t> dirty(rows, rows + n_rows);
+    last_.resize(size_t(slots) * d_);  // the last layer's output rows, before the final norm
     py::list sizes, flips;
     for (int l = 0; l < n_layers; ++l) {
       sizes.append(dirty.size());
       std::vector<char> kept(dirty.size());
       for (size_t i = 0; i < dirty.size(); ++i) kept[i] = !is_new[dirty[i]];
-      float* next = l + 1 < n_layers ? ins[l + 1] : out;
+      float* next = l + 1 < n_layers ? ins[l + 1] : last_.data();
       const int flipped = edit_layer(layers_[l], arrays[l], slots, size, ins[l], next, dirty,
                                      kept, gone_k[l], gone_v[l], gone_order, int(n_gone), rank,
                                      limit, turn, int(n_turn), counts);
       flips.append(flipped);
     }
-    py::array_t<int64_t> done(py::ssize_t(dirty.size()));
-    std::copy(dirty.begin(), dirty.end(), done.mutable_data());
+    for (const int64_t t : dirty) {  // final states, and their sum over the segment
+      float* y = last_.data() + t * d_;
+      if (!final_gain_.empty()) layer_norm(y, d_, final_gain_, final_shift_, eps_);
+      float* old = output + t * d_;
+      for (int d = 0; d < d_; ++d) total[d] += double(y[d]) - (is_new[t] ? 0.0 : double(old[d]));
+      std::memcpy(old, y, d_ * sizeof(float));
+    }
     py::dict c;
     c["macs"] = counts.macs;
     c["refreshed"] = counts.refreshed;
@@ -913,7 +926,7 @@ class CompiledModel {
     c["refresh_cancellation"] = counts.refresh_cancellation;
     c["refresh_tie"] = counts.refresh_tie;
     c["sweep_flips"] = counts.sweep_flips;
-    return py::make_tuple(done, sizes, flips, c);
+    return py::make_tuple(sizes, flips, c);
   }
 
  private:
@@ -1391,6 +1404,8 @@ class CompiledModel {
   py::array_t<float, py::array::c_style> token_, position_;  // (V, D), (P, D)
   int offset_ = 0;
   std::vector<float> type_, gain_, shift_;  // (D,) each, or empty
+  std::vector<float> final_gain_, final_shift_;  // (D,) each, or empty
+  std::vector<float> last_;  // (S, D) scratch: the last layer's output rows of an edit
 };
 
 PYBIND11_MODULE(_compiled, m) {

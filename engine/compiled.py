@@ -42,9 +42,10 @@ class CompiledLayers:
                          "position": model.position_embedding.weight.numpy()}
             if model.type_embedding is not None:
                 embedding["type"] = _array(model.type_embedding)
-            if isinstance(model.embed_norm, torch.nn.LayerNorm):
-                embedding["norm.weight"] = _array(model.embed_norm.weight)
-                embedding["norm.bias"] = _array(model.embed_norm.bias)
+            for name, norm in (("norm", model.embed_norm), ("final_norm", model.final_norm)):
+                if isinstance(norm, torch.nn.LayerNorm):
+                    embedding[f"{name}.weight"] = _array(norm.weight)
+                    embedding[f"{name}.bias"] = _array(norm.bias)
             self.kernel.set_embedding(embedding, c.position_offset)
             for block in model.blocks:
                 weights = {f"{name}.{p}": _array(getattr(linear, p))
@@ -59,20 +60,20 @@ class CompiledLayers:
     def edit(self, state: SegmentState, rows: torch.Tensor, is_new: torch.Tensor,
              gone: list[tuple[np.ndarray, np.ndarray]], gone_order: np.ndarray,
              rank: torch.Tensor, limit: torch.Tensor, turn: torch.Tensor,
-             out: torch.Tensor) -> tuple[np.ndarray, list[int], list[int], dict]:
-        """Every layer of an edit on `state` in place; the last layer's rows go to `out`.
+             ) -> tuple[list[int], list[int], dict]:
+        """Every layer of an edit on `state` in place, then the final norm of the rows the last
+        layer wrote into `state.output` and their change of `state.total`.
 
         rows (|D|,) sorted dirty slots, embedded here from their ids and positions; is_new
         (T,) whether a slot holds an inserted token; gone per layer the deleted tokens' keys and
-        values (H, R, Dh), gone_order (R,) their text index. Returns the rows written to `out`
-        (sorted), |D| per layer, the flips outside D per layer and the counts (MACs, refreshes,
-        sweep flips).
+        values (H, R, Dh), gone_order (R,) their text index. Returns |D| per layer, the flips
+        outside D per layer and the counts (MACs, refreshes, sweep flips).
         """
         views = state.views()
         return self.kernel.edit(
-            len(state), views.ids, views.positions, views.layers, views.residual, out.numpy(),
-            rows.numpy(), is_new.numpy(), gone, gone_order, rank.numpy(), limit.numpy(),
-            turn.numpy())
+            len(state), views.ids, views.positions, views.layers, views.residual, views.output,
+            state.total.numpy(), rows.numpy(), is_new.numpy(), gone, gone_order, rank.numpy(),
+            limit.numpy(), turn.numpy())
 
 
 def _array(t: torch.Tensor) -> np.ndarray:

@@ -133,7 +133,7 @@ class SegmentState:
                 self.slot_ids.numpy(), self.slot_positions.numpy(),
                 [tuple(getattr(layer, name).numpy() for name in layer_names)
                  for layer in self.layers],
-                [r.numpy() for r in self.residual],
+                [r.numpy() for r in self.residual], self.output.numpy(),
                 [(t.numpy(), dim) for t, dim in self.slot_arrays()])
         return self._views
 
@@ -198,4 +198,5 @@ class StateViews:
     positions: np.ndarray  # (S,) float64 virtual position per slot
     layers: list[tuple[np.ndarray, ...]]  # per layer, LayerState's arrays in field order
     residual: list[np.ndarray]  # L × (S, D)
+    output: np.ndarray  # (S, D) final hidden states
     slots: list[tuple[np.ndarray, int]]  # every per-slot array with its slot dimension

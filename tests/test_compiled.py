@@ -162,14 +162,12 @@ def test_bad_arrays_are_refused_with_a_clear_error(tiny):
     empty = [(st.k[:, :0].numpy(), st.v[:, :0].numpy()) for st in state.layers]
     args = dict(state=state, rows=torch.tensor([3]), is_new=torch.zeros(size, dtype=torch.bool),
                 gone=empty, gone_order=np.zeros(0, dtype=np.int64), rank=torch.arange(size),
-                limit=torch.full((size,), 255), turn=torch.zeros(0, dtype=torch.long),
-                out=torch.empty(size, tiny.config.d_model))
+                limit=torch.full((size,), 255), turn=torch.zeros(0, dtype=torch.long))
     for bad, message in [(dict(rows=torch.tensor([3], dtype=torch.int32)), "rows"),
                          (dict(rows=torch.tensor([size + 3])), "rows"),
                          (dict(rows=torch.tensor([4, 3])), "rows"),
                          (dict(rank=torch.arange(size - 1)), "rank"),
                          (dict(rank=torch.arange(size) + 1), "rank"),
-                         (dict(out=torch.empty(tiny.config.d_model, size).t()), "out"),
                          (dict(gone=empty[:1]), "per layer"),
                          (dict(gone_order=np.zeros(2, dtype=np.int64)), "gone")]:
         with pytest.raises(ValueError, match=message):
@@ -179,3 +177,7 @@ def test_bad_arrays_are_refused_with_a_clear_error(tiny):
         getattr(broken, name)[3] = value
         with pytest.raises(ValueError, match="ids, positions"):
             layers.edit(**{**args, "state": broken})
+    broken = state.snapshot()
+    broken.total = broken.total.float()  # the pooled sum must stay float64
+    with pytest.raises(ValueError, match="total"):
+        layers.edit(**{**args, "state": broken})
