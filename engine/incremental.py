@@ -204,13 +204,12 @@ class IncrementalEngine:
         # The compiled path edits a CPU state that keeps some tokens; full passes run in torch.
         compiled = self._compiled is not None and len(state) > end - start
         if compiled:  # numpy for the compiled path: a torch index per layer costs more
-            taken, views = removed.numpy(), state.views()
+            taken = removed.numpy()
             gone = [(np.take(v[1], taken, axis=1), np.take(v[2], taken, axis=1))
-                    for v in views.layers]  # (H, R, Dh)
-            state.total.numpy()[:] -= np.take(views.output, taken, axis=0).sum(0, np.float64)
+                    for v in state.views().layers]  # (H, R, Dh)
         else:
             gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
-            state.total -= state.output[removed].double().sum(0)
+        state.total -= state.output[removed].double().sum(0)
 
         new_slots = self._allocate(state, start, end, len(new_ids))
         state.slot_ids[new_slots] = torch.tensor(new_ids, dtype=torch.long)

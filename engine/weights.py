@@ -38,14 +38,14 @@ def round_weights(model: VQTransformer, format: str) -> VQTransformer:
         return model
     for block in model.blocks:
         for linear in block.linears().values():
-            linear.weight.copy_(_rounded(linear.weight, format))
+            linear.weight.copy_(rounded(linear.weight, format))
             if format == "int8":
                 linear.input_levels = INPUT_LEVELS
     model.weights = format
     return model
 
 
-def _rounded(w: torch.Tensor, format: str) -> torch.Tensor:
+def rounded(w: torch.Tensor, format: str) -> torch.Tensor:
     """w (O, I) rounded to the format: bfloat16 to nearest even, int8 symmetric per row."""
     if format == "bfloat16":
         return w.bfloat16().float()

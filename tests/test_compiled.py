@@ -19,7 +19,7 @@ from vqedit.engine.compiled import CompiledLayers
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.ops import on_grid
 from vqedit.engine.verify import NEAR_TIE, verify
-from vqedit.engine.weights import INPUT_LEVELS, round_weights
+from vqedit.engine.weights import INPUT_LEVELS, round_weights, rounded
 
 OUTPUT_TOLERANCE = 1e-5
 
@@ -106,22 +106,17 @@ def test_compiled_linears_equal_torch_on_rounded_inputs(rows, d_in, d_out, forma
     """Every kernel of a linear (bytes by bytes where the CPU has VNNI, float32 otherwise, any
     number of rows and any width) computes torch's product of the same rounded inputs."""
     generator = torch.Generator().manual_seed(seed)
-    layer = torch.nn.Linear(d_in, d_out)
-    with torch.no_grad():
-        layer.weight.normal_(generator=generator).mul_(0.1)
-        layer.bias.normal_(generator=generator)
-    weight = layer.weight.detach()
+    weight = torch.randn(d_out, d_in, generator=generator) * 0.1
+    bias = torch.randn(d_out, generator=generator)
     if format == "int8":
-        scale = weight.abs().amax(1, keepdim=True) / 127
-        weight = (weight / scale).round() * scale
+        weight = rounded(weight, format)
     x = torch.randn(rows, d_in, generator=generator) * 3
     x[0, : d_in // 2] = 0  # rows with zeros and tiny values round too
     levels = INPUT_LEVELS if format == "int8" else 0
-    want = torch.nn.functional.linear(on_grid(x, levels) if levels else x, weight,
-                                      layer.bias.detach())
+    want = torch.nn.functional.linear(on_grid(x, levels) if levels else x, weight, bias)
     for vnni in ([True, False] if has_vnni() and format == "int8" else [False]):
-        got = torch.from_numpy(linear(weight.numpy(), layer.bias.detach().numpy(), format,
-                                      levels, x.numpy(), vnni))
+        got = torch.from_numpy(linear(weight.numpy(), bias.numpy(), format, levels, x.numpy(),
+                                      vnni))
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max())), vnni
 
 
