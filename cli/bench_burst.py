@@ -29,11 +29,11 @@ from vqedit.engine.corpus import bbc_articles
 from vqedit.engine.incremental import STICKY_DELTA, IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.ops import full_pass_macs
-from vqedit.engine.tokens import TextEdit
 from vqedit.machine import cpu
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
 from vqedit.paragraph_cache import ParagraphCache
+from vqedit.text.edit import Edit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,14 +67,14 @@ def run(args: argparse.Namespace) -> int:
     text = short
     for _ in range(args.edits):
         at = rng.randrange(len(text))
-        scattered.append(TextEdit(at, at + 1, rng.choice("aeiou")))
+        scattered.append(Edit(at, at + 1, rng.choice("aeiou")))
         text = scattered[-1].applied(text)
     long, count = "", 0
     for p in paragraphs:
         if count >= args.words:
             break
         long, count = f"{long}\n\n{p}" if long else p, count + len(p.split())
-    replace_all = [TextEdit(m.start(), m.end(), new)
+    replace_all = [Edit(m.start(), m.end(), new)
                    for m in reversed(list(re.finditer(rf"\b{re.escape(old)}\b", long)))]
     lines = []
     for name, base, burst in (("scattered", short, scattered), ("replace_all", long, replace_all)):
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(engine: IncrementalEngine, loaded: LoadedModel, text: str,
-             burst: list[TextEdit]) -> dict:
+             burst: list[Edit]) -> dict:
     """The burst applied to a live `text`, against a full recompute of the result."""
     counter = engine.model.counter
     warm = LiveDocument(engine, loaded.tokenizer, text)  # the engine's costs: builds and edits

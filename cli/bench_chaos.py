@@ -43,6 +43,7 @@ from vqedit.private_daemon import (
     daemon_model_arguments,
     private_daemon_dirs,
 )
+from vqedit.text.edit import Edit
 
 REPLY_TIMEOUT_S = 30.0  # a well-framed request unanswered this long counts as a hang
 HEALTH_EVERY = 100  # inputs between checks that the daemon is the same and the witness intact
@@ -196,7 +197,7 @@ def _kills(paths: Paths, daemon_args: list[str], text: str, kills: int,
             at = rng.randrange(len(expected) + 1)
             letter = rng.choice("aeiou ")
             version += 1
-            client.change("typed", version, [wire.WireEdit(at, at, letter)])
+            client.change("typed", version, [Edit(at, at, letter)])
             expected = expected[:at] + letter + expected[at:]
             if during and keystroke == EDITS_PER_KILL // 2:
                 killed = _kill(paths)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vqedit.daemon.client import DaemonClient
 from vqedit.daemon.paths import Paths
-from vqedit.daemon.protocol import Results, WireEdit
+from vqedit.daemon.protocol import Results
 from vqedit.engine.corpus import bbc_articles
 from vqedit.private_daemon import (
     DAEMON_MODEL_OPTIONS,
@@ -35,6 +35,7 @@ from vqedit.private_daemon import (
     daemon_model_arguments,
     private_daemon_dirs,
 )
+from vqedit.text.edit import Edit
 
 WORDS_PER_TOKEN = 0.75  # English prose under WordPiece: the document is about --tokens long
 
@@ -114,7 +115,7 @@ def _single(client: DaemonClient, text: str, edits: int, rng: random.Random) -> 
     for version in range(1, edits + 1):
         at = rng.randrange(len(client.text("single")) + 1)
         started = time.perf_counter()
-        client.change("single", version, [WireEdit(at, at, rng.choice("aeiou "))])
+        client.change("single", version, [Edit(at, at, rng.choice("aeiou "))])
         client.wait_for("single", version, timeout=600)
         latency.append((time.perf_counter() - started) * 1000)
     client.close("single")
@@ -143,7 +144,7 @@ def _load(args: argparse.Namespace, daemon_args: list[str], paths: Paths,
                 at = local.randrange(len(client.text(uri)) + 1)
                 with recorder.lock:
                     recorder.sent[(c, uri, version)] = time.perf_counter()
-                client.change(uri, version, [WireEdit(at, at, local.choice("aeiou "))])
+                client.change(uri, version, [Edit(at, at, local.choice("aeiou "))])
 
     started = time.perf_counter()
     threads = [threading.Thread(target=type_into, args=(c,)) for c in range(len(clients))]

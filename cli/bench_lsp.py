@@ -135,7 +135,7 @@ def _type(lsp: LspDriver, typist: Typist, text: str, args: argparse.Namespace) -
         edit, _ = typist.next_edit(text)
         time.sleep(max(0.0, next_at - time.perf_counter()))
         sent[version] = lsp.change(URI, version, lsp.content_changes(text, (edit,)))
-        text = text[:edit.start] + edit.text + text[edit.end:]
+        text = edit.applied(text)
         next_at = sent[version] + args.interval_ms / 1000
         if args.wait:
             lsp.wait_computed(URI, version)

@@ -11,13 +11,14 @@ import torch
 
 from vqedit import __version__
 from vqedit.engine.checkpoint import ModelLoadError, load, load_default
-from vqedit.engine.tokens import TextEdit, TokenizedText
+from vqedit.engine.tokens import TokenizedText
+from vqedit.text.edit import Edit
 
 SAMPLE = ("Quarterly profits at the media giant jumped 76% to $1.13bn (£600m) for the three "
           "months to December, from $639m a year earlier.\n\nThe firm, now one of the biggest "
           "investors in the search engine, benefited from sales of high-speed connections.")
-EDITS = [TextEdit(0, 9, "Yearly"), TextEdit(40, 40, " suddenly"), TextEdit(120, 124, ""),
-         TextEdit(len(SAMPLE) - 1, len(SAMPLE), "!\r\n\r\nNaïve café 😀 résumé.")]
+EDITS = [Edit(0, 9, "Yearly"), Edit(40, 40, " suddenly"), Edit(120, 124, ""),
+         Edit(len(SAMPLE) - 1, len(SAMPLE), "!\r\n\r\nNaïve café 😀 résumé.")]
 PARITY_TOLERANCE = 1e-4
 # The shipped student's pooled embedding of SAMPLE keeps cosine 0.83 to the base's; its eval's
 # 10th percentile over BBC test articles is 0.78 (MODEL.md). Far less means a damaged file.

@@ -17,10 +17,10 @@ import re
 import subprocess
 from pathlib import Path
 
-from vqedit.daemon.protocol import WireEdit
 from vqedit.edits_synth import write
 from vqedit.lsp import editlog
 from vqedit.main import CliError
+from vqedit.text.edit import Edit
 
 _WORDS = re.compile(r"\s+|\S+\s*")  # leading white space alone, then words with their spaces
 KEYSTROKE_S = 0.1
@@ -75,7 +75,7 @@ def _git(cwd: Path, *args: str) -> str:
         raise CliError(f"git {args[0]} failed: {e.stderr.strip()}") from None
 
 
-def word_edits(old: str, new: str) -> list[WireEdit]:
+def word_edits(old: str, new: str) -> list[Edit]:
     """Atomic word edits that turn `old` into `new`, each on the text the previous one left."""
     a, b = _WORDS.findall(old), _WORDS.findall(new)
     edits, shift = [], 0  # shift: how much earlier edits moved old offsets
@@ -89,12 +89,12 @@ def word_edits(old: str, new: str) -> list[WireEdit]:
         at = starts[i1] + shift
         pairs = min(i2 - i1, j2 - j1)
         for k in range(pairs):  # word for word
-            edits.append(WireEdit(at, at + len(a[i1 + k]), b[j1 + k]))
+            edits.append(Edit(at, at + len(a[i1 + k]), b[j1 + k]))
             at += len(b[j1 + k])
         for k in range(i1 + pairs, i2):  # old words left over
-            edits.append(WireEdit(at, at + len(a[k]), ""))
+            edits.append(Edit(at, at + len(a[k]), ""))
         for k in range(j1 + pairs, j2):  # new words left over
-            edits.append(WireEdit(at, at, b[k]))
+            edits.append(Edit(at, at, b[k]))
             at += len(b[k])
         shift += sum(map(len, b[j1:j2])) - sum(map(len, a[i1:i2]))
     return edits
@@ -112,7 +112,7 @@ def history_log(found: list[tuple[str, float, str]], uri: str,
             time = round(time + KEYSTROKE_S, 3)
             records.append(editlog.Change(time, uri, version,
                                           (editlog.content_for(text, edit, encoding),)))
-            text = text[:edit.start] + edit.text + text[edit.end:]
+            text = edit.applied(text)
         if text != new:
             raise AssertionError("word edits did not reproduce the revision")  # a bug here
     return records

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vqedit.daemon.protocol import WireEdit
 from vqedit.engine.corpus import LABELS, bbc_articles
 from vqedit.lsp import editlog
 from vqedit.main import CliError
+from vqedit.text.edit import Edit
 
 START_TIME = 1_700_000_000.0  # a fixed epoch time, so logs are reproducible byte for byte
 _WORD = re.compile(r"\S+")
@@ -71,13 +71,13 @@ class Typist:
     JUMP = 0.08  # a new place per decision between words
     TYPO = 0.03  # per character typed
 
-    def next_edit(self, text: str) -> tuple[WireEdit, float]:
+    def next_edit(self, text: str) -> tuple[Edit, float]:
         """The next edit of `text` and the pause before it, in seconds."""
         self.cursor = min(self.cursor, len(text))
         if self.typo:
             self.typo = False
             self.cursor -= 1
-            return WireEdit(self.cursor, self.cursor + 1, ""), self._pause(0.3, 0.6)
+            return Edit(self.cursor, self.cursor + 1, ""), self._pause(0.3, 0.6)
         if self.pending:
             if self.rng.random() < self.TYPO:
                 self.typo = True
@@ -85,7 +85,7 @@ class Typist:
             else:
                 letter, self.pending = self.pending[0], self.pending[1:]
             self.cursor += 1
-            return WireEdit(self.cursor - 1, self.cursor - 1, letter), self._pause(0.06, 0.25)
+            return Edit(self.cursor - 1, self.cursor - 1, letter), self._pause(0.06, 0.25)
         pause = 0.0
         words = [m.span() for m in _WORD.finditer(text)]
         if words and self.rng.random() < self.JUMP:
@@ -96,15 +96,15 @@ class Typist:
         action = self.rng.random()
         if word is not None and action < 0.1:  # delete the word and the space after it
             start, end = word
-            return WireEdit(start, end + text[end:end + 1].isspace(), ""), pause + 0.5
+            return Edit(start, end + text[end:end + 1].isspace(), ""), pause + 0.5
         if word is not None and action < 0.2:  # replace the word, then go on after it
             start, end = word
             new = self.rng.choice(self.vocabulary)
             self.cursor = start + len(new) + text[end:end + 1].isspace()
-            return WireEdit(start, end, new), pause + self._pause(0.5, 1.5)
+            return Edit(start, end, new), pause + self._pause(0.5, 1.5)
         if word is not None and action < 0.25:  # replace one letter of it
             at = self.rng.randrange(*word)
-            return WireEdit(at, at + 1, self.rng.choice(string.ascii_lowercase)), pause + 0.8
+            return Edit(at, at + 1, self.rng.choice(string.ascii_lowercase)), pause + 0.8
         # Type a new word here, one character at a time: this edit is its first character.
         self.pending = self.rng.choice(self.vocabulary) + " "
         return self.next_edit(text)[0], pause + self._pause(0.3, 1.0)
@@ -146,7 +146,7 @@ def synthesize(text: str, edits: int, seed: int, uri: str, encoding: str,
         now = round(now + pause, 3)
         records.append(editlog.Change(now, uri, version,
                                       (editlog.content_for(text, edit, encoding),)))
-        text = text[:edit.start] + edit.text + text[edit.end:]
+        text = edit.applied(text)
     return records
 
 

@@ -25,7 +25,6 @@ import importlib
 import sys
 
 from vqedit import __version__
-from vqedit.engine import allocator
 
 # Every command: its words on the command line, the module under `vqedit` that holds its
 # `add_arguments` and `run`, and its summary; in the order `--help` lists them. A module is
@@ -96,7 +95,6 @@ def _user_error(error: Exception) -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser(argv).parse_args(argv)
-    allocator.keep_freed_memory()
     try:
         return importlib.import_module(f"vqedit.{args.module}").run(args)
     except Exception as e:

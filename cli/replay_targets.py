@@ -27,7 +27,7 @@ from vqedit.engine.live import LiveDocument
 from vqedit.engine.verify import verify
 from vqedit.lsp.driver import LspDriver
 from vqedit.lsp.editlog import Step
-from vqedit.lsp.markdown import mask
+from vqedit.text.markdown import mask
 
 SCORE_TOLERANCE = 1e-3  # compacted daemon results against a fresh pass in this process
 
@@ -93,7 +93,7 @@ class EngineTarget:
         live, _ = self.documents[uri]
         with placed(self.model.device):
             started = time.perf_counter()
-            stats = [live.apply(edit.to_engine()) for edit in step.edits]
+            stats = [live.apply(edit) for edit in step.edits]
             results = self._results(uri, step.record.version, live)
             latency = (time.perf_counter() - started) * 1000
         self.documents[uri] = (live, step.record.version)

@@ -3,11 +3,11 @@
 Usage:
 
     from vqedit.daemon.client import DaemonClient
-    from vqedit.daemon.protocol import WireEdit
+    from vqedit.daemon.protocol import Edit
 
     with DaemonClient(daemon_args=["--idle-exit-s", "600"]) as client:
         client.open("file:///notes.md", "Some prose.", version=1)
-        client.change("file:///notes.md", 2, [WireEdit(5, 5, "more ")])
+        client.change("file:///notes.md", 2, [Edit(5, 5, "more ")])
         print(client.wait_for("file:///notes.md", 2).label)
 
 The client keeps its own copy of every document it opened. If the daemon goes away (a crash,
@@ -43,6 +43,7 @@ from typing import Any
 from filelock import FileLock
 
 from vqedit import __version__
+from vqedit.text.edit import Edit, apply_all
 
 from . import protocol as wire
 from .lifecycle import SpawnError, log_tail, remove_stale, running_pid, spawn, wait_for_exit
@@ -108,16 +109,11 @@ class DaemonClient:
             self._forget_failure(uri)  # a failure of the text this one replaces
             self._call("open", self._docs[uri].open_params(uri), resync_covers=True)
 
-    def change(self, uri: str, version: int, edits: list[wire.WireEdit]) -> None:
+    def change(self, uri: str, version: int, edits: list[Edit]) -> None:
         """Apply edits to our copy (ValueError if one misfits, nothing sent) and send them."""
         with self._lock:
             document = self._docs[uri]
-            text = document.text
-            for edit in edits:
-                if not 0 <= edit.start <= edit.end <= len(text):
-                    raise ValueError(f"edit [{edit.start}, {edit.end}) outside a text of "
-                                     f"{len(text)} characters")
-                text = text[:edit.start] + edit.text + text[edit.end:]
+            text = apply_all(document.text, edits)  # EditError (a ValueError) if one misfits
             self._docs[uri] = replace(document, text=text, version=version)
             self._call("change", {"uri": uri, "version": version,
                                   "edits": [wire.to_wire(e) for e in edits]}, resync_covers=True)

@@ -8,8 +8,9 @@ big-endian length followed by that many bytes of msgpack. Messages are maps:
     error         {"id": int | None, "error": {"code": int, "message": str}}
     notification  {"method": str, "params": map}                   daemon → client
 
-The wire types below are apart from the engine's: every field is commented, and conversion to
-and from engine types is explicit, so either side can change without the other noticing.
+The wire types below are apart from the engine's (this module imports nothing of it, so the
+language server loads no model code): every field is commented. An edit is the one `Edit` of
+`vqedit.text`, carried as a map {start, end, text}.
 `docs/protocol.md` is the reference for people writing clients.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from vqedit.engine.tokens import TextEdit
+from vqedit.text.edit import Edit, EditError
 
 # Bumped on any incompatible change; `hello` refuses a client that speaks another one.
 PROTOCOL_VERSION = 1
@@ -238,30 +239,15 @@ class Hello:
                    _get(params, "token", str, optional=True))
 
 
-@dataclass(frozen=True)
-class WireEdit:
-    start: int  # first character replaced, in Unicode code points of the text before this edit
-    end: int  # one past the last character replaced (== start for an insertion)
-    text: str  # what replaces them
-
-    @classmethod
-    def parse(cls, value: Any) -> "WireEdit":
-        if not isinstance(value, dict):
-            raise ProtocolError(ErrorCode.INVALID_PARAMS, "an edit is a map {start, end, text}")
-        edit = cls(_get(value, "start", int), _get(value, "end", int), _get(value, "text", str))
-        if edit.end < edit.start:
-            raise ProtocolError(ErrorCode.EDIT_OUT_OF_RANGE,
-                                f"edit end {edit.end} is before its start {edit.start}")
-        return edit
-
-    def to_engine(self) -> TextEdit:
-        return TextEdit(self.start, self.end, self.text)
-
-    @classmethod
-    def between(cls, old: str, new: str) -> "WireEdit":
-        """The one edit turning `old` into `new` (`TextEdit.between`)."""
-        edit = TextEdit.between(old, new)
-        return cls(edit.start, edit.end, edit.text)
+def parse_edit(value: Any) -> Edit:
+    """An edit from its wire map {start, end, text}: offsets in Unicode code points of the text
+    before this edit."""
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, "an edit is a map {start, end, text}")
+    try:
+        return Edit(_get(value, "start", int), _get(value, "end", int), _get(value, "text", str))
+    except EditError as e:
+        raise ProtocolError(ErrorCode.EDIT_OUT_OF_RANGE, str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -281,13 +267,13 @@ class Open:
 class Change:
     uri: str  # an open document of this session
     version: int  # the version after the edits; must be above the document's current one
-    edits: tuple[WireEdit, ...]  # applied in order, each to the text the previous one left
+    edits: tuple[Edit, ...]  # applied in order, each to the text the previous one left
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> "Change":
         edits = _get(params, "edits", list)
         return cls(_get(params, "uri", str), _get(params, "version", int),
-                   tuple(WireEdit.parse(e) for e in edits))
+                   tuple(parse_edit(e) for e in edits))
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,10 @@ from vqedit.engine.allocator import release_freed_memory
 from vqedit.engine.checkpoint import ModelLoadError
 from vqedit.engine.heads import LinearHead
 from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped, largest_state_nbytes
-from vqedit.engine.tokens import TextEdit
+from vqedit.text.edit import Edit, EditError, apply_all
 
 from .cache import SharedModel, load_shared, placed
-from .protocol import Cost, ErrorCode, Failed, Paragraph, ProtocolError, Results, WireEdit, quote
+from .protocol import Cost, ErrorCode, Failed, Paragraph, ProtocolError, Results, quote
 from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
@@ -71,7 +71,7 @@ class Entry:
     text: str  # the newest accepted text
     version: int  # its version
     labels: Labels | None = None  # zero-shot labels scoring this document; None: the model's head
-    pending: list[TextEdit] = field(default_factory=list)  # accepted, not yet applied by the worker
+    pending: list[Edit] = field(default_factory=list)  # accepted, not yet applied by the worker
     pending_versions: int = 0  # how many versions `pending` spans (for the superseded count)
     snapshot: Results | None = None  # immutable results of the newest computed version
     state_bytes: int = 0  # memory of `live`'s segment states in memory
@@ -139,7 +139,7 @@ class Scheduler:
             self._docs[key] = Entry(key, text, version, labels)
             self._wake(key)
 
-    def change(self, key: Key, version: int, edits: list[TextEdit]) -> None:
+    def change(self, key: Key, version: int, edits: list[Edit]) -> None:
         """Accept edits for a new version, or raise ProtocolError changing nothing."""
         with self._cond:
             entry = self._entry(key)
@@ -147,13 +147,10 @@ class Scheduler:
                 raise ProtocolError(ErrorCode.STALE_VERSION,
                                     f"version {version} is not above the document's "
                                     f"{entry.version}")
-            text = entry.text
-            for i, edit in enumerate(edits):
-                if not 0 <= edit.start <= edit.end <= len(text):
-                    raise ProtocolError(ErrorCode.EDIT_OUT_OF_RANGE,
-                                        f"edit {i} replaces [{edit.start}, {edit.end}) but the "
-                                        f"text has {len(text)} characters at that point")
-                text = text[:edit.start] + edit.text + text[edit.end:]
+            try:
+                text = apply_all(entry.text, edits)
+            except EditError as e:
+                raise ProtocolError(ErrorCode.EDIT_OUT_OF_RANGE, str(e)) from None
             entry.text, entry.version = text, version
             entry.pending.extend(edits)
             entry.pending_versions += 1
@@ -311,7 +308,7 @@ class Scheduler:
             self._load(self.settings)
         return self.model
 
-    def _compute(self, entry: Entry, text: str, version: int, edits: list[TextEdit],
+    def _compute(self, entry: Entry, text: str, version: int, edits: list[Edit],
                  labels: Labels | None) -> None:
         model = self._model()
         if model is None:
@@ -352,8 +349,8 @@ class Scheduler:
         self._publish(entry.key[0], results)
 
     def _bring_up_to_date(self, model: SharedModel, entry: Entry, text: str, version: int,
-                          edits: list[TextEdit],
-                          ) -> tuple[LiveDocument, list[LiveEditStats], list[TextEdit]]:
+                          edits: list[Edit],
+                          ) -> tuple[LiveDocument, list[LiveEditStats], list[Edit]]:
         """`entry.live` with `edits` applied, what each cost, and the edits left when a newer
         version stopped the batch; or a fresh document (no edit stats) where there is none.
         Raises `Stopped` when the document was closed (or the daemon is stopping) meanwhile."""
@@ -398,7 +395,7 @@ class Scheduler:
         with self._cond:
             return entry.version != version
 
-    def _carry_over(self, entry: Entry, live: LiveDocument, rest: list[TextEdit]) -> None:
+    def _carry_over(self, entry: Entry, live: LiveDocument, rest: list[Edit]) -> None:
         """A newer version stopped a batch: keep what was applied, hand the rest to the next
         pass (the document is already queued: the change that came woke it). A stopped merged
         edit leaves no edits but segments pending, which the next pass computes."""
@@ -553,7 +550,7 @@ class Scheduler:
                 self._ready[key] = None
 
 
-def coalesce(before: str, after: str, edits: list[TextEdit]) -> list[TextEdit]:
+def coalesce(before: str, after: str, edits: list[Edit]) -> list[Edit]:
     """The edits turning `before` into `after`, merged into one where that stays small.
 
     Typing produces runs of neighbouring one-character edits; one edit replacing the span that
@@ -561,7 +558,7 @@ def coalesce(before: str, after: str, edits: list[TextEdit]) -> list[TextEdit]:
     """
     if len(edits) <= 1:
         return edits
-    merged = WireEdit.between(before, after).to_engine()
+    merged = Edit.between(before, after)
     if (merged.end - merged.start) + len(merged.text) <= MERGE_SPAN:
         return [merged]
     return edits

@@ -301,7 +301,7 @@ class Daemon:
         """`change`: edits in order and the version they make; refused whole if one misfits."""
         change = wire.Change.parse(params)
         self.scheduler.change((session.id, change.uri), change.version,
-                              [edit.to_engine() for edit in change.edits])
+                              list(change.edits))
 
     def close(self, session: Session, params: dict[str, Any]) -> None:
         """`close`: forget a document and its state."""

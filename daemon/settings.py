@@ -28,7 +28,7 @@ class Settings:
     head: Path | None = None  # label head file; None: the shipped BBC topic head
     device: str = "auto"  # auto takes the GPU when there is one
     delta: float = STICKY_DELTA  # sticky hysteresis; 0 is exact mode. MODEL.md: the trade-off
-    sweep: int = 2  # sticky refresh: tokens per layer re-quantized exactly per edit (issue 4)
+    sweep: int = 2  # sticky refresh: tokens per layer re-quantized exactly per edit
     memory_mb: float = 1024.0  # LRU budget for segment states; ~50 KiB a token (shipped student)
     idle_unload_s: float = 600.0  # no work for this long: drop the model and states, keep texts
     idle_exit_s: float = 1800.0  # no client connected for this long: exit

@@ -27,7 +27,7 @@ def _glibc() -> ctypes.CDLL | None:
 def keep_freed_memory() -> bool:
     """Serve blocks up to 32 MB from the heap, and keep up to 128 MB of it free for reuse.
 
-    Process-wide, so the program's entry point calls it. False where this is not glibc.
+    Process-wide; every model load calls it (idempotent). False where this is not glibc.
     """
     libc = _glibc()
     return libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)

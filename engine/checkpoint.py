@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import student as students
-from .allocator import settle_loaded_objects
+from .allocator import keep_freed_memory, settle_loaded_objects
 from .model import VQConfig, VQTransformer
 from .tokens import Tokenizer
 from .weights import SERVING, round_weights
@@ -218,6 +218,7 @@ def load(name_or_path: str | Path | None = None, student: Path | None = None,
             raise ModelLoadError(str(e)) from None
     round_weights(model, weights)
     loaded = LoadedModel(model, tokenizer, source, hf_model, student)
+    keep_freed_memory()  # the passes this model runs mix temporaries of many sizes
     settle_loaded_objects()
     return loaded
 

@@ -7,8 +7,10 @@ states need work.
 
 from dataclasses import dataclass
 
+from vqedit.text.edit import Edit
+
 from .segments import Segment, SegmentEdit, cut_segments, diff_segments
-from .tokens import TextEdit, TokenEdit, TokenizedText, Tokenizer, Tokens
+from .tokens import TokenEdit, TokenizedText, Tokenizer, Tokens
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Document:
     def tokens(self) -> Tokens:
         return self.tokenized.tokens
 
-    def apply(self, edit: TextEdit) -> DocumentEdit:
+    def apply(self, edit: Edit) -> DocumentEdit:
         token_edit = self.tokenized.apply(edit)
         old, self.segments = self.segments, cut_segments(self.tokens, self.text, self.window)
         return DocumentEdit(token_edit, diff_segments(old, self.segments, token_edit))

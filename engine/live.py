@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from vqedit.text.edit import Edit, apply_all
+
 from .document import Document
 from .incremental import EditStats, IncrementalEngine
 from .ops import full_pass_macs
 from .state import SegmentState
-from .tokens import TextEdit, Tokenizer
+from .tokens import Tokenizer
 
 _clock = itertools.count()  # one order of use over every live document in the process
 
@@ -113,7 +115,7 @@ class LiveDocument:
         """Every segment's state, computing evicted ones again (checks and benchmarks)."""
         return [self._resident(i) for i in range(len(self._states))]
 
-    def apply(self, edit: TextEdit, stop: Callable[[], bool] = never) -> LiveEditStats:
+    def apply(self, edit: Edit, stop: Callable[[], bool] = never) -> LiveEditStats:
         """Apply a text edit (raises `EditError`, changing nothing, if it does not fit, and
         `Stopped`, leaving the document to be dropped, if `stop` says so between segments)."""
         counter = self.engine.model.counter
@@ -137,7 +139,7 @@ class LiveDocument:
         stats.macs = counter.macs - before
         return stats
 
-    def merged(self, edits: list[TextEdit], after: str | None = None) -> TextEdit | None:
+    def merged(self, edits: list[Edit], after: str | None = None) -> Edit | None:
         """The one edit from the first change of a burst to its last, where computing the
         segments it reaches costs less than the edits one by one (the engine's measured costs:
         seconds per edit against seconds per token of full passes); None otherwise. `after`,
@@ -145,16 +147,14 @@ class LiveDocument:
         if len(edits) < 2:
             return None
         if after is None:
-            after = self.text
-            for edit in edits:
-                after = edit.applied(after)
-        span = TextEdit.between(self.text, after)
+            after = apply_all(self.text, edits)
+        span = Edit.between(self.text, after)
         starts, ends = self.document.tokens.starts, self.document.tokens.ends
         reached = sum(s.end - s.start for s in self.document.segments
                       if starts[s.start] <= span.end and span.start <= ends[s.end - 1])
         return span if self.engine.costs.rebuild_is_cheaper(len(edits), reached) else None
 
-    def apply_all(self, edits: list[TextEdit], stop: Callable[[], bool] = never,
+    def apply_all(self, edits: list[Edit], stop: Callable[[], bool] = never,
                   after: str | None = None) -> LiveEditStats:
         """Apply edits in order: merged into one (`merged`, given `after` as it is) where that
         is cheaper, else one by one. Raises like `apply`."""
@@ -165,7 +165,7 @@ class LiveDocument:
         return LiveEditStats(sum(a.macs for a in applied), [e for a in applied for e in a.edited],
                              sum(a.rebuilt for a in applied), sum(a.restored for a in applied))
 
-    def apply_merged(self, edit: TextEdit, stop: Callable[[], bool] = never,
+    def apply_merged(self, edit: Edit, stop: Callable[[], bool] = never,
                      between: Callable[[], bool] = never) -> LiveEditStats:
         """Apply an edit by computing each segment it changed once, from its new tokens; a
         segment whose tokens are those of one it replaced keeps that one's state. A replace-all

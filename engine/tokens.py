@@ -11,16 +11,13 @@ checked: its outermost tokens must line up with the old tokenization, else it gr
 """
 
 import bisect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import tokenizers
 
+from vqedit.text.edit import Edit
+
 CUT_SPACE = " \t\n\r"  # white space that every supported tokenizer treats as a word separator
-
-
-class EditError(ValueError):
-    """A text edit that does not fit the document; the message gives the expected range."""
 
 
 @dataclass
@@ -44,37 +41,6 @@ class Tokens:
 
     def shifted(self, by: int) -> "Tokens":
         return Tokens(self.ids, [s + by for s in self.starts], [e + by for e in self.ends])
-
-
-@dataclass(frozen=True)
-class TextEdit:
-    start: int  # first character replaced
-    end: int  # one past the last character replaced (== start for an insertion)
-    text: str  # what replaces them
-
-    def applied(self, text: str) -> str:
-        return text[:self.start] + self.text + text[self.end:]
-
-    @classmethod
-    def between(cls, old: str, new: str) -> "TextEdit":
-        """The one edit turning `old` into `new`: what differs between their common prefix and
-        suffix (found by bisection on slice equality, at C speed on long texts)."""
-        prefix = _common_length(old, new, lambda s, n: s[:n])
-        limit = min(len(old), len(new)) - prefix
-        suffix = _common_length(old[len(old) - limit:], new[len(new) - limit:],
-                                lambda s, n: s[len(s) - n:])
-        return cls(prefix, len(old) - suffix, new[prefix:len(new) - suffix])
-
-
-def _common_length(a: str, b: str, cut: Callable[[str, int], str]) -> int:
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if cut(a, mid) == cut(b, mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 @dataclass(frozen=True)
@@ -129,13 +95,10 @@ class TokenizedText:
         self.text = text
         self.tokens = tokenizer.encode(text)
 
-    def apply(self, edit: TextEdit) -> TokenEdit:
+    def apply(self, edit: Edit) -> TokenEdit:
         """Apply a text edit; return the smallest token edit that turns old tokens into new."""
-        if not 0 <= edit.start <= edit.end <= len(self.text):
-            raise EditError(f"edit range [{edit.start}, {edit.end}) is outside the text "
-                            f"[0, {len(self.text)}]")
         old, tokens = self.text, self.tokens
-        new = old[:edit.start] + edit.text + old[edit.end:]
+        new = edit.applied(old)  # EditError if it does not fit
         delta = len(new) - len(old)
         context = 2
         while True:
@@ -151,7 +114,7 @@ class TokenizedText:
         self.tokens = _splice(tokens, token_edit, delta)
         return token_edit
 
-    def _window(self, edit: TextEdit, context: int) -> tuple[int, int]:
+    def _window(self, edit: Edit, context: int) -> tuple[int, int]:
         """A window [a, b) of the old text, cut safely, holding `context` tokens beyond the edit.
 
         a < edit.start (or 0) and b > edit.end (or the end), so the characters around each cut
@@ -176,7 +139,7 @@ class TokenizedText:
         return i < 0 or self.tokens.ends[i] <= p
 
     @staticmethod
-    def _lines_up(inside: Tokens, fresh: Tokens, edit: TextEdit, delta: int, context: int) -> bool:
+    def _lines_up(inside: Tokens, fresh: Tokens, edit: Edit, delta: int, context: int) -> bool:
         """The window's outer tokens, away from the edit, equal the old tokens there."""
         before = [t for t in inside.triples() if t[2] <= edit.start][:context]
         after = [t for t in inside.triples(delta) if t[1] >= edit.end + delta][-context:]

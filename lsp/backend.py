@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vqedit.daemon.client import DaemonClient, DaemonError
-from vqedit.daemon.protocol import Failed, Results, WireEdit
+from vqedit.daemon.protocol import Failed, Results
+from vqedit.text.edit import Edit
 
 log = logging.getLogger("vqedit.lsp")
 
@@ -37,7 +38,7 @@ class Backend(Protocol):
         """Open or reopen (from scratch) a document; its results follow through `on_results`
         (or, if it cannot be computed, a `Failed` through `on_failed`)."""
 
-    def change(self, uri: str, version: int, edits: list[WireEdit]) -> None:
+    def change(self, uri: str, version: int, edits: list[Edit]) -> None:
         """Apply edits (code points, in order) for a newer version."""
 
     def close(self, uri: str) -> None: ...
@@ -62,7 +63,7 @@ class DaemonBackend:
     def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
         self.client.open(uri, text, version, labels)
 
-    def change(self, uri: str, version: int, edits: list[WireEdit]) -> None:
+    def change(self, uri: str, version: int, edits: list[Edit]) -> None:
         self.client.change(uri, version, edits)
 
     def close(self, uri: str) -> None:

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field, replace
 
 from lsprotocol import types
 
-from vqedit.daemon.protocol import Failed, Paragraph, Results, WireEdit
-
-from . import markdown
-from .text import LONE_SURROGATE, LineIndex
+from vqedit.daemon.protocol import Failed, Paragraph, Results
+from vqedit.text import markdown
+from vqedit.text.edit import Edit, moved
+from vqedit.text.lines import LONE_SURROGATE, LineIndex
 
 log = logging.getLogger("vqedit.lsp")
 
@@ -56,12 +56,12 @@ class Document:
     lines: LineIndex  # positions ↔ offsets of `text`
     masked: str  # what the backend holds: `text` with Markdown code blanked, same length
     revision: int  # the server's counter of accepted texts, sent to the backend as version
-    unsent: list[WireEdit] = field(default_factory=list)  # edits of `masked` not yet sent
+    unsent: list[Edit] = field(default_factory=list)  # edits of `masked` not yet sent
     results: Results | None = None  # the newest results received, maybe for an older revision
     published: int = -1  # the revision of the results last published
     opened: int = 0  # the revision it was opened at: results older than that are for a
     # document of the same uri closed before
-    edits: list[tuple[int, WireEdit]] = field(default_factory=list)  # (the revision it was
+    edits: list[tuple[int, Edit]] = field(default_factory=list)  # (the revision it was
     # made at, the edit of `masked`) since the revision of `results`
     versions: dict[int, int] = field(default_factory=dict)  # the client's version of each
     # revision since that of `results`
@@ -69,6 +69,11 @@ class Document:
     movable: int = 0  # results for an older revision cannot be moved: their edits were dropped
     failure: Failed | None = None  # the backend could not compute this revision or a later
     # one than `results`: the status shows it until results for it (or newer) arrive
+
+    def range(self, start: int, end: int) -> types.Range:
+        """The LSP range of code-point offsets [start, end) of `text`."""
+        (a, b), (c, d) = self.lines.position(start), self.lines.position(end)
+        return types.Range(start=types.Position(a, b), end=types.Position(c, d))
 
     def accepts(self, results: Results) -> bool:
         """Whether `results` are newer than those published and can be moved onto the text."""
@@ -132,14 +137,15 @@ class Documents:
 
     def change(self, document: Document, version: int,
                changes: list[types.TextDocumentContentChangeEvent]) -> None:
-        """Apply a `didChange` to our copy; problems are logged, positions clamped (text.py)."""
+        """Apply a `didChange` to our copy; problems are logged, positions clamped (`LineIndex`)."""
         if version <= document.version:
             log.error("%s: version %d is not above %d; applying the change anyway",
                       document.uri, version, document.version)
         for change in changes:
             if isinstance(change, types.TextDocumentContentChangePartial):
-                start = document.lines.offset(change.range.start)
-                end = document.lines.offset(change.range.end)
+                start = document.lines.offset(change.range.start.line,
+                                              change.range.start.character)
+                end = document.lines.offset(change.range.end.line, change.range.end.character)
                 for problem in (start.problem, end.problem):
                     if problem:
                         log.error("%s: %s", document.uri, problem)
@@ -149,18 +155,18 @@ class Documents:
                               document.uri)
             else:
                 begin, stop = 0, len(document.text)
-            self._replace(document, begin, stop, _whole(change.text))
+            self._replace(document, Edit(begin, stop, _whole(change.text)))
         document.version = version
         document.revision = next(self._revisions)
         document.versions[document.revision] = version
 
-    def _replace(self, document: Document, start: int, end: int, inserted: str) -> None:
-        """Replace [start, end) of the document's text and queue the masked difference."""
-        lines = document.lines.edited(start, end, inserted)
+    def _replace(self, document: Document, edit: Edit) -> None:
+        """Make `edit` to the document's text and queue the masked difference."""
+        lines = document.lines.edited(edit)
         text = lines.text
-        masked = (markdown.remask(document.text, document.masked, start, end, inserted)
+        masked = (markdown.remask(document.text, document.masked, edit)
                   if document.language == "markdown" else text)
-        edit = WireEdit.between(document.masked, masked)
+        edit = Edit.between(document.masked, masked)
         document.unsent.append(edit)
         document.edits.append((document.revision, edit))
         if len(document.edits) > self.kept_edits:
@@ -176,17 +182,3 @@ def _whole(text: str) -> str:
 
 def _masked(language: str, text: str) -> str:
     return markdown.mask(text) if language == "markdown" else text
-
-
-def moved(start: int, end: int, edits: list[WireEdit]) -> tuple[int, int] | None:
-    """Where [start, end) of a text is after `edits` (in order), or None if one of them
-    replaced or inserted text inside it."""
-    for edit in edits:
-        if edit.start == edit.end and not edit.text:  # changed nothing (code edited, say)
-            continue
-        if edit.end <= start:
-            start, end = (offset + len(edit.text) - (edit.end - edit.start)
-                          for offset in (start, end))
-        elif edit.start < end:
-            return None
-    return start, end

@@ -34,6 +34,7 @@ from pygls.lsp.client import LanguageClient
 
 from vqedit import __version__
 from vqedit.lsp import editlog
+from vqedit.text.edit import Edit
 
 log = logging.getLogger("vqedit.lsp.driver")
 _ENCODINGS = {"utf-16": types.PositionEncodingKind.Utf16, "utf-8": types.PositionEncodingKind.Utf8,
@@ -158,12 +159,12 @@ class LspDriver:
             types.ExecuteCommandParams(command=name, arguments=list(arguments))))
 
     def content_changes(self, text: str,
-                        edits: tuple[editlog.WireEdit, ...]) -> list[editlog.Content]:
+                        edits: tuple[Edit, ...]) -> list[editlog.Content]:
         """Code-point edits of `text`, in order, as content changes in the negotiated encoding."""
         contents = []
         for edit in edits:
             contents.append(editlog.content_for(text, edit, self.encoding))
-            text = text[:edit.start] + edit.text + text[edit.end:]
+            text = edit.applied(text)
         return contents
 
     # --- waiting for the server ---------------------------------------------------------------

@@ -10,7 +10,7 @@ Usage:
                                  (editlog.Content("more ", editlog.Range.at(0, 5)),)))
     loaded = editlog.read(path, skip_bad=False)  # raises LogError naming the line
     for step in loaded.steps:
-        step.record, step.edits  # the record, and its changes as code-point `WireEdit`s
+        step.record, step.edits  # the record, and its changes as code-point `Edit`s
 
 A record is `open` (the whole text, the version and the position encoding), `change` (the LSP
 content changes of one `didChange`: range + text, or the whole text) or `close`.
@@ -20,7 +20,7 @@ Schema, which `parse_line` checks every record against.
 The language server records logs with it and the command line synthesises and replays them
 (`cli/` may import every layer). It knows no LSP library, so tools load it without pygls:
 positions are plain (line, character) pairs counted in the code units of the encoding the
-`open` record names, and a change resolves to the daemon's code-point edits (`WireEdit`).
+`open` record names, and a change resolves to the daemon's code-point edits (`Edit`).
 """
 
 import json
@@ -34,9 +34,8 @@ from typing import Any
 
 import jsonschema
 
-from vqedit.daemon.protocol import WireEdit
-
-from .text import LONE_SURROGATE
+from vqedit.text.edit import Edit
+from vqedit.text.lines import LONE_SURROGATE
 
 ENCODINGS = ("utf-16", "utf-8", "utf-32")
 # LSP's line ends: a position's line counts these, and its character never points inside one.
@@ -252,7 +251,7 @@ def to_position(text: str, offset: int, encoding: str) -> Position:
     raise ValueError(f"offset {offset} falls inside a line break")
 
 
-def content_for(text: str, edit: WireEdit, encoding: str) -> Content:
+def content_for(text: str, edit: Edit, encoding: str) -> Content:
     """The LSP content change that makes `edit` to `text`."""
     return Content(edit.text, Range(to_position(text, edit.start, encoding),
                                     to_position(text, edit.end, encoding)))
@@ -271,7 +270,7 @@ class _Document:
 class Step:
     line: int  # where the record is in the log, 1-based
     record: Record
-    edits: tuple[WireEdit, ...] = ()  # a change's contents in code points, in order
+    edits: tuple[Edit, ...] = ()  # a change's contents in code points, in order
     text: str = ""  # the document's text after this record (empty after a close)
 
 
@@ -306,22 +305,22 @@ class Timeline:
                 edit = self._offsets(text, content, doc.encoding)
             except ValueError as e:
                 raise LogError(line, f"change {index} is out of range: {e}") from None
-            text = text[:edit.start] + edit.text + text[edit.end:]
+            text = edit.applied(text)
             edits.append(edit)
         doc.text, doc.version = text, record.version
         return Step(line, record, tuple(edits), text)
 
     @staticmethod
-    def _offsets(text: str, content: Content, encoding: str) -> WireEdit:
+    def _offsets(text: str, content: Content, encoding: str) -> Edit:
         if content.range is None:
-            return WireEdit(0, len(text), content.text)
+            return Edit(0, len(text), content.text)
         lines = _lines(text)
         start = to_offset(text, content.range.start, encoding, lines)
         end = to_offset(text, content.range.end, encoding, lines)
         if end < start:
             raise ValueError(f"the range ends ({content.range.end}) before it starts "
                              f"({content.range.start})")
-        return WireEdit(start, end, content.text)
+        return Edit(start, end, content.text)
 
 
 @dataclass

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from vqedit.daemon.paths import Paths
-from vqedit.daemon.protocol import Failed, Results, WireEdit
+from vqedit.daemon.protocol import Failed, Results
 from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import resolve
+from vqedit.text.edit import Edit
 
 from .backend import Labels, ModelState
 
@@ -35,8 +36,8 @@ class InProcessBackend:
     def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
         self.scheduler.open((SESSION, uri), text, version, labels)
 
-    def change(self, uri: str, version: int, edits: list[WireEdit]) -> None:
-        self.scheduler.change((SESSION, uri), version, [e.to_engine() for e in edits])
+    def change(self, uri: str, version: int, edits: list[Edit]) -> None:
+        self.scheduler.change((SESSION, uri), version, [e for e in edits])
 
     def close(self, uri: str) -> None:
         self.scheduler.close((SESSION, uri))

@@ -11,7 +11,7 @@ one waiting change holds them all and is sent after every job queued before it.
 import threading
 from dataclasses import dataclass
 
-from vqedit.daemon.protocol import WireEdit
+from vqedit.text.edit import Edit
 
 from .backend import Labels
 
@@ -20,7 +20,7 @@ from .backend import Labels
 class Outgoing:
     """One backend `change` waiting to start: every edit of the document not yet sent."""
 
-    edits: list[WireEdit]  # of the masked text, in order
+    edits: list[Edit]  # of the masked text, in order
     revision: int  # the newest, the change's version
     text: str  # the masked text at `revision`: sent whole if the backend refuses the edits
     labels: Labels  # for that whole text

@@ -78,11 +78,13 @@ def test_bad_input_is_one_clear_line_and_a_failing_status(tmp_path, setup, args,
     assert len(err.strip().splitlines()) == 1 and message in err
 
 
-def test_the_language_server_starts_without_loading_torch():
+def test_the_language_server_starts_without_loading_the_model_code():
     # Editors start `vqedit lsp` on every launch; the model lives in the daemon.
     probe = ("import sys\nfrom vqedit.main import main\n"
              "try:\n    main(['lsp', '--help'])\nexcept SystemExit:\n    pass\n"
-             "print('torch' in sys.modules)")
+             "assert 'vqedit.lsp.server' in sys.modules\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('torch', 'transformers', 'tokenizers') or m.startswith('vqedit.engine')))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=120)
-    assert done.stdout.splitlines()[-1] == "False", done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr[-2000:]

@@ -18,7 +18,6 @@ from tests.daemon_harness import PROSE, assert_matches, private_dirs, wait_exact
 from tests.test_incremental import TINY_VOCAB, TINY_WINDOW, token_edits
 from tests.test_train_distill import distill
 from tests.vq import check_incremental, tiny_vq
-from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient
 from vqedit.engine.atomic import KINDS, random_edit
 from vqedit.engine.checkpoint import load_default
@@ -26,6 +25,7 @@ from vqedit.engine.corpus import bbc_articles
 from vqedit.engine.heads import DEFAULT_HEAD, LinearHead
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
+from vqedit.text.edit import Edit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 GPU = torch.device("cuda")
@@ -80,7 +80,7 @@ def test_a_daemon_on_the_gpu_sends_the_results_of_an_exact_cpu_pass(tiny, expect
         args = tiny.daemon_args("--device", "cuda", "--compact-after-s", "0.3")
         with DaemonClient(daemon_args=args, paths=paths) as client:
             client.open("doc", PROSE, 1)
-            client.change("doc", 2, [wire.WireEdit(0, 3, "A"), wire.WireEdit(2, 9, "city")])
+            client.change("doc", 2, [Edit(0, 3, "A"), Edit(2, 9, "city")])
             assert_matches(wait_exact(client, "doc", 2), expected(client.text("doc")))
             assert client.stats()["device"].startswith("cuda")
             client.shutdown()

@@ -30,6 +30,7 @@ from tests.daemon_harness import (
 from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient, DaemonError
 from vqedit.daemon.lifecycle import running_pid
+from vqedit.text.edit import Edit
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_several_clients_and_documents_each_get_their_own_exact_results(shared, 
             # The same uri in two sessions names two documents.
             text = PROSE if d == 0 else PROSE.replace("budget", f"budget number {c}")
             client.open(f"doc-{d}", text, 1)
-            client.change(f"doc-{d}", 2, [wire.WireEdit(0, 3, "A"), wire.WireEdit(2, 9, "city")])
+            client.change(f"doc-{d}", 2, [Edit(0, 3, "A"), Edit(2, 9, "city")])
             texts[c, d] = client.text(f"doc-{d}")
     assert texts[1, 1] == PROSE.replace("budget", "budget number 1").replace("The council",
                                                                               "A city")
@@ -102,7 +103,7 @@ def test_zero_shot_labels_score_a_document_until_it_goes_back_to_the_head(shared
               "games": "Teams playing a match in front of a crowd."}
     client.open("labelled", PROSE, 1, labels=labels)
     assert_matches(wait_exact(client, "labelled", 1), expected(PROSE, labels))
-    client.change("labelled", 2, [wire.WireEdit(0, 3, "A")])
+    client.change("labelled", 2, [Edit(0, 3, "A")])
     assert_matches(wait_exact(client, "labelled", 2), expected(client.text("labelled"), labels))
     client.set_labels("labelled", None)
     back = wait_until(lambda: (r := client.latest("labelled")).exact
@@ -128,7 +129,7 @@ def test_garbage_gets_errors_or_a_closed_connection_and_nobody_else_notices(shar
 
     paths, _, witness = shared
     witness.open("witness", PROSE, 1)
-    witness.change("witness", 2, [wire.WireEdit(0, 0, "Today: ")])
+    witness.change("witness", 2, [Edit(0, 0, "Today: ")])
     before = wait_exact(witness, "witness", 2)
     pid = witness.welcome.pid
 
@@ -203,7 +204,7 @@ def test_garbage_gets_errors_or_a_closed_connection_and_nobody_else_notices(shar
 
     assert witness.stats()["pid"] == pid, "the daemon must not have died"
     assert witness.results("witness") == before, "another document's state changed"
-    witness.change("witness", 3, [wire.WireEdit(0, 5, "Yesterday")])
+    witness.change("witness", 3, [Edit(0, 5, "Yesterday")])
     assert witness.wait_for("witness", 3).version == 3
 
 
@@ -235,7 +236,7 @@ def test_lru_budget_evicts_and_recomputes_then_idle_daemon_exits(tiny, expected)
             stats = client.stats()
             assert stats["evictions"] >= 3 and stats["resident_documents"] < 3, stats
             assert stats["state_mb"] <= stats["memory_budget_mb"]
-            client.change("doc-0", 2, [wire.WireEdit(0, 3, "One")])  # doc-0 was evicted
+            client.change("doc-0", 2, [Edit(0, 3, "One")])  # doc-0 was evicted
             assert_matches(wait_exact(client, "doc-0", 2), expected(client.text("doc-0")))
         assert running_pid(paths) is not None
         wait_until(lambda: running_pid(paths) is None, what="idle exit")
@@ -253,7 +254,7 @@ def test_kill_9_then_the_client_respawns_the_daemon_and_resyncs_its_documents(ti
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: running_pid(paths) is None, what="the kill")
         assert paths.socket.exists(), "a stale socket is left behind"
-        client.change("a", 2, [wire.WireEdit(len(PROSE), len(PROSE), "\n\nOne more paragraph.")])
+        client.change("a", 2, [Edit(len(PROSE), len(PROSE), "\n\nOne more paragraph.")])
         assert client.welcome.pid != old
         assert_matches(wait_exact(client, "a", 2), expected(client.text("a")))
         assert client.wait_for("b", 7).version == 7
@@ -271,7 +272,7 @@ def test_killed_after_the_last_keystroke_the_daemon_is_replaced_and_results_come
         client = DaemonClient(daemon_args=tiny.daemon_args(), paths=paths, recover=True,
                               on_results=arrived.append)
         client.open("a", PROSE, 1)
-        client.change("a", 2, [wire.WireEdit(0, 0, "Today: ")])
+        client.change("a", 2, [Edit(0, 0, "Today: ")])
         client.wait_for("a", 2)
         old = client.welcome.pid
         os.kill(old, signal.SIGKILL)
@@ -393,7 +394,7 @@ def test_an_idle_daemon_unloads_the_model_and_reloads_it_for_the_next_edit(tiny,
         client.wait_for("doc", 1)
         wait_until(lambda: client.stats()["model"] is None, what="the idle unload")
         assert client.stats()["documents"] == 1, "texts stay open while the model is unloaded"
-        client.change("doc", 2, [wire.WireEdit(0, 3, "One")])
+        client.change("doc", 2, [Edit(0, 3, "One")])
         assert_matches(wait_exact(client, "doc", 2), expected(client.text("doc")))
 
 

@@ -4,12 +4,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vqedit.daemon.scheduler import MERGE_SPAN, coalesce
-from vqedit.engine.tokens import TextEdit
+from vqedit.text.edit import Edit
 
 
-def apply(text: str, edits: list[TextEdit]) -> str:
+def apply(text: str, edits: list[Edit]) -> str:
     for edit in edits:
-        text = text[:edit.start] + edit.text + text[edit.end:]
+        text = edit.applied(text)
     return text
 
 
@@ -20,7 +20,7 @@ def edit_runs(draw):
     for _ in range(draw(st.integers(1, 8))):
         start = draw(st.integers(0, len(current)))
         end = draw(st.integers(start, min(len(current), start + 5)))
-        edit = TextEdit(start, end, draw(st.text(alphabet="abc ", max_size=4)))
+        edit = Edit(start, end, draw(st.text(alphabet="abc ", max_size=4)))
         edits.append(edit)
         current = apply(current, [edit])
     return text, current, edits
@@ -36,7 +36,7 @@ def test_coalesced_edits_give_the_same_text(run):
 
 def test_typing_becomes_one_edit_and_distant_edits_stay_apart():
     text = "x" * 1000
-    typed = [TextEdit(10 + i, 10 + i, "a") for i in range(5)]
-    assert coalesce(text, apply(text, typed), typed) == [TextEdit(10, 10, "aaaaa")]
-    apart = [TextEdit(0, 0, "a"), TextEdit(MERGE_SPAN + 500, MERGE_SPAN + 500, "b")]
+    typed = [Edit(10 + i, 10 + i, "a") for i in range(5)]
+    assert coalesce(text, apply(text, typed), typed) == [Edit(10, 10, "aaaaa")]
+    apart = [Edit(0, 0, "a"), Edit(MERGE_SPAN + 500, MERGE_SPAN + 500, "b")]
     assert coalesce(text, apply(text, apart), apart) == apart

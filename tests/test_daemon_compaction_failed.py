@@ -13,7 +13,7 @@ from vqedit.daemon.protocol import Failed, Results
 from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import Settings
 from vqedit.engine.live import LiveDocument
-from vqedit.engine.tokens import TextEdit
+from vqedit.text.edit import Edit
 
 WAIT_S = 60.0  # far beyond a tiny model's pass
 COMPACT_AFTER_S = 0.1
@@ -46,7 +46,7 @@ def test_a_failed_compaction_is_reported_once_and_the_next_change_recovers(tmp_p
         assert scheduler.counters.failures == 1
 
         monkeypatch.undo()
-        scheduler.change(key, 2, [TextEdit(0, 3, "A")])
+        scheduler.change(key, 2, [Edit(0, 3, "A")])
         text = "A" + PROSE[3:]
         assert_matches(sent.get(timeout=WAIT_S), expected(text))
         assert scheduler.counters.failures == 1

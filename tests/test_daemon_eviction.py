@@ -16,9 +16,9 @@ from tests.daemon_harness import (
     private_dirs,
     wait_until,
 )
-from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient, DaemonError
 from vqedit.engine.live import largest_state_nbytes
+from vqedit.text.edit import Edit
 
 COUNCIL = ("The council voted on the new budget last night after a long debate about roads, "
            "schools, parks, buses and the cost of running the city for one more year, and the "
@@ -58,7 +58,7 @@ def test_two_documents_edited_in_turn_under_a_one_segment_budget_stay_exact(tiny
             uri = "ab"[version % 2]
             text = client.text(uri)
             at = rng.choice([i for i, c in enumerate(text) if c == " "])
-            client.change(uri, version, [wire.WireEdit(at, at, " " + rng.choice(WORDS))])
+            client.change(uri, version, [Edit(at, at, " " + rng.choice(WORDS))])
             results = client.wait_for(uri, version)
             assert results.cost is not None and results.cost.macs > 0
             assert_matches(results, expected(client.text(uri)))

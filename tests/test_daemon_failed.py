@@ -30,6 +30,7 @@ from tests.daemon_harness import (
 )
 from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient, DaemonError
+from vqedit.text.edit import Edit
 
 ZERO_SHOT = {"money": "The budget, taxes and the economy.",
              "games": "Teams playing a match in front of a crowd."}
@@ -55,14 +56,14 @@ def test_a_failing_pass_is_reported_for_its_version_and_the_next_change_recovers
         assert client.latest("broken").version == 1  # the last good results stay the newest
 
         # The next change is tried again, from the text, and fails at once, not at the timeout.
-        client.change("broken", 2, [wire.WireEdit(0, 3, "A")])
+        client.change("broken", 2, [Edit(0, 3, "A")])
         with pytest.raises(DaemonError) as raised:
             client.wait_for("broken", 2, timeout=WAIT_S)
         assert raised.value.code == wire.ErrorCode.PASS_FAILED
         assert "version 2 failed" in str(raised.value)
 
         # The witness, computed on the same worker around those failures, is untouched.
-        client.change("witness", 2, [wire.WireEdit(0, 3, "A")])
+        client.change("witness", 2, [Edit(0, 3, "A")])
         assert_matches(client.wait_for("witness", 2), expected(client.text("witness"), ZERO_SHOT))
         assert client.latest("witness").paragraphs[-1].end == len(client.text("witness"))
         stats = client.stats()
@@ -78,7 +79,7 @@ def test_a_failing_pass_is_reported_for_its_version_and_the_next_change_recovers
                            what="results of the recomputed version 2")
         assert client.failure("broken") is None
         assert_matches(again, expected(client.text("broken")))
-        client.change("broken", 3, [wire.WireEdit(0, 1, "One")])
+        client.change("broken", 3, [Edit(0, 1, "One")])
         assert_matches(client.wait_for("broken", 3), expected(client.text("broken")))
 
 

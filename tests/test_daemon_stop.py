@@ -17,6 +17,7 @@ from tests.daemon_harness import (
 )
 from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient
+from vqedit.text.edit import Edit
 
 SENTENCE = "Paragraph {} tells of the council, the late match and the new phone."
 BIG = "\n\n".join(SENTENCE.format(i) for i in range(20_000))  # 20,000 segments
@@ -47,7 +48,7 @@ def test_a_document_closed_mid_pass_frees_the_worker_and_reopens_exact(daemon, e
     client.open("big", BIG, 1)
     working_on(client, "big")
     client.close("big")
-    client.change("small", 2, [wire.WireEdit(0, 3, "A")])
+    client.change("small", 2, [Edit(0, 3, "A")])
     assert client.wait_for("small", 2, timeout=FAST_S).version == 2
     assert client.stats()["stopped"] == 1
     wait_until(lambda: client.stats()["compactions"] == 2, what="compacted")
@@ -62,7 +63,7 @@ def test_a_client_gone_mid_pass_frees_the_worker(daemon, expected):
     other.open("big", BIG, 1)
     working_on(client, "big")
     other.disconnect()
-    client.change("small", 2, [wire.WireEdit(0, 3, "A")])
+    client.change("small", 2, [Edit(0, 3, "A")])
     assert client.wait_for("small", 2, timeout=FAST_S).version == 2
     assert client.stats()["stopped"] == 1
 
@@ -72,7 +73,7 @@ def test_idle_compaction_gives_way_to_an_edit_and_finishes_later(daemon, expecte
     client.open("slow", SLOW, 1)
     client.wait_for("slow", 1, timeout=FAST_S)
     working_on(client, "slow")  # no work left: this is its compaction
-    client.change("small", 2, [wire.WireEdit(0, 3, "A")])
+    client.change("small", 2, [Edit(0, 3, "A")])
     assert client.wait_for("small", 2, timeout=FAST_S).version == 2
     assert client.stats()["stopped"] == 1
     # Both compacted in the end; "slow" whole: segments compacted before the stop and after.

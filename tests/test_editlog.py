@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vqedit.daemon.protocol import WireEdit
 from vqedit.edits_git import history_log, revisions, word_edits
 from vqedit.edits_synth import synthesize, write
 from vqedit.lsp import editlog
+from vqedit.text.edit import Edit
 
 PROSE = "The council met.\n\nIts budget rose by ten percent.\n"
 # Text where encodings disagree: an emoji (two UTF-16 units, four UTF-8 bytes), an accent, CRLF.
@@ -47,7 +47,7 @@ def text_and_edit(draw):
     # Offsets between characters, never between the CR and LF of a CRLF (LSP cannot say that).
     cuts = [i for i in range(len(text) + 1) if not (text[i - 1:i + 1] == "\r\n" and i > 0)]
     start, end = sorted(draw(st.sampled_from(cuts)) for _ in range(2))
-    return text, WireEdit(start, end, draw(texts))
+    return text, Edit(start, end, draw(texts))
 
 
 @given(text_and_edit(), st.sampled_from(editlog.ENCODINGS))
@@ -142,7 +142,7 @@ def test_word_edits_turn_one_revision_into_the_next(old, new):
     text, target = "".join(old), "".join(new)
     for edit in word_edits(text, target):
         assert len(edit.text.split()) <= 1
-        text = text[:edit.start] + edit.text + text[edit.end:]
+        text = edit.applied(text)
     assert text == target
 
 

@@ -1,4 +1,5 @@
-"""One-way layers: lsp → daemon protocol → engine. The engine never imports upward."""
+"""One-way layers: lsp → daemon protocol → engine, with text/ a leaf under all of them. The
+engine never imports upward; the language server never reaches the engine, even transitively."""
 
 import ast
 from pathlib import Path
@@ -8,6 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # What each layer may not import, and why (ARCHITECTURE.md).
 FORBIDDEN = {
+    "text": ["vqedit.engine", "vqedit.daemon", "vqedit.lsp", "vqedit.main", "torch", "pygls",
+             "lsprotocol", "msgpack"],
     "engine": ["vqedit.daemon", "vqedit.lsp", "vqedit.main", "pygls", "msgpack", "lsprotocol"],
     "daemon": ["vqedit.lsp", "vqedit.main", "pygls", "lsprotocol"],
     "lsp": ["vqedit.engine", "vqedit.main", "msgpack", "torch"],
@@ -50,6 +53,89 @@ def test_the_lsp_reaches_the_daemon_only_through_its_client_or_the_in_process_sc
         for name in imports(path.read_text()):
             assert not name.startswith("vqedit.daemon") or name in allowed, (
                 f"{path.relative_to(ROOT)} imports {name}")
+
+
+# Where each `vqedit` package lives (pyproject.toml's package-dir); other modules are cli/'s.
+PACKAGES = {"vqedit.text": "text", "vqedit.engine": "engine", "vqedit.daemon": "daemon",
+            "vqedit.lsp": "lsp"}
+# What the language server's process must never load: the model lives in the daemon. Only the
+# in-process backend (`vqedit lsp --in-process`), imported when asked for, runs the engine.
+HEAVY = ("vqedit.engine", "torch", "transformers", "tokenizers")
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a `vqedit` module, None for anything else."""
+    if name != "vqedit" and not name.startswith("vqedit."):
+        return None
+    package = next((p for p in PACKAGES if name == p or name.startswith(p + ".")), "vqedit")
+    folder = PACKAGES.get(package, "cli")
+    rest = name[len(package):].lstrip(".").replace(".", "/")
+    base = ROOT / folder / rest if rest else ROOT / folder
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def loaded_on_import(source: str, module: str) -> set[str]:
+    """What importing `module` imports at once: its module-level imports (not those inside
+    functions, which run when called), relative ones resolved, `from p import m` as p and p.m."""
+    package = module if module_file(module).name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    statements = list(ast.parse(source).body)
+    while statements:
+        node = statements.pop()
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            name = (f"{base}.{node.module}" if node.module else base) if node.level else node.module
+            found.add(name)
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            statements.extend(ast.iter_child_nodes(node))
+    parents = {n.rsplit(".", k)[0] for n in found for k in range(1, n.count(".") + 1)}
+    return found | parents
+
+
+def closure(module: str) -> set[str]:
+    """Every module importing `module` loads, as far as the sources say."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = module_file(name)
+        if path is not None:
+            todo.extend(loaded_on_import(path.read_text(), name))
+    return seen
+
+
+def lsp_modules() -> list[str]:
+    return sorted("vqedit.lsp." + str(p.relative_to(ROOT / "lsp").with_suffix("")).replace(
+        "/", ".").removesuffix(".__init__") for p in (ROOT / "lsp").rglob("*.py")
+        if p != IN_PROCESS)
+
+
+@pytest.mark.parametrize("module", lsp_modules())
+def test_the_language_server_never_loads_the_engine_even_transitively(module):
+    reached = closure(module)
+    heavy = sorted(n for n in reached if any(n == h or n.startswith(h + ".") for h in HEAVY))
+    assert not heavy, f"{module} loads {heavy}"
+
+
+def test_the_transitive_check_follows_imports_and_sees_the_in_process_backend():
+    assert "vqedit.text.edit" in closure("vqedit.daemon.protocol")
+    assert "vqedit.engine.live" in closure("vqedit.lsp.inprocess")
+    assert "torch" in closure("vqedit.lsp.inprocess")
+
+
+def test_the_text_and_wire_leaves_import_nothing_of_the_engine():
+    assert not [n for n in closure("vqedit.daemon.protocol") | closure("vqedit.text.markdown")
+                | closure("vqedit.text.lines") if n.startswith("vqedit.engine")]
 
 
 def test_the_check_sees_imports():

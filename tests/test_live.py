@@ -14,8 +14,8 @@ from vqedit.engine.atomic import KINDS, random_edit
 from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.ops import full_pass_macs
-from vqedit.engine.tokens import EditError, TextEdit
 from vqedit.engine.verify import verify
+from vqedit.text.edit import Edit, EditError
 
 TEXT = ("The council met on Monday.\n\nIts budget rose by ten percent, the mayor said.\n\n"
         "Schools and roads will get most of it.")
@@ -37,7 +37,7 @@ def assert_matches_fresh_document(live: LiveDocument) -> None:
 def test_typing_inside_a_paragraph_edits_only_its_segment(engine, wordpiece):
     live = LiveDocument(engine, wordpiece, TEXT)
     first, _, last = live.states
-    stats = live.apply(TextEdit(TEXT.index("ten"), TEXT.index("ten") + 3, "twelve"))
+    stats = live.apply(Edit(TEXT.index("ten"), TEXT.index("ten") + 3, "twelve"))
     assert stats.rebuilt == 0 and len(stats.edited) == 1
     assert live.states[0] is first and live.states[2] is last
     assert_matches_fresh_document(live)
@@ -47,7 +47,7 @@ def test_a_typed_paragraph_break_splits_only_that_segment(engine, wordpiece):
     live = LiveDocument(engine, wordpiece, TEXT)
     first, _, last = live.states
     at = TEXT.index(" the mayor")
-    stats = live.apply(TextEdit(at, at + 1, "\n\n"))
+    stats = live.apply(Edit(at, at + 1, "\n\n"))
     assert stats.rebuilt == 2 and len(live.states) == 4
     assert live.states[0] is first and live.states[3] is last
     assert_matches_fresh_document(live)
@@ -57,19 +57,19 @@ def test_deleting_a_paragraph_break_merges_two_segments(engine, wordpiece):
     live = LiveDocument(engine, wordpiece, TEXT)
     first = live.states[0]
     at = TEXT.index("\n\nSchools")
-    stats = live.apply(TextEdit(at, at + 2, " "))
+    stats = live.apply(Edit(at, at + 2, " "))
     assert stats.rebuilt == 1 and len(live.states) == 2 and live.states[0] is first
     assert_matches_fresh_document(live)
 
 
 def test_pasting_paragraphs_and_emptying_the_document(engine, wordpiece):
     live = LiveDocument(engine, wordpiece, TEXT)
-    live.apply(TextEdit(0, 0, "A pasted paragraph.\n\nAnd another one.\n\n"))
+    live.apply(Edit(0, 0, "A pasted paragraph.\n\nAnd another one.\n\n"))
     assert len(live.states) == 5
     assert_matches_fresh_document(live)
-    live.apply(TextEdit(0, len(live.text), ""))
+    live.apply(Edit(0, len(live.text), ""))
     assert live.states == [] and live.text == ""
-    live.apply(TextEdit(0, 0, "Fresh start."))
+    live.apply(Edit(0, 0, "Fresh start."))
     assert_matches_fresh_document(live)
 
 
@@ -77,7 +77,7 @@ def test_a_bad_edit_is_refused_and_changes_nothing(engine, wordpiece):
     live = LiveDocument(engine, wordpiece, TEXT)
     before = [s.ids.tolist() for s in live.states]
     with pytest.raises(EditError):
-        live.apply(TextEdit(5, len(TEXT) + 1, "x"))
+        live.apply(Edit(5, len(TEXT) + 1, "x"))
     assert live.text == TEXT and [s.ids.tolist() for s in live.states] == before
 
 
@@ -110,7 +110,7 @@ def test_an_edit_early_in_a_long_paragraph_without_sentences_rebuilds_few_segmen
     rng = random.Random(1)
     for _ in range(5):
         at = live.text.index(" ", rng.randrange(100))
-        stats = live.apply(TextEdit(at, at, " budget"))
+        stats = live.apply(Edit(at, at, " budget"))
         assert stats.rebuilt <= 3, f"{stats.rebuilt} of {len(live.states)} segments rebuilt"
     assert_matches_fresh_document(live)
 
@@ -134,7 +134,7 @@ def test_an_evicted_segment_keeps_its_results_and_is_computed_again_when_edited(
     assert [r.index for r in live.resident()] == [0, 2]
     assert_results_match_fresh(live)
     first, last = live.resident()[0], live.resident()[1]
-    stats = live.apply(TextEdit(TEXT.index("ten"), TEXT.index("ten") + 3, "twelve"))
+    stats = live.apply(Edit(TEXT.index("ten"), TEXT.index("ten") + 3, "twelve"))
     assert stats.restored == 1 and stats.rebuilt == 1 and not stats.edited and stats.macs > 0
     assert [r.index for r in live.resident()] == [0, 2, 1]  # the edited one is the newest
     assert live.resident()[0] == first and live.resident()[1] == last  # untouched
@@ -176,11 +176,11 @@ def test_atomic_edits_change_one_word_or_one_character(seed):
     assert abs(len(after.split()) - 3) <= 1
 
 
-def scattered(text: str, words: list[str], replacement: str) -> list[TextEdit]:
+def scattered(text: str, words: list[str], replacement: str) -> list[Edit]:
     """Replace every occurrence of each word, back to front so each offset holds as written."""
     at = sorted((i for w in words for i in range(len(text)) if text.startswith(w, i)),
                 reverse=True)
-    return [TextEdit(i, i + len(text[i:].split(maxsplit=1)[0]), replacement) for i in at]
+    return [Edit(i, i + len(text[i:].split(maxsplit=1)[0]), replacement) for i in at]
 
 
 def test_a_burst_cheaper_recomputed_costs_one_full_pass_per_changed_segment(engine, wordpiece):
@@ -215,7 +215,7 @@ def test_an_edit_dirtying_half_the_segment_is_a_full_pass(engine, wordpiece):
     and the state is exactly a full pass."""
     live = LiveDocument(engine, wordpiece, TEXT)
     start, end = TEXT.index("Its"), TEXT.index("said.")
-    stats = live.apply(TextEdit(start, end, "A completely different sentence is here now"))
+    stats = live.apply(Edit(start, end, "A completely different sentence is here now"))
     [edited] = stats.edited
     state = live.states[1]
     assert edited.dirty == [len(state)] * engine.model.config.n_layers
@@ -231,7 +231,7 @@ def test_a_merged_edit_stopped_between_segments_leaves_them_pending(engine, word
     for edit in burst:
         text = edit.applied(text)
     asked = []
-    stats = live.apply_merged(TextEdit.between(TEXT, text),
+    stats = live.apply_merged(Edit.between(TEXT, text),
                               between=lambda: asked.append(1) or len(asked) > 1)
     assert stats.rebuilt == 1 and live.pending() and live.text == text
     fresh = LiveDocument(engine, wordpiece, text)

@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lsprotocol import types
 
-from vqedit.daemon.protocol import Paragraph, Results, WireEdit
-from vqedit.lsp.documents import Documents, moved
+from vqedit.daemon.protocol import Paragraph, Results
+from vqedit.lsp.documents import Documents
+from vqedit.text.edit import Edit, moved
 
 
 @st.composite
@@ -20,7 +21,7 @@ def history(draw):
     for _ in range(draw(st.integers(0, 6))):
         a = draw(st.integers(0, len(current)))
         b = draw(st.integers(a, len(current)))
-        edit = WireEdit(a, b, draw(st.text(alphabet="xy\n", max_size=4)))
+        edit = Edit(a, b, draw(st.text(alphabet="xy\n", max_size=4)))
         edits.append(edit)
         current = current[:edit.start] + edit.text + current[edit.end:]
     return text, start, end, edits, current
@@ -48,11 +49,11 @@ def test_a_range_is_dropped_exactly_when_an_edit_reached_inside_it(case):
 
 
 def test_insertions_at_the_ends_keep_it_and_inside_drop_it():
-    assert moved(5, 10, [WireEdit(5, 5, "ab")]) == (7, 12)  # typed before it
-    assert moved(5, 10, [WireEdit(10, 10, "ab")]) == (5, 10)  # typed after it
-    assert moved(5, 10, [WireEdit(0, 2, "")]) == (3, 8)
-    assert moved(5, 10, [WireEdit(7, 7, "ab")]) is None
-    assert moved(5, 10, [WireEdit(9, 12, "")]) is None
+    assert moved(5, 10, [Edit(5, 5, "ab")]) == (7, 12)  # typed before it
+    assert moved(5, 10, [Edit(10, 10, "ab")]) == (5, 10)  # typed after it
+    assert moved(5, 10, [Edit(0, 2, "")]) == (3, 8)
+    assert moved(5, 10, [Edit(7, 7, "ab")]) is None
+    assert moved(5, 10, [Edit(9, 12, "")]) is None
 
 
 @settings(max_examples=150)

@@ -4,7 +4,7 @@ Random notifications of one to three changes each (ranges and whole-text replace
 with characters outside the BMP (surrogate pairs in UTF-16, four bytes in UTF-8), CRLF, lone CR
 and LF line breaks, and edits at the end of the document, against a real server over stdio in
 both position encodings. Positions are computed here by a reference that shares no code with
-the server's (lsp/text.py).
+the server's (vqedit.text.lines).
 """
 
 import itertools

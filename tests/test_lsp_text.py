@@ -3,16 +3,17 @@
 from hypothesis import given
 from hypothesis import strategies as st
 from lsprotocol import types
-from lsprotocol.types import Position, PositionEncodingKind
+from lsprotocol.types import PositionEncodingKind
 
 from vqedit.lsp.documents import Documents
-from vqedit.lsp.text import LineIndex
+from vqedit.text.edit import Edit
+from vqedit.text.lines import LineIndex
 
 TEXT = "a😀b\r\nsecond\rthird\nlast"  # 😀 is two UTF-16 units and four UTF-8 bytes
 
 
 def offset(line: int, character: int, encoding=PositionEncodingKind.Utf16):
-    return LineIndex(TEXT, encoding).offset(Position(line, character))
+    return LineIndex(TEXT, encoding).offset(line, character)
 
 
 def test_characters_count_in_the_negotiated_encoding():
@@ -29,7 +30,7 @@ def test_positions_round_trip():
         index = LineIndex(TEXT, encoding)
         for i in range(len(TEXT) + 1):
             if TEXT[i - 1:i + 1] != "\r\n":
-                assert index.offset(index.position(i)).offset == i
+                assert index.offset(*index.position(i)).offset == i
 
 
 def test_a_character_past_the_line_end_is_the_line_end_without_complaint():
@@ -71,7 +72,7 @@ def test_an_edited_index_equals_a_fresh_one(text_and_edits):
     text, edits = text_and_edits
     index = LineIndex(text, PositionEncodingKind.Utf16)
     for start, end, inserted in edits:
-        index = index.edited(start, end, inserted)
+        index = index.edited(Edit(start, end, inserted))
         assert index.starts == LineIndex(index.text, PositionEncodingKind.Utf16).starts
 
 

@@ -15,10 +15,10 @@ import pytest
 
 from tests.daemon_harness import PROSE, Expected, make_tiny_model, private_dirs
 from vqedit.daemon.client import DaemonClient
-from vqedit.daemon.protocol import WireEdit
 from vqedit.edits_synth import synthesize, write
 from vqedit.lsp import editlog
 from vqedit.lsp.driver import LspDriver
+from vqedit.text.edit import Edit
 
 EDITS = 40
 ORT = importlib.util.find_spec("onnxruntime") is not None  # the `bench` extra
@@ -141,11 +141,11 @@ def test_the_servers_edit_log_replays_to_the_text_the_client_typed(tiny, tmp_pat
             LspDriver({"debounceMs": 0, "editLog": str(recorded)}, timeout=120) as lsp:
         uri, text = "file:///r.md", "Goal 😀 scored.\n\nThe end.\n"
         lsp.open(uri, text, 1)
-        typed = [WireEdit(7, 7, "late "), WireEdit(0, 4, "A goal"), WireEdit(len(text), len(text),
+        typed = [Edit(7, 7, "late "), Edit(0, 4, "A goal"), Edit(len(text), len(text),
                                                                               "More.")]
         for version, edit in enumerate(typed, start=2):
             lsp.change(uri, version, lsp.content_changes(text, (edit,)))
-            text = text[:edit.start] + edit.text + text[edit.end:]
+            text = edit.applied(text)
         past_the_end = editlog.Content("!", editlog.Range.at(99, 0))  # the server clamps it
         lsp.change(uri, 5, [past_the_end])
         lsp.wait_published(uri, 5)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.test_tokens import edits
 from vqedit.engine.document import Document
 from vqedit.engine.segments import HASH_SPAN, Segment, cut_segments, least_piece, peaks
-from vqedit.engine.tokens import TextEdit
+from vqedit.text.edit import Edit
 
 PARAS = "One short paragraph.\n\nA second one, a little longer.\r\n\r\nThird.\n \nFourth."
 
@@ -44,21 +44,21 @@ def test_an_edit_early_in_a_long_paragraph_keeps_its_later_pieces(wordpiece):
     text = "The first sentence is right here. " * 20  # 7 tokens a sentence: a cut after 28
     doc = Document(wordpiece, text, max_positions=32)
     later = doc.segments[1:]
-    edit = doc.apply(TextEdit(4, 4, "very "))
+    edit = doc.apply(Edit(4, 4, "very "))
     assert (edit.segments.start, edit.segments.end, edit.segments.new_end) == (0, 1, 1)
     assert doc.segments[1:] == [s.shifted(1) for s in later]
 
 
 def test_an_edit_touches_only_its_paragraph(wordpiece):
     doc = Document(wordpiece, PARAS, max_positions=512)
-    edit = doc.apply(TextEdit(PARAS.index("little"), PARAS.index("little") + 6, "much"))
+    edit = doc.apply(Edit(PARAS.index("little"), PARAS.index("little") + 6, "much"))
     assert (edit.segments.start, edit.segments.end, edit.segments.new_end) == (1, 2, 2)
 
 
 def test_typing_a_blank_line_splits_a_segment(wordpiece):
     doc = Document(wordpiece, PARAS, max_positions=512)
     at = PARAS.index(" a little")
-    edit = doc.apply(TextEdit(at, at, "\n\n"))
+    edit = doc.apply(Edit(at, at, "\n\n"))
     assert list(edit.segments.touched) == [1, 2]
     assert (edit.segments.start, edit.segments.end) == (1, 2)
     assert len(doc.segments) == 5
@@ -99,7 +99,7 @@ def prose(rng: random.Random, words: int, sentence: tuple[int, int] | None) -> s
 
 
 @st.composite
-def word_edits(draw, text: str, within: int) -> TextEdit:
+def word_edits(draw, text: str, within: int) -> Edit:
     """Insert, delete or replace up to three words among the first `within` words."""
     bounds = [i for i, c in enumerate(text) if c == " "][:within]
     start = draw(st.sampled_from(bounds))
@@ -108,8 +108,8 @@ def word_edits(draw, text: str, within: int) -> TextEdit:
         end = text.find(" ", end + 1)
     new = " " + " ".join(draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3)))
     kind = draw(st.sampled_from(["insert", "delete", "replace"]))
-    return {"insert": TextEdit(start, start, new), "delete": TextEdit(start, end, ""),
-            "replace": TextEdit(start, end, new)}[kind]
+    return {"insert": Edit(start, start, new), "delete": Edit(start, end, ""),
+            "replace": Edit(start, end, new)}[kind]
 
 
 @settings(max_examples=60)
@@ -159,5 +159,5 @@ def test_an_edit_early_in_a_long_paragraph_without_sentences_keeps_all_but_a_few
     doc = Document(wordpiece, text, max_positions=512)
     for at in range(5, 200, 15):
         old = list(doc.segments)
-        change = doc.apply(TextEdit(at, at, " budget")).segments
+        change = doc.apply(Edit(at, at, " budget")).segments
         assert len(old) > 20 and change.new_end - change.start <= 2

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vqedit.engine.tokens import EditError, TextEdit, TokenizedText
+from vqedit.engine.tokens import TokenizedText
+from vqedit.text.edit import Edit, EditError
 
 # Pieces a writer (or a paste) produces, with the awkward cases the property must survive:
 # combining marks, emoji with modifiers and joiners, CJK, CRLF, white-space runs, exotic spaces,
@@ -19,12 +20,12 @@ texts = st.lists(pieces, max_size=30).map("".join)
 
 
 @st.composite
-def edits(draw, text: str) -> TextEdit:
+def edits(draw, text: str) -> Edit:
     start = draw(st.integers(0, len(text)))
     kind = draw(st.sampled_from(["insert", "delete", "replace"]))
     end = start if kind == "insert" else draw(st.integers(start, min(len(text), start + 12)))
     new = "" if kind == "delete" else draw(texts.filter(bool))
-    return TextEdit(start, end, new)
+    return Edit(start, end, new)
 
 
 def check_edits(tokenizer, text: str, data) -> None:
@@ -54,8 +55,8 @@ def test_byte_level_bpe_incremental_equals_fresh(bpe, text, data):
 def test_edits_at_the_very_start_and_end(tokenizer, request):
     tok = request.getfixturevalue(tokenizer)
     doc = TokenizedText(tok, "")
-    for edit in [TextEdit(0, 0, "Hello"), TextEdit(5, 5, " world"), TextEdit(0, 0, "Oh, "),
-                 TextEdit(0, 4, ""), TextEdit(7, 11, ""), TextEdit(0, 7, "")]:
+    for edit in [Edit(0, 0, "Hello"), Edit(5, 5, " world"), Edit(0, 0, "Oh, "),
+                 Edit(0, 4, ""), Edit(7, 11, ""), Edit(0, 7, "")]:
         doc.apply(edit)
         assert doc.tokens == tok.encode(doc.text)
     assert doc.text == ""
@@ -64,7 +65,7 @@ def test_edits_at_the_very_start_and_end(tokenizer, request):
 
 def test_one_word_replacement_is_a_small_token_edit(wordpiece):
     doc = TokenizedText(wordpiece, "The cat sat on the mat. " * 50)
-    edit = doc.apply(TextEdit(4, 7, "dog"))
+    edit = doc.apply(Edit(4, 7, "dog"))
     assert (edit.start, edit.end, len(edit.new)) == (1, 2, 1)
 
 
@@ -72,7 +73,7 @@ def test_out_of_range_edit_is_refused_and_changes_nothing(wordpiece):
     doc = TokenizedText(wordpiece, "short text")
     before = (doc.text, doc.tokens)
     with pytest.raises(EditError, match=r"outside the text \[0, 10\]"):
-        doc.apply(TextEdit(5, 11, "x"))
+        doc.apply(Edit(5, 11, "x"))
     with pytest.raises(EditError):
-        doc.apply(TextEdit(6, 5, "x"))
+        doc.apply(Edit(6, 5, "x"))
     assert (doc.text, doc.tokens) == before

@@ -58,7 +58,7 @@ def diagnose(document: Document, paragraph: Paragraph, settings: Settings) -> li
         if rule.label == paragraph.label and paragraph.score >= rule.min_score:
             end = min(paragraph.end, len(document.text))
             found.append(types.Diagnostic(
-                range=document.lines.range(min(paragraph.start, end), end),
+                range=document.range(min(paragraph.start, end), end),
                 message=rule.message.format(label=paragraph.label, score=f"{paragraph.score:.2f}"),
                 severity=SEVERITIES[rule.severity or settings.severity],
                 code=paragraph.label, source=SOURCE))

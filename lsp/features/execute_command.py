@@ -16,7 +16,6 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lsprotocol import types
 from pygls.lsp.server import LanguageServer as Server
 
 from vqedit.lsp.documents import Document
@@ -65,7 +64,7 @@ def register(server: "VqeditServer") -> None:
             raise _fail(f"{IGNORE_LABEL} takes [uri, line (integer), label (string)], got "
                         f"{list(args)!r}")
         results = document.results
-        start = document.lines.offset(types.Position(line, 0)).offset
+        start = document.lines.offset(line, 0).offset
         end = document.lines.line_end(line) if line < len(document.lines.starts) else start
         paragraph = next((p for p in document.paragraphs(results)
                           if p.start <= end and start <= p.end),

@@ -22,7 +22,7 @@ def register(server: "VqeditServer") -> None:
         if results is None:
             text = f"vqedit: no results yet (model {ls.model.state})"
             return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text))
-        offset = document.lines.offset(params.position).offset
+        offset = document.lines.offset(params.position.line, params.position.character).offset
         lines = ["**vqedit** document: " + _scores(results.scores)]
         paragraph = next((p for p in document.paragraphs(results) if p.start <= offset < p.end),
                          None)

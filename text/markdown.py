@@ -26,6 +26,8 @@ import re
 from markdown_it import MarkdownIt
 from mdit_py_plugins.front_matter import front_matter_plugin
 
+from .edit import Edit
+
 LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")  # markdown-it's line breaks: \r\n, \r, \n
 NOT_LINE_BREAK = re.compile(r"[^\r\n]")
 LINE_BREAK = re.compile(r"[\r\n]")
@@ -49,9 +51,10 @@ def mask(text: str) -> str:
                    for line, code in zip(lines, hidden, strict=True))
 
 
-def remask(text: str, masked: str, start: int, end: int, inserted: str) -> str:
-    """`mask` of `text` with [start, end) replaced by `inserted`, given `masked == mask(text)`:
-    the edit copied into `masked` when it stays inside one line of prose, else parsed whole."""
+def remask(text: str, masked: str, edit: Edit) -> str:
+    """`mask` of `text` after `edit`, given `masked == mask(text)`: the edit copied into
+    `masked` when it stays inside one line of prose, else parsed whole."""
+    start, end, inserted = edit.start, edit.end, edit.text
     line_start = max(text.rfind("\n", 0, start), text.rfind("\r", 0, start)) + 1
     found = LINE_BREAK.search(text, end)
     line_end = found.start() if found is not None else len(text)
@@ -60,6 +63,6 @@ def remask(text: str, masked: str, start: int, end: int, inserted: str) -> str:
     old_prose, new_prose = PROSE_LINE.fullmatch(line), PROSE_LINE.fullmatch(new_line)
     if (old_prose is None or new_prose is None or old_prose.group(1) != new_prose.group(1)
             or LINE_BREAK.search(text, start, end) is not None or "]:" in text):
-        return mask(text[:start] + inserted + text[end:])  # the new text, built only here
+        return mask(edit.applied(text))  # the new text, built only here
     hidden = masked[line_start:line_end] != line  # a non-blank line is blanked or kept whole
-    return masked[:start] + (" " * len(inserted) if hidden else inserted) + masked[end:]
+    return Edit(start, end, " " * len(inserted) if hidden else inserted).applied(masked)

@@ -3,7 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vqedit.lsp.markdown import mask, remask
+from vqedit.text.edit import Edit
+from vqedit.text.markdown import mask, remask
 
 
 def kept(text: str) -> list[str]:
@@ -83,7 +84,7 @@ def test_a_mask_updated_edit_by_edit_equals_a_fresh_mask(text, edits):
     for where, length, inserted in edits:
         start = round(where * len(text))
         end = min(start + length, len(text))
-        masked = remask(text, masked, start, end, inserted)
+        masked = remask(text, masked, Edit(start, end, inserted))
         text = text[:start] + inserted + text[end:]
         assert masked == mask(text), (text, start, end, inserted)
 
@@ -96,7 +97,7 @@ def test_typing_in_prose_next_to_code_blocks_equals_a_fresh_mask(position, inser
     start = min(position, len(text))
     end = min(start + 1, len(text))
     new_text = text[:start] + inserted + text[end:]
-    assert remask(text, mask(text), start, end, inserted) == mask(new_text)
+    assert remask(text, mask(text), Edit(start, end, inserted)) == mask(new_text)
 
 
 def test_ending_a_link_definition_in_a_line_of_prose_reveals_the_code_after_it():
@@ -105,4 +106,4 @@ def test_ending_a_link_definition_in_a_line_of_prose_reveals_the_code_after_it()
     text = "[foo]:\nurl\n    code\n"
     new_text = "[foo]:\nurl more\n    code\n"
     assert mask(new_text) != mask(text)
-    assert remask(text, mask(text), 10, 10, " more") == mask(new_text)
+    assert remask(text, mask(text), Edit(10, 10, " more")) == mask(new_text)
