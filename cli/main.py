@@ -27,27 +27,31 @@ import sys
 from vqedit import __version__
 
 # Every command: its words on the command line, the module under `vqedit` that holds its
-# `add_arguments` and `run`, and its summary; in the order `--help` lists them. A module is
+# `add_arguments` and `run` (the product's in cli/, the lab's training, benchmarks, edit logs
+# and replay under `lab.`), and its summary; in the order `--help` lists them. A module is
 # imported only when its command runs, so `vqedit lsp` starts without loading torch.
 COMMANDS = (
     (("classify",), "classify", "label a text (default: BBC topics)"),
     (("doctor",), "doctor", "check the installation and the model import"),
-    (("train", "distill"), "train_distill", "a VQ student distilled from a dense base model"),
-    (("train", "head"), "train_head", "a linear label head on pooled embeddings"),
-    (("eval",), "evaluate",
+    (("train", "distill"), "lab.train.distill_command",
+     "a VQ student distilled from a dense base model"),
+    (("train", "head"), "lab.train.head_command", "a linear label head on pooled embeddings"),
+    (("eval",), "lab.train.eval_command",
      "a student against its teacher: accuracy, embeddings, code flips, engine figures"),
-    (("bench", "engine"), "bench_engine", "incremental edits against full passes, side by side"),
-    (("bench", "daemon"), "bench_daemon",
+    (("bench", "engine"), "lab.bench.engine",
+     "incremental edits against full passes, side by side"),
+    (("bench", "daemon"), "lab.bench.daemon",
      "edit-to-result latency through a real daemon, alone and under load"),
-    (("bench", "burst"), "bench_burst",
+    (("bench", "burst"), "lab.bench.burst",
      "many changes in one didChange against recomputing what they touched"),
-    (("bench", "lsp"), "bench_lsp",
+    (("bench", "lsp"), "lab.bench.lsp",
      "change-to-diagnostics latency of `vqedit lsp` over stdio, typed into"),
-    (("bench", "chaos"), "bench_chaos",
+    (("bench", "chaos"), "lab.bench.chaos",
      "malformed input and kill -9 against a real daemon: crashes, hangs, lost edits"),
-    (("edits", "synth"), "edits_synth", "atomic edits typed into BBC articles or files"),
-    (("edits", "from-git"), "edits_git", "a file's git history as atomic edits"),
-    (("replay",), "replay", "run an edit log through the engine, a daemon or the language server"),
+    (("edits", "synth"), "lab.edits.synth", "atomic edits typed into BBC articles or files"),
+    (("edits", "from-git"), "lab.edits.from_git", "a file's git history as atomic edits"),
+    (("replay",), "lab.replay.replay_command",
+     "run an edit log through the engine, a daemon or the language server"),
     (("daemon",), "daemon_command", "the per-user inference daemon: run, start, stop, status"),
     (("lsp",), "lsp.server", "the language server (stdio; --tcp HOST:PORT; --in-process)"),
 )
@@ -69,7 +73,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqedit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vqedit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    groups: dict[str, argparse._SubParsersAction] = {}
+    groups = {}  # the first word of a two-word command → its subcommands
     for path, module, summary in COMMANDS:
         where = commands
         if len(path) == 2:

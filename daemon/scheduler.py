@@ -8,8 +8,9 @@ Threads and who calls what:
   eviction and unloading. `LiveDocument`s and the model are touched by the worker only.
 - Everything both sides read or write is guarded by one condition variable, `_cond`.
 
-Pending changes of a document are coalesced: the worker takes all of them at once and computes
-results for the newest version only, so a newer version supersedes older queued work. Results
+Pending changes of a document are coalesced: the worker takes all of them at once, applies them
+as the engine batches them (`LiveDocument.batch`) and computes results for the newest version
+only, so a newer version supersedes older queued work. Results
 are pushed through `publish` (called on the worker thread) and carry their version; per document
 they are computed, and so pushed, in increasing version order.
 
@@ -54,9 +55,6 @@ from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
 
-MERGE_SPAN = 256  # coalesced edits become one engine edit when they replace at most this many
-# characters in all; farther-apart edits are applied one by one, so each dirties only its tokens.
-
 Key = tuple[int, str]  # (session, uri): each editor connection has its own documents
 Labels = dict[str, str]  # zero-shot labels: name → description
 LABEL_HEADS = 16  # zero-shot heads kept per model; editors mostly share one label set
@@ -68,7 +66,7 @@ class Entry:
     """One open document. Fields above `live` are guarded by the scheduler's lock."""
 
     key: Key
-    text: str  # the newest accepted text
+    text: str  # the newest accepted text; once computed, the same object as `live.text`
     version: int  # its version
     labels: Labels | None = None  # zero-shot labels scoring this document; None: the model's head
     pending: list[Edit] = field(default_factory=list)  # accepted, not yet applied by the worker
@@ -344,6 +342,8 @@ class Scheduler:
                 return
             entry.live, entry.live_version, entry.snapshot = live, version, results
             entry.state_bytes, entry.needs_compaction = live.nbytes(), True
+            if entry.version == version:  # equal texts: keep one copy, the engine's
+                entry.text = live.text
             self._evict()
             self.counters.results_sent += 1
         self._publish(entry.key[0], results)
@@ -366,14 +366,11 @@ class Scheduler:
         if live is None:
             return LiveDocument(model.engine, model.tokenizer, text, closed), [], []
         try:
-            batch, applied = coalesce(live.text, text, edits), []
-            merged = live.merged(batch, text)
-            if merged is not None:  # cheaper computed once than edit by edit (engine costs)
-                batch = [merged]
-            for i, edit in enumerate(batch):
+            batch, applied = live.batch(edits, text), []
+            for i, edit in enumerate(batch.edits):
                 if i and superseded():  # at least one edit per pass: typing cannot starve it
-                    return live, applied, batch[i:]
-                if merged:  # a newer version leaves the segments not yet computed pending
+                    return live, applied, batch.edits[i:]
+                if batch.merged:  # a newer version leaves the segments not yet computed pending
                     applied.append(live.apply_merged(edit, closed,
                                                      partial(self._superseded, entry, version)))
                 else:
@@ -548,17 +545,3 @@ class Scheduler:
                 entry.live, entry.state_bytes = None, 0
                 entry.pending, entry.pending_versions = [], 0
                 self._ready[key] = None
-
-
-def coalesce(before: str, after: str, edits: list[Edit]) -> list[Edit]:
-    """The edits turning `before` into `after`, merged into one where that stays small.
-
-    Typing produces runs of neighbouring one-character edits; one edit replacing the span that
-    differs costs the engine one pass instead of many. Edits far apart stay separate.
-    """
-    if len(edits) <= 1:
-        return edits
-    merged = Edit.between(before, after)
-    if (merged.end - merged.start) + len(merged.text) <= MERGE_SPAN:
-        return [merged]
-    return edits

@@ -34,6 +34,11 @@ from .tokens import Tokenizer
 _clock = itertools.count()  # one order of use over every live document in the process
 
 
+# A burst of edits becomes one engine edit when together they replace at most this many
+# characters; farther-apart edits are applied one by one, so each dirties only its tokens.
+MERGE_SPAN = 256
+
+
 class Stopped(Exception):
     """The owner's `stop` asked to stop before the next segment was computed."""
 
@@ -49,6 +54,14 @@ class LiveEditStats:
     edited: list[EditStats] = field(default_factory=list)  # one per incrementally edited segment
     rebuilt: int = 0  # segments computed from scratch
     restored: int = 0  # of those, evicted segments computed again because the edit reached them
+
+
+@dataclass(frozen=True)
+class Batch:
+    """How a burst of edits is applied (`LiveDocument.batch`)."""
+
+    edits: list[Edit]  # in order
+    merged: bool  # one edit computed segment by segment (`apply_merged`), else `apply` each
 
 
 @dataclass(frozen=True)
@@ -139,29 +152,34 @@ class LiveDocument:
         stats.macs = counter.macs - before
         return stats
 
-    def merged(self, edits: list[Edit], after: str | None = None) -> Edit | None:
-        """The one edit from the first change of a burst to its last, where computing the
-        segments it reaches costs less than the edits one by one (the engine's measured costs:
-        seconds per edit against seconds per token of full passes); None otherwise. `after`,
-        the text the edits lead to, where the caller has it."""
+    def batch(self, edits: list[Edit], after: str | None = None) -> "Batch":
+        """How to apply a burst of edits, in order, that leads from this text to `after` (the
+        caller's, or computed): the one place where edits are coalesced.
+        1. One edit over the span that differs, where that span is small (`MERGE_SPAN`):
+           typing's runs of neighbouring keystrokes cost one engine edit instead of many.
+        2. One merged edit, each segment it reaches computed once (`apply_merged`), where that
+           costs less than the edits one by one (the engine's measured seconds per edit against
+           seconds per token of full passes): a replace-all, scattered changes.
+        3. Otherwise each edit on its own, so each dirties only its own tokens."""
         if len(edits) < 2:
-            return None
-        if after is None:
-            after = apply_all(self.text, edits)
-        span = Edit.between(self.text, after)
+            return Batch(edits, merged=False)
+        span = Edit.between(self.text, apply_all(self.text, edits) if after is None else after)
+        if (span.end - span.start) + len(span.text) <= MERGE_SPAN:
+            return Batch([span], merged=False)
         starts, ends = self.document.tokens.starts, self.document.tokens.ends
         reached = sum(s.end - s.start for s in self.document.segments
                       if starts[s.start] <= span.end and span.start <= ends[s.end - 1])
-        return span if self.engine.costs.rebuild_is_cheaper(len(edits), reached) else None
+        if self.engine.costs.rebuild_is_cheaper(len(edits), reached):
+            return Batch([span], merged=True)
+        return Batch(edits, merged=False)
 
     def apply_all(self, edits: list[Edit], stop: Callable[[], bool] = never,
                   after: str | None = None) -> LiveEditStats:
-        """Apply edits in order: merged into one (`merged`, given `after` as it is) where that
-        is cheaper, else one by one. Raises like `apply`."""
-        merged = self.merged(edits, after)
-        if merged is not None:
-            return self.apply_merged(merged, stop)
-        applied = [self.apply(edit, stop) for edit in edits]
+        """Apply edits in order as `batch` (given `after` as it is) says. Raises like `apply`."""
+        batch = self.batch(edits, after)
+        if batch.merged:
+            return self.apply_merged(batch.edits[0], stop)
+        applied = [self.apply(edit, stop) for edit in batch.edits]
         return LiveEditStats(sum(a.macs for a in applied), [e for a in applied for e in a.edited],
                              sum(a.rebuilt for a in applied), sum(a.restored for a in applied))
 

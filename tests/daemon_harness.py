@@ -23,7 +23,7 @@ from vqedit.engine.heads import LinearHead
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.weights import SERVING
-from vqedit.private_daemon import private_daemon_dirs
+from vqedit.lab.private_daemon import private_daemon_dirs
 
 LABELS = ["alpha", "beta", "gamma"]
 PROSE = ("The council voted on the new budget last night.\n\n"

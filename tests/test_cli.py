@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vqedit.engine.corpus import bbc_articles
+from vqedit.lab.corpus import bbc_articles
 
 LABELS = "business,entertainment,politics,sport,tech"
 

@@ -18,8 +18,8 @@ from vqedit.engine._compiled import has_vnni, linear, move_slots
 from vqedit.engine.compiled import CompiledLayers
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.ops import on_grid
-from vqedit.engine.verify import NEAR_TIE, verify
 from vqedit.engine.weights import INPUT_LEVELS, round_weights, rounded
+from vqedit.lab.verify import NEAR_TIE, verify
 
 OUTPUT_TOLERANCE = 1e-5
 

@@ -19,12 +19,12 @@ from tests.test_incremental import TINY_VOCAB, TINY_WINDOW, token_edits
 from tests.test_train_distill import distill
 from tests.vq import check_incremental, tiny_vq
 from vqedit.daemon.client import DaemonClient
-from vqedit.engine.atomic import KINDS, random_edit
 from vqedit.engine.checkpoint import load_default
-from vqedit.engine.corpus import bbc_articles
 from vqedit.engine.heads import DEFAULT_HEAD, LinearHead
 from vqedit.engine.incremental import IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
+from vqedit.lab.corpus import bbc_articles
+from vqedit.lab.edits.atomic import KINDS, random_edit
 from vqedit.text.edit import Edit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

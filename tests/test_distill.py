@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from tests.tiny import tiny_bert
 from tests.vq import tiny_vq
 from vqedit.engine.checkpoint import from_hf
-from vqedit.engine.distill import (
+from vqedit.engine.positions import MIN_GAP
+from vqedit.lab.train.distill import (
     Objective,
     margin_hinge,
     objective_losses,
@@ -18,7 +19,6 @@ from vqedit.engine.distill import (
     simulated_positions,
     update_codewords,
 )
-from vqedit.engine.positions import MIN_GAP
 
 
 @given(st.integers(2, 512), st.integers(0, 2**32 - 1))

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vqedit.edits_git import history_log, revisions, word_edits
-from vqedit.edits_synth import synthesize, write
+from vqedit.lab.edits.from_git import history_log, revisions, word_edits
+from vqedit.lab.edits.synth import synthesize, write
 from vqedit.lsp import editlog
 from vqedit.text.edit import Edit
 

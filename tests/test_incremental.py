@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.vq import check_incremental, minilm_vq, tiny_vq
-from vqedit.engine.corpus import bbc_articles
 from vqedit.engine.incremental import EXP_FLOOR, IncrementalEngine, Mode
-from vqedit.engine.verify import verify
+from vqedit.lab.corpus import bbc_articles
+from vqedit.lab.verify import verify
 
 TINY_WINDOW = 64  # the tiny models' positions
 

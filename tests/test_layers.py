@@ -9,11 +9,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # What each layer may not import, and why (ARCHITECTURE.md).
 FORBIDDEN = {
-    "text": ["vqedit.engine", "vqedit.daemon", "vqedit.lsp", "vqedit.main", "torch", "pygls",
-             "lsprotocol", "msgpack"],
-    "engine": ["vqedit.daemon", "vqedit.lsp", "vqedit.main", "pygls", "msgpack", "lsprotocol"],
-    "daemon": ["vqedit.lsp", "vqedit.main", "pygls", "lsprotocol"],
-    "lsp": ["vqedit.engine", "vqedit.main", "msgpack", "torch"],
+    "text": ["vqedit.engine", "vqedit.daemon", "vqedit.lsp", "vqedit.main", "vqedit.lab", "torch",
+             "pygls", "lsprotocol", "msgpack"],
+    "engine": ["vqedit.daemon", "vqedit.lsp", "vqedit.main", "vqedit.lab", "pygls", "msgpack",
+               "lsprotocol"],
+    "daemon": ["vqedit.lsp", "vqedit.main", "vqedit.lab", "pygls", "lsprotocol"],
+    "lsp": ["vqedit.engine", "vqedit.main", "vqedit.lab", "msgpack", "torch"],
+    # The product's commands; the lab (training, benchmarks, edit logs, replay) may import
+    # every layer, and no layer imports it.
+    "cli": ["vqedit.lab"],
 }
 # The language server talks to the daemon through its client and wire types; only the
 # in-process backend (`vqedit lsp --in-process`) runs the daemon's scheduler itself, and only
@@ -57,7 +61,7 @@ def test_the_lsp_reaches_the_daemon_only_through_its_client_or_the_in_process_sc
 
 # Where each `vqedit` package lives (pyproject.toml's package-dir); other modules are cli/'s.
 PACKAGES = {"vqedit.text": "text", "vqedit.engine": "engine", "vqedit.daemon": "daemon",
-            "vqedit.lsp": "lsp"}
+            "vqedit.lsp": "lsp", "vqedit.lab": "lab"}
 # What the language server's process must never load: the model lives in the daemon. Only the
 # in-process backend (`vqedit lsp --in-process`), imported when asked for, runs the engine.
 HEAVY = ("vqedit.engine", "torch", "transformers", "tokenizers")

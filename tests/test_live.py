@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from tests.test_segments import prose
 from tests.test_tokens import edits, texts
 from tests.vq import minilm_vq, tiny_vq
-from vqedit.engine.atomic import KINDS, random_edit
 from vqedit.engine.incremental import IncrementalEngine
-from vqedit.engine.live import LiveDocument
+from vqedit.engine.live import MERGE_SPAN, Batch, LiveDocument
 from vqedit.engine.ops import full_pass_macs
-from vqedit.engine.verify import verify
-from vqedit.text.edit import Edit, EditError
+from vqedit.lab.edits.atomic import KINDS, random_edit
+from vqedit.lab.verify import verify
+from vqedit.text.edit import Edit, EditError, apply_all
 
 TEXT = ("The council met on Monday.\n\nIts budget rose by ten percent, the mayor said.\n\n"
         "Schools and roads will get most of it.")
@@ -186,12 +186,13 @@ def scattered(text: str, words: list[str], replacement: str) -> list[Edit]:
 def test_a_burst_cheaper_recomputed_costs_one_full_pass_per_changed_segment(engine, wordpiece):
     """A replace-all becomes one edit whose changed segments are computed once each; a segment
     it does not change keeps its state, and the result is a fresh document's."""
-    text = TEXT + "\n\nNothing here changes at all."
+    long_first = "Monday, after a long and quiet morning of talks" + " and more talks" * 16 + "."
+    text = TEXT.replace("Monday.", long_first) + "\n\nNothing here changes at all."
     live = LiveDocument(engine, wordpiece, text)
     untouched = live.states[3]
-    burst = scattered(text, ["The", "Its", "the", "it"], "a")
+    burst = scattered(text, ["The", "Its", "the", "it"], "a")  # farther apart than MERGE_SPAN
     engine.costs.edit_s, engine.costs.build_s_per_token = 1.0, 1e-3  # edits look dear
-    assert live.merged(burst) is not None
+    assert live.batch(burst).merged
     stats = live.apply_all(burst)
     assert_matches_fresh_document(live)
     assert stats.rebuilt == 3 and not stats.edited and live.states[3] is untouched
@@ -204,7 +205,7 @@ def test_a_burst_cheaper_edited_stays_incremental(engine, wordpiece):
     live = LiveDocument(engine, wordpiece, TEXT)
     burst = scattered(TEXT, ["ten"], "eleven")
     engine.costs.edit_s, engine.costs.build_s_per_token = 1e-4, 1.0  # edits look cheap
-    assert live.merged(burst) is None and live.merged(burst[:1]) is None
+    assert live.batch(burst) == Batch(burst, merged=False)
     stats = live.apply_all(burst)
     assert stats.rebuilt == 0 and len(stats.edited) == 1
     assert_matches_fresh_document(live)
@@ -238,3 +239,39 @@ def test_a_merged_edit_stopped_between_segments_leaves_them_pending(engine, word
     assert torch.allclose(live.embedding(), fresh.embedding(), atol=1e-5)
     assert not live.pending()
     assert_matches_fresh_document(live)
+
+
+@st.composite
+def keystroke_runs(draw):
+    """A text and a burst of small edits, each on the text the previous one left."""
+    text = draw(st.text(alphabet="ab \n", max_size=600))
+    edits, current = [], text
+    for _ in range(draw(st.integers(1, 8))):
+        start = draw(st.integers(0, len(current)))
+        end = draw(st.integers(start, min(len(current), start + 5)))
+        edit = Edit(start, end, draw(st.text(alphabet="abc ", max_size=4)))
+        edits.append(edit)
+        current = edit.applied(current)
+    return text, current, edits
+
+
+@settings(max_examples=60, deadline=None)
+@given(keystroke_runs())
+def test_a_batch_leads_to_the_same_text_as_its_edits(wordpiece, run):
+    before, after, edits = run
+    live = LiveDocument(IncrementalEngine(tiny_vq("bert")), wordpiece, before)
+    batch = live.batch(edits, after)
+    assert apply_all(before, batch.edits) == after
+    assert len(batch.edits) == 1 or batch.edits == edits
+    live.apply_all(edits, after=after)
+    assert live.text == after
+
+
+def test_typing_becomes_one_edit_and_distant_edits_stay_apart(engine, wordpiece):
+    text = "word " * 200
+    live = LiveDocument(engine, wordpiece, text)
+    engine.costs.edit_s, engine.costs.build_s_per_token = 1e-4, 1.0  # edits look cheap
+    typed = [Edit(10 + i, 10 + i, "a") for i in range(5)]
+    assert live.batch(typed) == Batch([Edit(10, 10, "aaaaa")], merged=False)
+    apart = [Edit(0, 0, "a"), Edit(MERGE_SPAN + 500, MERGE_SPAN + 500, "b")]
+    assert live.batch(apart) == Batch(apart, merged=False)

@@ -23,7 +23,7 @@ from tests.lsp_harness import (
     until,
 )
 from vqedit.daemon.client import DaemonClient
-from vqedit.lsp.driver import LspDriver
+from vqedit.lab.replay.driver import LspDriver
 
 EVERY_LABEL = {"debounceMs": 0, "rules": [{"label": label, "minScore": 0.0} for label in LABELS]}
 

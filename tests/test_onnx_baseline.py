@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.tiny import tiny_bert, tiny_opt
-from vqedit import onnx_baseline
-from vqedit.paragraph_cache import ParagraphCache, SizeCosts
+from vqedit.lab.bench import onnx_baseline
+from vqedit.lab.bench.paragraph_cache import ParagraphCache, SizeCosts
 
 NEEDS = "the ONNX baselines need the `bench` extra (pip install -e '.[bench]')"
 pytest.importorskip("onnxruntime", reason=NEEDS)

@@ -15,9 +15,9 @@ import pytest
 
 from tests.daemon_harness import PROSE, Expected, make_tiny_model, private_dirs
 from vqedit.daemon.client import DaemonClient
-from vqedit.edits_synth import synthesize, write
+from vqedit.lab.edits.synth import synthesize, write
+from vqedit.lab.replay.driver import LspDriver
 from vqedit.lsp import editlog
-from vqedit.lsp.driver import LspDriver
 from vqedit.text.edit import Edit
 
 EDITS = 40

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.test_cli import vqedit
-from vqedit.engine.corpus import bbc_articles, is_test
 from vqedit.engine.heads import LinearHead
+from vqedit.lab.corpus import bbc_articles, is_test
 
 SPORT = ["The striker scored twice in the second half.", "The keeper saved a late penalty.",
          "United won the cup final on Saturday.", "The coach praised his defenders.",

@@ -6,8 +6,8 @@ import torch
 from tests.test_incremental import TINY_VOCAB
 from tests.vq import tiny_vq
 from vqedit.engine.incremental import IncrementalEngine
-from vqedit.engine.verify import verify
 from vqedit.engine.weights import FORMATS, round_weights
+from vqedit.lab.verify import verify
 
 
 @pytest.mark.parametrize("format", ["bfloat16", "int8"])

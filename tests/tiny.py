@@ -9,7 +9,7 @@ import torch
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel, OPTConfig, OPTModel
 
-from vqedit.engine.corpus import bbc_articles
+from vqedit.lab.corpus import bbc_articles
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
 

@@ -6,13 +6,13 @@ import torch
 
 from tests.tiny import tiny_bert, tiny_opt
 from vqedit.engine.checkpoint import from_hf
-from vqedit.engine.corpus import bbc_articles
 from vqedit.engine.incremental import IncrementalEngine
-from vqedit.engine.kmeans import fit_codebooks
 from vqedit.engine.model import VQTransformer
 from vqedit.engine.state import SegmentState
 from vqedit.engine.tokens import Tokenizer
-from vqedit.engine.verify import verify
+from vqedit.lab.corpus import bbc_articles
+from vqedit.lab.train.kmeans import fit_codebooks
+from vqedit.lab.verify import verify
 
 
 def tiny_vq(family: str, codebook_size: int = 16, codebook_groups: int = 1) -> VQTransformer:
@@ -38,7 +38,7 @@ def check_incremental(engine: IncrementalEngine, ids: list[int],
     """Apply token edits in sequence; after each, the state must pass the mode's check.
 
     Exact mode: the state equals a full pass at the same virtual positions (near ties aside, see
-    engine/verify.py). Sticky mode: it
+    lab/verify.py). Sticky mode: it
     equals a full pass forced to its codes, and every code obeys the (1 + δ) rule. At the end,
     compaction must give the canonical full pass.
     """

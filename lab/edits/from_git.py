@@ -17,7 +17,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from vqedit.edits_synth import write
+from vqedit.lab.edits.synth import write
 from vqedit.lsp import editlog
 from vqedit.main import CliError
 from vqedit.text.edit import Edit

@@ -36,7 +36,7 @@ from vqedit import __version__
 from vqedit.lsp import editlog
 from vqedit.text.edit import Edit
 
-log = logging.getLogger("vqedit.lsp.driver")
+log = logging.getLogger("vqedit.lab.replay.driver")
 _ENCODINGS = {"utf-16": types.PositionEncodingKind.Utf16, "utf-8": types.PositionEncodingKind.Utf8,
               "utf-32": types.PositionEncodingKind.Utf32}
 

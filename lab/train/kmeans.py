@@ -6,7 +6,7 @@ quantized, so each codebook sees the activations it will really quantize.
 
 import torch
 
-from .model import VQTransformer
+from vqedit.engine.model import VQTransformer
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Tensor:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import VQTransformer
-from .positions import canonical, place
+from vqedit.engine.model import VQTransformer
+from vqedit.engine.positions import canonical, place
 
 BATCH_LENGTHS = (64, 128, 256, 512)  # window lengths drawn per step: paragraphs to full segments
 

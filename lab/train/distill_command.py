@@ -8,7 +8,7 @@ Usage:
 
 Trains on unlabelled text: the BBC News training split (never its test split) plus any `--text`
 files or folders of .txt/.md files. Codebooks start from k-means on the base's head outputs;
-the objective is `engine/distill.py`'s. `--init` trains a finished student further instead: its
+the objective is `lab/train/distill.py`'s. `--init` trains a finished student further instead: its
 weights and codebooks are the start, and it is fully quantized from the first step (no blending
 in, commitment at its final weight), as the last phase of a run is. Every `--save-every` steps
 the whole run (weights, optimizer, random states) goes to OUT/checkpoint.pt, so `--resume`
@@ -29,16 +29,16 @@ from tqdm import tqdm
 
 from vqedit.engine import student as students
 from vqedit.engine.checkpoint import LoadedModel, from_hf, load
-from vqedit.engine.corpus import bbc_articles, is_test
-from vqedit.engine.distill import (
+from vqedit.engine.model import VQTransformer
+from vqedit.lab.corpus import bbc_articles, is_test
+from vqedit.lab.train.distill import (
     BATCH_LENGTHS,
     Objective,
     objective_losses,
     simulated_positions,
     update_codewords,
 )
-from vqedit.engine.kmeans import fit_codebooks
-from vqedit.engine.model import VQTransformer
+from vqedit.lab.train.kmeans import fit_codebooks
 from vqedit.main import CliError
 
 WARMUP = 50  # steps of linear learning-rate warm-up before the cosine decay

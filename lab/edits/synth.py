@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vqedit.engine.corpus import LABELS, bbc_articles
+from vqedit.lab.corpus import LABELS, bbc_articles
 from vqedit.lsp import editlog
 from vqedit.main import CliError
 from vqedit.text.edit import Edit

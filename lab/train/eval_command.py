@@ -5,7 +5,7 @@ Usage:
     vqedit eval --student runs/k16/student.safetensors --json k16.json \\
         --plot tradeoff.png --compare eval.json        # one more point on the trade-off plot
 
-Protocol (MODEL.md): the BBC News corpus's fixed split (`engine/corpus.py: is_test`). Teacher
+Protocol (MODEL.md): the BBC News corpus's fixed split (`lab/corpus.py: is_test`). Teacher
 (the dense base) and student embed every article by full passes; each gets a linear head fitted
 the same way (`LinearHead.fit`) on its own training-split embeddings; accuracies are on the test
 split. Embedding cosines compare student and teacher pooled embeddings of test articles.
@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vqedit.bench_engine import bench, documents, engine_report
 from vqedit.classify import embed
 from vqedit.engine.checkpoint import LoadedModel, load
-from vqedit.engine.corpus import Article, bbc_articles, is_test
-from vqedit.engine.distill import Objective, margin_hinge, replace_one
 from vqedit.engine.heads import LinearHead
 from vqedit.engine.incremental import STICKY_DELTA, Mode
 from vqedit.engine.student import metadata
+from vqedit.lab.bench.engine import bench, documents, engine_report
+from vqedit.lab.corpus import Article, bbc_articles, is_test
+from vqedit.lab.train.distill import Objective, margin_hinge, replace_one
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
 

@@ -6,7 +6,7 @@ Usage:
     vqedit train head --describe "sport=Sports news" --describe "tech=Technology news" --out h
 
 With `--bbc` the head learns from the corpus's training split and reports its accuracy on the
-fixed test split (`engine/corpus.py: is_test`). A CSV needs a header naming the columns `text`
+fixed test split (`lab/corpus.py: is_test`). A CSV needs a header naming the columns `text`
 and `label`. `--describe LABEL=DESCRIPTION` (once per label) needs no examples: each label's
 weights are its description's embedding, so the head ranks labels as zero-shot labels do. The
 head is used with `vqedit classify FILE --head PATH`.
@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from vqedit.classify import embed
 from vqedit.engine.checkpoint import LoadedModel, load
-from vqedit.engine.corpus import bbc_articles, is_test
 from vqedit.engine.heads import LinearHead
+from vqedit.lab.corpus import bbc_articles, is_test
 from vqedit.main import CliError
 
 Example = tuple[str, str]  # (text, label)

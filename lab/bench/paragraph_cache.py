@@ -36,8 +36,8 @@ from vqedit.engine.document import Document
 from vqedit.engine.model import VQConfig
 from vqedit.engine.ops import full_pass_macs
 from vqedit.engine.tokens import Tokenizer
+from vqedit.lab.bench.onnx_baseline import INT8, Dense, OnnxError, export, unavailable, version
 from vqedit.main import CliError
-from vqedit.onnx_baseline import INT8, Dense, OnnxError, export, unavailable, version
 from vqedit.text.markdown import mask
 
 SMALLEST = 8  # the shortest length timed; shorter segments cost what it costs (overhead-bound)

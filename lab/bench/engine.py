@@ -12,7 +12,7 @@ After every edit, in one process and on the same text: (a) a full dense pass of 
 quantized to int8 (`onnx_baseline.py`; skipped, with a note in the JSON, when the `bench` extra
 is not installed), (c) a full VQ pass, (d) for causal models, a pass that reuses the key/value
 cache up to the edit, and (e) the incremental update. Every few edits the incremental state is
-verified against full passes (engine/verify.py). Operation counts come from the one counter both
+verified against full passes (lab/verify.py). Operation counts come from the one counter both
 paths share; times are medians of single runs, on `--threads` threads (ONNX Runtime's too).
 `--tokens` may list several lengths: the run is repeated for each, one JSON line per length.
 """
@@ -31,19 +31,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vqedit.engine.atomic import KINDS, random_edit
 from vqedit.engine.checkpoint import LoadedModel
-from vqedit.engine.corpus import Article, bbc_articles
 from vqedit.engine.heads import pooled
 from vqedit.engine.incremental import STICKY_DELTA, IncrementalEngine, Mode
-from vqedit.engine.kmeans import fit_codebooks
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.ops import full_pass_macs
-from vqedit.engine.verify import verify
-from vqedit.machine import cpu
+from vqedit.lab.bench.onnx_baseline import (
+    BUILD,
+    INT8,
+    Dense,
+    OnnxError,
+    export,
+    unavailable,
+    version,
+)
+from vqedit.lab.corpus import Article, bbc_articles
+from vqedit.lab.edits.atomic import KINDS, random_edit
+from vqedit.lab.machine import cpu
+from vqedit.lab.train.kmeans import fit_codebooks
+from vqedit.lab.verify import verify
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
-from vqedit.onnx_baseline import BUILD, INT8, Dense, OnnxError, export, unavailable, version
 
 FIT_ARTICLES = range(0, 400, 20)  # k-means codebooks are fitted on these articles...
 BENCH_ARTICLES = range(1000, 2225)  # ...and the benchmark documents come from these

@@ -3,7 +3,7 @@
 Usage:
     vqedit bench lsp --words 2000 --edits 200 --interval-ms 150 --debounce-ms 100 --json out.json
 
-A real LSP client (`lsp/driver.py`, the driver `vqedit replay --via lsp` uses) starts
+A real LSP client (`lab/replay/driver.py`, the driver `vqedit replay --via lsp` uses) starts
 `vqedit lsp` over stdio in front of a private daemon, opens a Markdown document of `--words`
 words of BBC News, and types atomic edits into it (`edits synth`'s typist) one every
 `--interval-ms`, without waiting for results, as a person types (`--wait`: each keystroke waits
@@ -29,11 +29,11 @@ from tqdm import tqdm
 
 from vqedit.daemon.cache import load_shared
 from vqedit.daemon.client import DaemonClient
-from vqedit.edits_synth import Typist, bbc_document, vocabulary
-from vqedit.lsp.driver import LspDriver
+from vqedit.lab.edits.synth import Typist, bbc_document, vocabulary
+from vqedit.lab.private_daemon import private_daemon_dirs
+from vqedit.lab.replay.driver import LspDriver
+from vqedit.lab.replay.replay_command import add_daemon_model_arguments, daemon_args, settings_of
 from vqedit.main import CliError
-from vqedit.private_daemon import private_daemon_dirs
-from vqedit.replay import add_daemon_model_arguments, daemon_args, settings_of
 
 URI = "file:///bench.md"
 

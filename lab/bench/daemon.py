@@ -28,8 +28,8 @@ from pathlib import Path
 from vqedit.daemon.client import DaemonClient
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.protocol import Results
-from vqedit.engine.corpus import bbc_articles
-from vqedit.private_daemon import (
+from vqedit.lab.corpus import bbc_articles
+from vqedit.lab.private_daemon import (
     DAEMON_MODEL_OPTIONS,
     add_daemon_model_arguments,
     daemon_model_arguments,

@@ -24,8 +24,8 @@ from vqedit.daemon.protocol import Cost, Results
 from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import Settings
 from vqedit.engine.live import LiveDocument
-from vqedit.engine.verify import verify
-from vqedit.lsp.driver import LspDriver
+from vqedit.lab.replay.driver import LspDriver
+from vqedit.lab.verify import verify
 from vqedit.lsp.editlog import Step
 from vqedit.text.markdown import mask
 

@@ -10,15 +10,15 @@ The log is read and checked whole before anything starts: a bad record (a trunca
 an unknown field, an edit outside the text, a version going backwards) stops the replay with
 an error naming its line, or with `--skip-bad` is left out and counted. Each change is sent
 alone and its results awaited before the next, so a latency is one edit's. Every `--verify N`
-edits the target is checked against a full recomputation (`replay_targets.py` says how per
+edits the target is checked against a full recomputation (`targets.py` says how per
 target). The document's label is printed whenever it changes, or its score by 0.1.
 
 Operation counts come from the engine's counter in the run itself: in process for `--via
 engine`, from the `cost` the daemon's results carry for `--via daemon` (`docs/protocol.md`),
 and from the `cost` in the server's `vqedit/status` for `--via lsp` (`docs/lsp.md`). They are
-compared with a paragraph cache (`paragraph_cache.py`): dense passes of the segments each edit
-touched, in MACs (`ops_ratio_*`) and in milliseconds costed from ONNX Runtime int8 passes timed
-at a few lengths before the replay starts (`paragraph_cache_ms_*`).
+compared with a paragraph cache (`lab/bench/paragraph_cache.py`): dense passes of the segments
+each edit touched, in MACs (`ops_ratio_*`) and in milliseconds costed from ONNX Runtime int8
+passes timed at a few lengths before the replay starts (`paragraph_cache_ms_*`).
 """
 
 import argparse
@@ -35,12 +35,12 @@ from tqdm import tqdm
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.settings import Settings, SettingsError, resolve
 from vqedit.engine.checkpoint import ModelLoadError
+from vqedit.lab.bench.onnx_baseline import BUILD
+from vqedit.lab.bench.paragraph_cache import ParagraphBaseline
+from vqedit.lab.private_daemon import daemon_model_arguments, private_daemon_dirs
+from vqedit.lab.replay.targets import DaemonTarget, EngineTarget, LspTarget, Outcome, Target
 from vqedit.lsp import editlog
 from vqedit.main import CliError
-from vqedit.onnx_baseline import BUILD
-from vqedit.paragraph_cache import ParagraphBaseline
-from vqedit.private_daemon import daemon_model_arguments, private_daemon_dirs
-from vqedit.replay_targets import DaemonTarget, EngineTarget, LspTarget, Outcome, Target
 
 VIAS = ("engine", "daemon", "lsp")
 SCORE_STEP = 0.1  # the label is printed again when its score has moved this much

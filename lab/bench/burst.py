@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 
 from vqedit.engine.checkpoint import LoadedModel
-from vqedit.engine.corpus import bbc_articles
 from vqedit.engine.incremental import STICKY_DELTA, IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
 from vqedit.engine.ops import full_pass_macs
-from vqedit.machine import cpu
+from vqedit.lab.bench.paragraph_cache import ParagraphCache
+from vqedit.lab.corpus import bbc_articles
+from vqedit.lab.machine import cpu
 from vqedit.main import CliError
 from vqedit.model_choice import add_model_arguments, load_model
-from vqedit.paragraph_cache import ParagraphCache
-from vqedit.text.edit import Edit
+from vqedit.text.edit import Edit, apply_all
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,11 +94,9 @@ def _measure(engine: IncrementalEngine, loaded: LoadedModel, text: str,
     warm = LiveDocument(engine, loaded.tokenizer, text)  # the engine's costs: builds and edits
     for edit in burst[:8]:
         warm.apply(edit)
-    final = text
-    for edit in burst:
-        final = edit.applied(final)
+    final = apply_all(text, burst)
     live = LiveDocument(engine, loaded.tokenizer, text)
-    merged = live.merged(burst, final) is not None
+    merged = live.batch(burst, final).merged
     before = counter.macs
     start = time.perf_counter()
     stats = live.apply_all(burst, after=final)  # as the daemon applies a coalesced batch

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .incremental import IncrementalEngine
-from .state import SegmentState
+from vqedit.engine.incremental import IncrementalEngine
+from vqedit.engine.state import SegmentState
 
 NEAR_TIE = 1e-4  # relative to the head output's norm
 HIDDEN_TOLERANCE = 1e-4  # max abs difference of final hidden states

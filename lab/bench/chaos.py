@@ -36,13 +36,13 @@ from vqedit.daemon import protocol as wire
 from vqedit.daemon.client import DaemonClient
 from vqedit.daemon.lifecycle import running_pid
 from vqedit.daemon.paths import Paths
-from vqedit.engine.corpus import bbc_articles
-from vqedit.main import CliError
-from vqedit.private_daemon import (
+from vqedit.lab.corpus import bbc_articles
+from vqedit.lab.private_daemon import (
     add_daemon_model_arguments,
     daemon_model_arguments,
     private_daemon_dirs,
 )
+from vqedit.main import CliError
 from vqedit.text.edit import Edit
 
 REPLY_TIMEOUT_S = 30.0  # a well-framed request unanswered this long counts as a hang
