@@ -1,4 +1,4 @@
-"""The daemon process: a Unix socket server, one session per connection, and the scheduler.
+"""The daemon process: a Unix socket server, one session per connection, and the worker.
 
 Usage (normally a client starts it; see docs/daemon.md):
 
@@ -6,15 +6,15 @@ Usage (normally a client starts it; see docs/daemon.md):
                       [--idle-exit-s 1800] [--device auto|cpu|cuda] [--tcp-port PORT]
 
 Layout of state, from shared to short-lived:
-- shared cache: the model, loaded once (cache.py), used by the one inference worker;
-- per session: a connection, whether it said `hello`, and its open documents (scheduler.py);
+- shared: the model, loaded once (models.py), used by the one inference worker (worker.py);
+- per session: a connection, whether it said `hello`, and its open documents (documents.py);
 - per (document, version): an immutable `Results` snapshot, pushed and kept for `results`.
 
 Bad input never takes the daemon down: a bad request gets an error reply on its connection, a
 frame that cannot be delimited (oversize, truncated) closes that connection only, and an error
 inside one document's computation resyncs that document alone; if that fails too, its client
 gets a `failed` notification for the version and the document waits, text kept, for its next
-change (scheduler.py).
+change (worker.py).
 """
 
 import asyncio
@@ -38,9 +38,9 @@ from vqedit import __version__
 
 from . import protocol as wire
 from .paths import Paths
-from .scheduler import Scheduler
 from .settings import Settings, SettingsError, resolve
 from .watch import FileWatcher
+from .worker import Worker
 
 log = logging.getLogger("vqedit.daemon")
 
@@ -90,7 +90,7 @@ class Daemon:
         self._last_client = time.monotonic()  # when the last client left (or we started)
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.scheduler = Scheduler(self.settings, self._publish)
+        self.worker = Worker(self.settings, self._publish)
         self._handlers: dict[str, Callable[[Session, dict[str, Any]], Any]] = {
             "hello": self.hello, "open": self.open, "change": self.change, "close": self.close,
             "labels": self.labels, "results": self.results, "stats": self.stats,
@@ -113,7 +113,7 @@ class Daemon:
             self._loop.add_signal_handler(signum, self._stopping.set)
         watcher = FileWatcher(self._watched_files(), self._files_changed)
         watcher.start()
-        self.scheduler.start()
+        self.worker.start()
         log.info("vqedit %s daemon (pid %d) listening on %s", __version__, os.getpid(),
                  self.paths.socket)
         idle = asyncio.create_task(self._idle_exit())
@@ -125,7 +125,7 @@ class Daemon:
             server.close()
         for session in list(self.sessions.values()):
             session.writer.close()
-        await asyncio.to_thread(self.scheduler.stop)
+        await asyncio.to_thread(self.worker.stop)
         for path in (self.paths.socket, self.paths.tcp, self.paths.pid):
             path.unlink(missing_ok=True)
         os.close(pid_fd)
@@ -171,7 +171,7 @@ class Daemon:
             await asyncio.sleep(IDLE_CHECK_S)
             alone = time.monotonic() - self._last_client
             clients = any(session.welcomed for session in self.sessions.values())
-            if not clients and alone >= self.scheduler.settings.idle_exit_s:
+            if not clients and alone >= self.worker.settings.idle_exit_s:
                 log.info("no client for %.0f s: exiting", alone)
                 self._stopping.set()
                 return
@@ -190,7 +190,7 @@ class Daemon:
         except SettingsError as e:
             log.error("config not reloaded: %s", e)
             return
-        self.scheduler.request_reload(settings)
+        self.worker.request_reload(settings)
 
     # --- connections -----------------------------------------------------------------------
 
@@ -231,7 +231,7 @@ class Daemon:
             pass  # the client went away mid-frame: nothing to answer
         finally:
             del self.sessions[session.id]
-            self.scheduler.close_session(session.id)
+            self.worker.close_session(session.id)
             if session.welcomed:  # a connection that never said hello was never a client
                 self._last_client = time.monotonic()
             with contextlib.suppress(ConnectionError):
@@ -295,38 +295,38 @@ class Daemon:
     def open(self, session: Session, params: dict[str, Any]) -> None:
         """`open`: a document's whole text and version; its results follow as a notification."""
         doc = wire.Open.parse(params)
-        self.scheduler.open((session.id, doc.uri), doc.text, doc.version, doc.labels)
+        self.worker.open((session.id, doc.uri), doc.text, doc.version, doc.labels)
 
     def change(self, session: Session, params: dict[str, Any]) -> None:
         """`change`: edits in order and the version they make; refused whole if one misfits."""
         change = wire.Change.parse(params)
-        self.scheduler.change((session.id, change.uri), change.version,
+        self.worker.change((session.id, change.uri), change.version,
                               list(change.edits))
 
     def close(self, session: Session, params: dict[str, Any]) -> None:
         """`close`: forget a document and its state."""
-        self.scheduler.close((session.id, wire.DocumentRef.parse(params).uri))
+        self.worker.close((session.id, wire.DocumentRef.parse(params).uri))
 
     def labels(self, session: Session, params: dict[str, Any]) -> None:
         """`labels`: score a document with zero-shot labels (or the head again); results follow."""
         request = wire.Labels.parse(params)
-        self.scheduler.set_labels((session.id, request.uri), request.labels)
+        self.worker.set_labels((session.id, request.uri), request.labels)
 
     def results(self, session: Session, params: dict[str, Any]) -> wire.Results | None:
         """`results`: the newest results computed (null before the first)."""
-        return self.scheduler.results((session.id, wire.DocumentRef.parse(params).uri))
+        return self.worker.results((session.id, wire.DocumentRef.parse(params).uri))
 
     def stats(self, session: Session, params: dict[str, Any]) -> wire.Stats:
         """`stats`: what the daemon holds and has done."""
-        scheduler, settings = self.scheduler, self.scheduler.settings
-        documents, resident, state_bytes = scheduler.document_count()
-        model = scheduler.model
-        counters = scheduler.counters
+        worker, settings = self.worker, self.worker.settings
+        documents, resident, state_bytes = worker.document_count()
+        model = worker.models.model
+        counters = worker.counters
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return wire.Stats(
             pid=os.getpid(), version=__version__, protocol=wire.PROTOCOL_VERSION,
             uptime_s=round(time.monotonic() - self.started, 3),
-            model=model.name if model else None, model_error=scheduler.model_error,
+            model=model.name if model else None, model_error=worker.models.error,
             head=str(model.head_path) if model else str(settings.head),
             device=str(model.device) if model else settings.device, mode=settings.mode_name,
             sessions=len(self.sessions), documents=documents, resident_documents=resident,
@@ -336,7 +336,7 @@ class Daemon:
             results_sent=counters.results_sent,
             compactions=counters.compactions, reloads=counters.reloads,
             resyncs=counters.resyncs, failures=counters.failures, stopped=counters.stopped,
-            computing=scheduler.computing(), rss_mb=round(_rss_mb(rss_kb), 1),
+            computing=worker.computing(), rss_mb=round(_rss_mb(rss_kb), 1),
             tcp_port=self.tcp_port)
 
     def reload(self, session: Session, params: dict[str, Any]) -> None:
@@ -345,7 +345,7 @@ class Daemon:
             settings = resolve(self.paths.config, self.overrides)
         except SettingsError as e:
             raise wire.ProtocolError(wire.ErrorCode.INVALID_PARAMS, str(e)) from None
-        self.scheduler.request_reload(settings)
+        self.worker.request_reload(settings)
 
     def shutdown(self, session: Session, params: dict[str, Any]) -> None:
         """`shutdown`: reply, then stop the daemon for every client."""

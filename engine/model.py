@@ -3,7 +3,7 @@
 Read bottom-up: config → virtual positions → codebook → attention → MLP → block → model.
 A transformer block is token-wise except attention, so each attention head's output (per token,
 before the output projection) is replaced by its nearest codeword: a token's next-layer state
-then changes only if its own state changed or one of its head codes flipped (DESIGN.md).
+then changes only if its own state changed or one of its head codes flipped (docs/design.md).
 
 Shapes: B batch, T tokens, D model width, H heads, Dh head width (D = H·Dh), F MLP width,
 G code groups per head, Q = H·G codes per token, Dg = Dh / G group width, K codewords per

@@ -11,7 +11,7 @@ training always uses float32.
 
 In int8 the linears round their inputs too, each row to integers of 22 bits times a step of its
 own (`INPUT_LEVELS`): the compiled path then multiplies bytes by bytes with AVX-512 VNNI, 1.3-2.5x
-faster than widening the weights to float32 (ARCHITECTURE.md, "Edit latency"). The step is
+faster than widening the weights to float32 (docs/bench/edit-latency.md). The step is
 ~2.4e-7 of the row's largest value, as fine as float32 near it. Sums, norms, attention and
 codebooks stay float32.
 """

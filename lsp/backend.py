@@ -4,7 +4,7 @@
 state, and callbacks for results and for versions that could not be computed (`Failed`).
 `DaemonBackend` forwards to the per-user daemon through `vqedit.daemon.client.DaemonClient`
 (which starts the daemon when none runs);
-`inprocess.InProcessBackend` (`vqedit lsp --in-process`) runs the daemon's scheduler inside the
+`inprocess.InProcessBackend` (`vqedit lsp --in-process`) runs the daemon's worker inside the
 server. Offsets are code points and versions are the server's revisions (documents.py).
 
 Threads: the server calls every method but `stop` from one thread of its own, in order, so a

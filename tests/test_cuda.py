@@ -2,7 +2,7 @@
 
 Every test here needs a CUDA device and is skipped without one (CI has none); on a GPU machine
 run `pytest tests/test_cuda.py`. The engine puts new tensors on the model's device through a
-`torch.device` context, as the daemon does (daemon/cache.py: `placed`), so a tensor made
+`torch.device` context, as the daemon does (daemon/models.py: `placed`), so a tensor made
 without it lands on the CPU and the first mixed operation fails: these tests find such places.
 """
 

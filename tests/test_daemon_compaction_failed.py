@@ -3,15 +3,15 @@ compacted, never retried on its own; the text stays, and the next change compute
 
 Nothing a client sends makes compaction alone fail (it recomputes the text the last pass just
 computed, with the same model and head), so here `LiveDocument.compact` is made to raise, in a
-scheduler in this process with a real tiny model.
+worker in this process with a real tiny model.
 """
 
 import queue
 
 from tests.daemon_harness import PROSE, Expected, assert_matches, make_tiny_model
 from vqedit.daemon.protocol import Failed, Results
-from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import Settings
+from vqedit.daemon.worker import Worker
 from vqedit.engine.live import LiveDocument
 from vqedit.text.edit import Edit
 
@@ -31,11 +31,11 @@ def test_a_failed_compaction_is_reported_once_and_the_next_change_recovers(tmp_p
         raise RuntimeError("compaction broke")
 
     monkeypatch.setattr(LiveDocument, "compact", broken)
-    scheduler = Scheduler(settings, lambda session, message: sent.put(message))
-    scheduler.start()
+    worker = Worker(settings, lambda session, message: sent.put(message))
+    worker.start()
     try:
         key = (0, "doc")
-        scheduler.open(key, PROSE, 1)
+        worker.open(key, PROSE, 1)
         assert_matches(sent.get(timeout=WAIT_S), expected(PROSE))
         failed = sent.get(timeout=WAIT_S)
         assert isinstance(failed, Failed) and failed.version == 1, failed
@@ -43,15 +43,15 @@ def test_a_failed_compaction_is_reported_once_and_the_next_change_recovers(tmp_p
         assert "compaction broke" in failed.message
         # Idle for many compaction delays: the failure is not retried in a loop.
         assert not _message_within(sent, 20 * COMPACT_AFTER_S)
-        assert scheduler.counters.failures == 1
+        assert worker.counters.failures == 1
 
         monkeypatch.undo()
-        scheduler.change(key, 2, [Edit(0, 3, "A")])
+        worker.change(key, 2, [Edit(0, 3, "A")])
         text = "A" + PROSE[3:]
         assert_matches(sent.get(timeout=WAIT_S), expected(text))
-        assert scheduler.counters.failures == 1
+        assert worker.counters.failures == 1
     finally:
-        scheduler.stop()
+        worker.stop()
 
 
 def _message_within(sent: queue.Queue, seconds: float) -> bool:

@@ -20,11 +20,11 @@ FORBIDDEN = {
     "cli": ["vqedit.lab"],
 }
 # The language server talks to the daemon through its client and wire types; only the
-# in-process backend (`vqedit lsp --in-process`) runs the daemon's scheduler itself, and only
+# in-process backend (`vqedit lsp --in-process`) runs the daemon's worker itself, and only
 # the ignored labels' file takes its place from the daemon's directories (next to its log).
 LSP_DAEMON_MODULES = {"vqedit.daemon.client", "vqedit.daemon.protocol"}
 IN_PROCESS = ROOT / "lsp" / "inprocess.py"
-IN_PROCESS_MODULES = {"vqedit.daemon.scheduler", "vqedit.daemon.settings", "vqedit.daemon.paths"}
+IN_PROCESS_MODULES = {"vqedit.daemon.worker", "vqedit.daemon.settings", "vqedit.daemon.paths"}
 IGNORED = ROOT / "lsp" / "ignored.py"
 # Within the daemon only the protocol module knows the wire format, so it can change in one place.
 WIRE_MODULE = ROOT / "daemon" / "protocol.py"
@@ -50,7 +50,7 @@ def test_layer_does_not_reach_up(layer):
                     f"{path.relative_to(ROOT)} imports {name}")
 
 
-def test_the_lsp_reaches_the_daemon_only_through_its_client_or_the_in_process_scheduler():
+def test_the_lsp_reaches_the_daemon_only_through_its_client_or_the_in_process_worker():
     for path in sorted((ROOT / "lsp").rglob("*.py")):
         allowed = LSP_DAEMON_MODULES | (IN_PROCESS_MODULES if path == IN_PROCESS else set()) | (
             {"vqedit.daemon.paths"} if path == IGNORED else set())

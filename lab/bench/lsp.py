@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vqedit.daemon.cache import load_shared
 from vqedit.daemon.client import DaemonClient
+from vqedit.daemon.models import load_shared
 from vqedit.lab.edits.synth import Typist, bbc_document, vocabulary
 from vqedit.lab.private_daemon import private_daemon_dirs
 from vqedit.lab.replay.driver import LspDriver

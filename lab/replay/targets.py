@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 import torch
 
-from vqedit.daemon.cache import SharedModel, load_shared, placed
 from vqedit.daemon.client import DaemonClient
+from vqedit.daemon.documents import results_of
+from vqedit.daemon.models import SharedModel, load_shared, placed
 from vqedit.daemon.paths import Paths
 from vqedit.daemon.protocol import Cost, Results
-from vqedit.daemon.scheduler import Scheduler
 from vqedit.daemon.settings import Settings
 from vqedit.engine.live import LiveDocument
 from vqedit.lab.replay.driver import LspDriver
@@ -120,7 +120,7 @@ class EngineTarget:
 
     def _results(self, uri: str, version: int, live: LiveDocument) -> Results:
         exact = self.model.engine.mode.delta == 0
-        return Scheduler.results_of(self.model.head, uri, version, live, exact)
+        return results_of(self.model.head, uri, version, live, exact)
 
     def stop(self) -> None:
         self.documents.clear()
@@ -135,7 +135,7 @@ class Reference:
 
     def fresh(self, uri: str, text: str) -> Results:
         live = LiveDocument(self.model.engine, self.model.tokenizer, text)
-        return Scheduler.results_of(self.model.head, uri, 0, live, True)
+        return results_of(self.model.head, uri, 0, live, True)
 
     def agrees(self, results: Results, text: str) -> bool:
         fresh = self.fresh(results.uri, text)

@@ -1,4 +1,4 @@
-"""Scheduling: every open document's state and the one inference worker that updates it.
+"""The worker: the queue of documents with work, and the one inference thread that does it.
 
 Threads and who calls what:
 - The server's event loop calls `open`, `change`, `close`, `results`, `close_session`,
@@ -7,6 +7,9 @@ Threads and who calls what:
 - One worker thread does all model work: loading, applying edits, computing results, compaction,
   eviction and unloading. `LiveDocument`s and the model are touched by the worker only.
 - Everything both sides read or write is guarded by one condition variable, `_cond`.
+
+What it owns: the queue and the thread. The documents' entries are `documents.py`'s, the model
+and its zero-shot heads `models.py`'s, the budget and eviction `memory.py`'s.
 
 Pending changes of a document are coalesced: the worker takes all of them at once, applies them
 as the engine batches them (`LiveDocument.batch`) and computes results for the newest version
@@ -26,11 +29,8 @@ coalesced batch when a newer version came, handing the edits left to the next pa
 coalesces them with the newer ones. Compaction, idle work, also stops between segments when any
 other work comes. So a big document closed mid-pass costs at most one more segment.
 
-The memory budget holds between passes: after each pass and compaction the worker evicts segment
-states, least recently used first over all documents, until they fit. A pass holds every state
-it computes until it ends. The budget must hold the largest state one segment can take, else
-the model is refused with an error naming that minimum: the segment being typed in is then
-always kept, and is the last to go.
+The memory budget holds between passes (`memory.py`); a pass holds every state it computes until
+it ends.
 """
 
 import logging
@@ -38,46 +38,23 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 
-from vqedit.engine.allocator import release_freed_memory
-from vqedit.engine.checkpoint import ModelLoadError
-from vqedit.engine.heads import LinearHead
-from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped, largest_state_nbytes
-from vqedit.text.edit import Edit, EditError, apply_all
+from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped
+from vqedit.text.edit import Edit
 
-from .cache import SharedModel, load_shared, placed
-from .protocol import Cost, ErrorCode, Failed, Paragraph, ProtocolError, Results, quote
+from .documents import Entry, Key, Labels, results_of
+from .memory import evict
+from .models import Models, SharedModel, load_shared, placed
+from .protocol import Cost, ErrorCode, Failed, ProtocolError, Results, quote
 from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
 
-Key = tuple[int, str]  # (session, uri): each editor connection has its own documents
-Labels = dict[str, str]  # zero-shot labels: name → description
-LABEL_HEADS = 16  # zero-shot heads kept per model; editors mostly share one label set
 REASON_CHARS = 300  # of an exception's text in a `Failed` message, which is one line for people
-
-
-@dataclass
-class Entry:
-    """One open document. Fields above `live` are guarded by the scheduler's lock."""
-
-    key: Key
-    text: str  # the newest accepted text; once computed, the same object as `live.text`
-    version: int  # its version
-    labels: Labels | None = None  # zero-shot labels scoring this document; None: the model's head
-    pending: list[Edit] = field(default_factory=list)  # accepted, not yet applied by the worker
-    pending_versions: int = 0  # how many versions `pending` spans (for the superseded count)
-    snapshot: Results | None = None  # immutable results of the newest computed version
-    state_bytes: int = 0  # memory of `live`'s segment states in memory
-    needs_compaction: bool = False  # edited since the last compaction (idle work to do)
-    closed: bool = False  # closed while the worker held it: its work is dropped
-    live: LiveDocument | None = None  # worker only: None before the first pass or after the
-    # model was unloaded or reloaded, then rebuilt from `text`; the budget evicts its segments
-    live_version: int = -1  # worker only: the version `live` holds
 
 
 @dataclass
@@ -96,12 +73,12 @@ class Counters:
     # other work waiting (compaction) or the daemon stopping
 
 
-class Scheduler:
+class Worker:
     def __init__(self, settings: Settings, publish: Callable[[int, Results | Failed], None],
                  loader: Callable[[Settings], SharedModel] = load_shared) -> None:
         self.settings = settings
         self._publish = publish  # (session, results or failure), called on the worker thread
-        self._loader = loader
+        self.models = Models(loader)
         self._cond = threading.Condition()
         self._docs: dict[Key, Entry] = {}
         self._ready: OrderedDict[Key, None] = OrderedDict()  # documents with work, oldest first
@@ -110,10 +87,6 @@ class Scheduler:
         self._busy = False  # the worker is inside a job
         self._current: Entry | None = None  # the document of that job, if it has one
         self._last_work = time.monotonic()  # for idle compaction and unloading
-        self.model: SharedModel | None = None  # worker writes; others only read the name
-        self.model_error: str | None = None  # why the last load failed
-        self._label_heads: OrderedDict[tuple[tuple[str, str], ...], LinearHead] = OrderedDict()
-        # worker only: heads made from label descriptions with the current model, newest last
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
@@ -140,18 +113,7 @@ class Scheduler:
     def change(self, key: Key, version: int, edits: list[Edit]) -> None:
         """Accept edits for a new version, or raise ProtocolError changing nothing."""
         with self._cond:
-            entry = self._entry(key)
-            if version <= entry.version:
-                raise ProtocolError(ErrorCode.STALE_VERSION,
-                                    f"version {version} is not above the document's "
-                                    f"{entry.version}")
-            try:
-                text = apply_all(entry.text, edits)
-            except EditError as e:
-                raise ProtocolError(ErrorCode.EDIT_OUT_OF_RANGE, str(e)) from None
-            entry.text, entry.version = text, version
-            entry.pending.extend(edits)
-            entry.pending_versions += 1
+            self._entry(key).accept(version, edits)
             self.counters.edits += 1
             self._wake(key)
 
@@ -178,8 +140,8 @@ class Scheduler:
         """The newest computed results (maybe for an older version), None before the first."""
         with self._cond:
             entry = self._entry(key)
-            if entry.snapshot is None and self.model_error is not None:
-                raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, self.model_error)
+            if entry.snapshot is None and self.models.error is not None:
+                raise ProtocolError(ErrorCode.MODEL_UNAVAILABLE, self.models.error)
             return entry.snapshot
 
     def request_reload(self, settings: Settings | None = None) -> None:
@@ -267,7 +229,7 @@ class Scheduler:
                         if entry.needs_compaction and entry.live is not None:
                             entry.needs_compaction, self._current = False, entry
                             return lambda e=entry: self._compact(e)
-                if self.model is not None and idle >= self.settings.idle_unload_s:
+                if self.models.model is not None and idle >= self.settings.idle_unload_s:
                     return self._unload
                 self._busy = False
                 self._cond.notify_all()
@@ -275,44 +237,19 @@ class Scheduler:
                 self._cond.wait(max(min([w for w in waits if w > 0], default=1.0), 0.05))
 
     def _load(self, settings: Settings) -> SharedModel | None:
-        """Load the model for `settings`; on failure keep what there is and record why."""
-        try:
-            started = time.monotonic()
-            model = self._loader(settings)
-        except (ModelLoadError, ValueError, OSError, RuntimeError) as e:
-            self.model_error = str(e)
-            log.error("model load failed: %s", e)
-            return None
-        except Exception as e:  # any other kind too: the worker must live to report it
-            self.model_error = f"the model could not load ({type(e).__name__}: {e})"
-            log.exception("model load failed")
-            return None
-        minimum = largest_state_nbytes(model.engine)
-        if settings.memory_mb * 2**20 < minimum:
-            self.model_error = (f"memory_mb {settings.memory_mb:g} is below the largest state "
-                                f"one segment takes with {model.name} ({minimum / 2**20:.3f} MB): "
-                                "set memory_mb (--memory-mb) to at least that")
-            log.error("model refused: %s", self.model_error)
-            return None
-        log.info("loaded %s on %s in %.1f s (%s)", model.name, model.device,
-                 time.monotonic() - started, settings.mode_name)
-        self.model, self.model_error, self.settings = model, None, settings
-        self._label_heads.clear()
+        """Load the model for `settings`; its settings become the worker's if it loads."""
+        model = self.models.load(settings)
+        if model is not None:
+            self.settings = settings
         return model
-
-    def _model(self) -> SharedModel | None:
-        """The loaded model, loading it again after an idle unload (not after a failure)."""
-        if self.model is None and self.model_error is None:
-            self._load(self.settings)
-        return self.model
 
     def _compute(self, entry: Entry, text: str, version: int, edits: list[Edit],
                  labels: Labels | None) -> None:
-        model = self._model()
+        model = self.models.current(self.settings)
         if model is None:
             self._report(entry, Failed(entry.key[1], version, ErrorCode.MODEL_UNAVAILABLE,
                                        f"no model to compute version {version} with: "
-                                       f"{self.model_error}; fix it and reload the daemon"))
+                                       f"{self.models.error}; fix it and reload the daemon"))
             return
         counter = model.engine.model.counter
         try:
@@ -324,12 +261,12 @@ class Scheduler:
                     return
                 cost = Cost(counter.macs - before, live.dense_macs(), live.tokens(),
                             [e.dirty for stats in applied for e in stats.edited])
-                results = self.results_of(self._head(model, labels), entry.key[1], version,
-                                          live, exact=model.engine.mode.delta == 0, cost=cost)
+                results = results_of(self.models.head(model, labels), entry.key[1], version,
+                                     live, exact=model.engine.mode.delta == 0, cost=cost)
         except Stopped:  # closed, or the daemon is stopping: the half-built state goes
             with self._cond:
                 self.counters.stopped += 1
-                entry.live, entry.state_bytes = None, 0
+                entry.drop_state()
             log.info("%s: pass stopped (document closed or daemon stopping)", entry.key[1])
             return
         except Exception as e:
@@ -408,40 +345,9 @@ class Scheduler:
             entry.state_bytes = live.nbytes()
             self._evict()
 
-    def _head(self, model: SharedModel, labels: Labels | None) -> LinearHead:
-        """The model's head, or one whose prototypes are the label descriptions' embeddings."""
-        if labels is None:
-            return model.head
-        key = tuple(labels.items())
-        head = self._label_heads.get(key)
-        if head is None:
-            prototypes = torch.stack([LiveDocument(model.engine, model.tokenizer, text).embedding()
-                                      for text in labels.values()])  # (N, D)
-            head = self._label_heads[key] = LinearHead.from_prototypes(list(labels), prototypes)
-            while len(self._label_heads) > LABEL_HEADS:
-                self._label_heads.popitem(last=False)
-        self._label_heads.move_to_end(key)
-        return head
-
-    @staticmethod
-    def results_of(head: LinearHead, uri: str, version: int, live: LiveDocument,
-                   exact: bool, cost: Cost | None = None) -> Results:
-        """A document's results from its live state (also what `vqedit replay` reports)."""
-        if not live.document.segments:
-            return Results(uri, version, None, {}, [], exact, cost)
-        document = head.classify(live.embedding())
-        tokens, paragraphs = live.document.tokens, []
-        for segment, found in zip(live.document.segments,
-                                  head.classify_rows(live.segment_embeddings()), strict=True):
-            if segment.end > segment.start:
-                paragraphs.append(Paragraph(tokens.starts[segment.start],
-                                            tokens.ends[segment.end - 1], found.label,
-                                            found.scores[found.label]))
-        return Results(uri, version, document.label, document.scores, paragraphs, exact, cost)
-
     def _compact(self, entry: Entry) -> None:
         """Idle time: renumber positions and recompute exactly; push the exact results."""
-        model, live = self.model, entry.live
+        model, live = self.models.model, entry.live
         if model is None or live is None:
             return
         with self._cond:
@@ -455,8 +361,8 @@ class Scheduler:
         try:
             with placed(model.device):
                 live.compact(other_work)
-                results = self.results_of(self._head(model, labels), entry.key[1],
-                                          entry.live_version, live, exact=True)
+                results = results_of(self.models.head(model, labels), entry.key[1],
+                                     entry.live_version, live, exact=True)
         except Stopped:  # the document is whole, partly compacted: finish it when idle
             with self._cond:
                 self.counters.stopped += 1
@@ -487,7 +393,7 @@ class Scheduler:
         log.error("%s: %s version %d failed; its model state is dropped, its text kept",
                   entry.key[1], doing, version, exc_info=error)
         with self._cond:
-            entry.live, entry.live_version, entry.state_bytes = None, -1, 0
+            entry.drop_state()
             entry.needs_compaction = False
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:REASON_CHARS]
         self._report(entry, Failed(entry.key[1], version, ErrorCode.PASS_FAILED,
@@ -504,36 +410,15 @@ class Scheduler:
         self._publish(entry.key[0], failure)
 
     def _evict(self) -> None:
-        """Drop segment states, least recently built or edited first over all documents, until
-        within the budget (worker, under the lock).
-
-        The budget holds the largest state of one segment (`_load` checks), so the segment used
-        last, the one being typed in, is never dropped. An evicted segment keeps its pooled sum,
-        so results need no model work; it is computed again when an edit reaches it.
-        """
-        budget = self.settings.memory_mb * 2**20
-        entries = [e for e in self._docs.values() if e.live is not None]
-        total = sum(e.state_bytes for e in entries)
-        if total <= budget:
-            return
-        ranked = sorted(((segment, e) for e in entries for segment in e.live.resident()),
-                        key=lambda found: found[0].used)
-        for segment, entry in ranked:
-            if total <= budget:
-                break
-            freed = entry.live.evict(segment.index)
-            entry.state_bytes -= freed
-            total -= freed
-            self.counters.evictions += 1
+        """Back within the memory budget (worker, under the lock; `memory.evict`)."""
+        self.counters.evictions += evict(self._docs.values(), self.settings.memory_mb * 2**20)
 
     def _unload(self) -> None:
         """Idle: give the memory back; texts and last results stay, states are rebuilt later."""
         with self._cond:
             for entry in self._docs.values():
-                entry.live, entry.state_bytes = None, 0
-            self.model = None
-        self._label_heads.clear()
-        release_freed_memory()  # the process keeps freed memory for reuse (engine/allocator.py)
+                entry.drop_state()
+        self.models.unload()
         log.info("idle for %.0f s: model unloaded", self.settings.idle_unload_s)
 
     def _do_reload(self, settings: Settings) -> None:
@@ -542,6 +427,6 @@ class Scheduler:
         with self._cond:
             self.counters.reloads += 1
             for key, entry in self._docs.items():
-                entry.live, entry.state_bytes = None, 0
+                entry.drop_state()
                 entry.pending, entry.pending_versions = [], 0
                 self._ready[key] = None
