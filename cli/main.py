@@ -53,7 +53,7 @@ COMMANDS = (
     (("replay",), "lab.replay.replay_command",
      "run an edit log through the engine, a daemon or the language server"),
     (("daemon",), "daemon_command", "the per-user inference daemon: run, start, stop, status"),
-    (("lsp",), "lsp.server", "the language server (stdio; --tcp HOST:PORT; --in-process)"),
+    (("lsp",), "lsp_command", "the language server (stdio; --tcp HOST:PORT; --in-process)"),
 )
 GROUPS = {  # commands of two words: the first word's summary
     "train": "distill the VQ student, train label heads",

@@ -1,11 +1,5 @@
-"""The language server `vqedit lsp`: live labels and diagnostics for prose, from the daemon.
-
-Usage:
-
-    vqedit lsp                        # stdio, the way editors start it
-    vqedit lsp --tcp 127.0.0.1:2087   # wait for one client on TCP (debugging)
-    vqedit lsp --in-process           # no daemon: the model runs inside the server
-    vqedit lsp --log-file /tmp/vqedit-lsp.log --log-level debug
+"""The language server: live labels and diagnostics for prose, from the daemon (the command
+line and logging set-up are `cli/lsp_command.py`'s).
 
 How an edit flows: `didChange` → `Documents.change` (our own copy of the text, positions in the
 negotiated encoding converted to code points, Markdown code masked) → after `debounceMs` of
@@ -15,19 +9,17 @@ results older than those already published and moves the rest onto the current t
 diagnostics with the client's current version, and `vqedit/status`. A version the backend
 could not compute comes back as a `Failed` → `failed`: the status says so (state "error") and
 the last good diagnostics stay, until results come again. One handler per LSP method
-lives in `features/`; this module owns the state they share and the order of backend calls.
+lives in `features/` as a plain function, bound to its method in one place
+(`register_features`); this module owns the state they share and the order of backend calls.
 
 Threads: pygls's event loop runs every handler and owns `Documents`; backend calls run in order
 on one thread of their own (`_backend_thread`), so a slow one never holds up the editor.
 """
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +50,16 @@ class Protocol(LanguageServerProtocol):
     time applying every change a second time nor fails before our handler on an unknown
     document (which we log and ignore)."""
 
+    def __init__(self, server: "VqeditServer", *args: Any) -> None:
+        super().__init__(server, *args)
+        self.vqedit = server  # pygls keeps its own reference private
+        self.shut_down = False  # a `shutdown` request came (pygls keeps that private too)
+
+    @lsp_method(types.SHUTDOWN)
+    def lsp_shutdown(self, *args):
+        self.shut_down = True
+        return (yield from super().lsp_shutdown(*args))
+
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
         general = params.capabilities.general
@@ -70,12 +72,12 @@ class Protocol(LanguageServerProtocol):
 
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args):
-        if not self._server.over_tcp:
+        if not self.vqedit.over_tcp:
             return (yield from super().lsp_exit(*args))
         # pygls would call sys.exit inside the TCP connection's task, which asyncio reports as
         # an unhandled exception with a traceback; stopping the server ends `start_tcp` instead.
-        self._server.exit_code = 0 if self._shutdown else 1
-        self._server.shutdown()
+        self.vqedit.exit_code = 0 if self.shut_down else 1
+        self.vqedit.shutdown()
 
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
@@ -330,54 +332,7 @@ class ClientLog(logging.Handler):
             loop.call_soon_threadsafe(self.server.window_log_message, params)
 
 
-# --- the command line -----------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
-                        help="listen for one client on TCP instead of stdio (debugging)")
-    parser.add_argument("--in-process", action="store_true",
-                        help="run the model inside the server instead of the daemon")
-    parser.add_argument("--log-file", help="also write the log to this file")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-
-
 def _ignore_cancellation(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """The loop's error report, except for tasks cancelled because the server is stopping."""
     if not isinstance(context.get("exception"), asyncio.CancelledError):
         loop.default_exception_handler(context)
-
-
-def _host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"HOST:PORT is needed, got {value!r}")
-    return host, int(port)
-
-
-def run(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_file, args.log_level)
-    server = create_server(args.in_process)
-    try:
-        if args.tcp:
-            server.serve_tcp(*args.tcp)
-        else:
-            # LSP owns standard output; anything else that prints (a library, a progress bar)
-            # goes to standard error instead of corrupting the stream.
-            lsp_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-            server.start_io(sys.stdin.buffer, lsp_out)
-    finally:
-        server.stop_backend()
-    return server.exit_code
-
-
-def _configure_logging(path: str | None, level: str) -> None:
-    """The log goes to standard error (editors show it) and, if asked, to a file."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if path:
-        handlers.append(logging.FileHandler(path))
-    logging.basicConfig(level=logging.WARNING, handlers=handlers,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for name in ("vqedit", "pygls"):
-        logging.getLogger(name).setLevel(level.upper() if name == "vqedit" else logging.WARNING)

@@ -48,6 +48,7 @@ from vqedit.lab.bench.onnx_baseline import (
 from vqedit.lab.corpus import Article, bbc_articles
 from vqedit.lab.edits.atomic import KINDS, random_edit
 from vqedit.lab.machine import cpu
+from vqedit.lab.plots import reference_line
 from vqedit.lab.train.kmeans import fit_codebooks
 from vqedit.lab.verify import verify
 from vqedit.main import CliError
@@ -411,9 +412,8 @@ def _plot(runs: list[tuple[Samples, dict]], path: Path) -> None:
     savings.set_xscale("log")
     savings.set_xlabel(f"dense MACs / incremental MACs, per edit ({report['tokens']} tokens)")
     savings.set_ylabel("edits")
-    savings.axvline(report["ops_ratio_median"], color="black", linestyle="--",
-                    label=f"median {report['ops_ratio_median']:.0f}x")
-    savings.legend()
+    reference_line(savings, report["ops_ratio_median"],
+                   f"median {report['ops_ratio_median']:.0f}x")
     for values, label in ((samples.edit_ms, "incremental"), (samples.dense_ms, "torch dense"),
                           (samples.baseline_ms.get("ort_fp32", []), "ONNX Runtime fp32"),
                           (samples.baseline_ms.get("ort_int8", []), "ONNX Runtime int8"),

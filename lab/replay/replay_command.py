@@ -37,6 +37,7 @@ from vqedit.daemon.settings import Settings, SettingsError, resolve
 from vqedit.engine.checkpoint import ModelLoadError
 from vqedit.lab.bench.onnx_baseline import BUILD
 from vqedit.lab.bench.paragraph_cache import ParagraphBaseline
+from vqedit.lab.plots import reference_line
 from vqedit.lab.private_daemon import daemon_model_arguments, private_daemon_dirs
 from vqedit.lab.replay.targets import DaemonTarget, EngineTarget, LspTarget, Outcome, Target
 from vqedit.lsp import editlog
@@ -259,16 +260,13 @@ def plot(run: Run, result: dict, path: Path) -> None:
     latency.set_xscale("log")
     latency.set_xlabel(f"ms per edit, change → results (via {result['via']})")
     latency.set_ylabel("share of edits (ECDF)")
-    latency.axvline(result["latency_ms_p50"], color="black", linestyle="--",
-                    label=f"p50 {result['latency_ms_p50']:.1f} ms")
-    latency.legend()
+    reference_line(latency, result["latency_ms_p50"], f"p50 {result['latency_ms_p50']:.1f} ms")
     ratios = _ratios(run)
     if ratios:
         ops.scatter(range(len(ratios)), ratios, s=4)
         ops.set_yscale("log")
-        ops.axhline(result["ops_ratio_median"], color="black", linestyle="--",
-                    label=f"median {result['ops_ratio_median']:.0f}x")
-        ops.legend()
+        reference_line(ops, result["ops_ratio_median"],
+                       f"median {result['ops_ratio_median']:.0f}x", vertical=False)
     else:
         ops.text(0.5, 0.5, "not measured", ha="center", transform=ops.transAxes)
     ops.set_xlabel("edit")

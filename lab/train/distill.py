@@ -1,4 +1,5 @@
-"""Distilling a VQ student from its dense teacher: the training objective (MODEL.md, "How they were made").
+"""Distilling a VQ student from its dense teacher: the training objective (MODEL.md, "How they
+were made").
 
 One step sees a batch of token windows three times:
   teacher  dense, at canonical positions: the targets (hidden states, pooled embedding);

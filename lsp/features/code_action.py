@@ -14,19 +14,16 @@ if TYPE_CHECKING:
     from vqedit.lsp.server import VqeditServer
 
 
-def register(server: "VqeditServer") -> None:
-    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
-        code_action_kinds=[types.CodeActionKind.QuickFix]))
-    def code_action(ls: "VqeditServer", params: types.CodeActionParams) -> list[
-            types.CodeAction]:
-        uri = params.text_document.uri
-        actions = []
-        for diagnostic in params.context.diagnostics:
-            if diagnostic.source != SOURCE or not isinstance(diagnostic.code, str):
-                continue
-            title = f"Ignore “{diagnostic.code}” for this paragraph"
-            actions.append(types.CodeAction(
-                title, kind=types.CodeActionKind.QuickFix, diagnostics=[diagnostic],
-                command=types.Command(title, IGNORE_LABEL, arguments=[
-                    uri, diagnostic.range.start.line, diagnostic.code])))
-        return actions
+def code_action(ls: "VqeditServer", params: types.CodeActionParams) -> list[
+        types.CodeAction]:
+    uri = params.text_document.uri
+    actions = []
+    for diagnostic in params.context.diagnostics:
+        if diagnostic.source != SOURCE or not isinstance(diagnostic.code, str):
+            continue
+        title = f"Ignore “{diagnostic.code}” for this paragraph"
+        actions.append(types.CodeAction(
+            title, kind=types.CodeActionKind.QuickFix, diagnostics=[diagnostic],
+            command=types.Command(title, IGNORE_LABEL, arguments=[
+                uri, diagnostic.range.start.line, diagnostic.code])))
+    return actions

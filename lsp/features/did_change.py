@@ -11,13 +11,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("vqedit.lsp")
 
 
-def register(server: "VqeditServer") -> None:
-    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-    def did_change(ls: "VqeditServer", params: types.DidChangeTextDocumentParams) -> None:
-        document = ls.documents.get(params.text_document.uri)
-        if document is None:
-            log.error("didChange for %s, which is not open; ignored", params.text_document.uri)
-            return
-        ls.documents.change(document, params.text_document.version, params.content_changes)
-        ls.recorder.changed(document, params.text_document.version, params.content_changes)
-        ls.schedule(document)
+def did_change(ls: "VqeditServer", params: types.DidChangeTextDocumentParams) -> None:
+    document = ls.documents.get(params.text_document.uri)
+    if document is None:
+        log.error("didChange for %s, which is not open; ignored", params.text_document.uri)
+        return
+    ls.documents.change(document, params.text_document.version, params.content_changes)
+    ls.recorder.changed(document, params.text_document.version, params.content_changes)
+    ls.schedule(document)

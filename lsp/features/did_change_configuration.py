@@ -15,12 +15,10 @@ if TYPE_CHECKING:
     from vqedit.lsp.server import VqeditServer
 
 
-def register(server: "VqeditServer") -> None:
-    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
-    async def did_change_configuration(ls: "VqeditServer",
-                                       params: types.DidChangeConfigurationParams) -> None:
-        pushed = params.settings
-        if isinstance(pushed, dict) and isinstance(pushed.get("vqedit"), dict):
-            configuration.apply(ls, pushed["vqedit"], "workspace/didChangeConfiguration")
-        else:
-            await configuration.pull(ls)
+async def did_change_configuration(ls: "VqeditServer",
+                                   params: types.DidChangeConfigurationParams) -> None:
+    pushed = params.settings
+    if isinstance(pushed, dict) and isinstance(pushed.get("vqedit"), dict):
+        configuration.apply(ls, pushed["vqedit"], "workspace/didChangeConfiguration")
+    else:
+        await configuration.pull(ls)

@@ -11,13 +11,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("vqedit.lsp")
 
 
-def register(server: "VqeditServer") -> None:
-    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
-    def did_close(ls: "VqeditServer", params: types.DidCloseTextDocumentParams) -> None:
-        uri = params.text_document.uri
-        if ls.documents.get(uri) is None:
-            log.error("didClose for %s, which is not open; ignored", uri)
-            return
-        ls.close_document(uri)
-        ls.recorder.closed(uri)
-        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri, []))
+def did_close(ls: "VqeditServer", params: types.DidCloseTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    if ls.documents.get(uri) is None:
+        log.error("didClose for %s, which is not open; ignored", uri)
+        return
+    ls.close_document(uri)
+    ls.recorder.closed(uri)
+    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri, []))

@@ -10,10 +10,8 @@ if TYPE_CHECKING:
     from vqedit.lsp.server import VqeditServer
 
 
-def register(server: "VqeditServer") -> None:
-    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(ls: "VqeditServer", params: types.DidOpenTextDocumentParams) -> None:
-        document = ls.documents.open(params.text_document)
-        ls.recorder.opened(document)
-        ls.send_open(document)
-        status.send(ls, document)
+def did_open(ls: "VqeditServer", params: types.DidOpenTextDocumentParams) -> None:
+    document = ls.documents.open(params.text_document)
+    ls.recorder.opened(document)
+    ls.send_open(document)
+    status.send(ls, document)

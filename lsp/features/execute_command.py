@@ -35,58 +35,60 @@ class CommandError(ValueError):
     """Bad arguments: the message goes to the log and into the error reply."""
 
 
-def register(server: "VqeditServer") -> None:
-    # pygls resolves a command handler's annotations at run time, where only its own
-    # LanguageServer is importable here (server.py imports this module), hence `Server`.
-    @server.command(RECOMPUTE)
-    def recompute(ls: Server, *args: Any) -> None:
-        document = _document(ls, RECOMPUTE, args, 1)
-        ls.documents.renew(document)
-        ls.send_open(document)
+# pygls resolves a command handler's annotations at run time, where only its own
+# LanguageServer is importable here (server.py imports this module), hence `Server`.
+def recompute(ls: Server, *args: Any) -> None:
+    document = _document(ls, RECOMPUTE, args, 1)
+    ls.documents.renew(document)
+    ls.send_open(document)
 
-    @server.command(STATS)
-    async def stats(ls: Server, *args: Any) -> dict[str, Any]:
-        found = {"backend": await ls.call_backend(lambda backend: backend.stats()),
-                 "server": {"documents": len(ls.documents.open_documents),
-                            "position_encoding": ls.documents.encoding,
-                            "model_state": ls.model.state,
-                            "most_backend_calls_waiting": ls.most_calls_waiting,
-                            "edits_waiting": ls.outbox.edits_waiting(),
-                            "settings": ls.settings.as_client_json()}}
-        log.info("stats: %s", json.dumps(found, default=str))
-        return found
 
-    @server.command(IGNORE_LABEL)
-    def ignore_label(ls: Server, *args: Any) -> None:
-        document = _document(ls, IGNORE_LABEL, args, 3)
-        line, label = args[1], args[2]
-        if isinstance(line, bool) or not isinstance(line, int) or not isinstance(label, str):
-            raise _fail(f"{IGNORE_LABEL} takes [uri, line (integer), label (string)], got "
-                        f"{list(args)!r}")
-        results = document.results
-        start = document.lines.offset(line, 0).offset
-        end = document.lines.line_end(line) if line < len(document.lines.starts) else start
-        paragraph = next((p for p in document.paragraphs(results)
-                          if p.start <= end and start <= p.end),
-                         None) if results is not None else None
-        if paragraph is None:
-            raise _fail(f"{IGNORE_LABEL}: no paragraph with results at line {line} of "
-                        f"{document.uri}")
-        ls.ignored.add(document.uri, document.text[paragraph.start:paragraph.end], label)
-        diagnostics.publish(ls, document)
+async def stats(ls: Server, *args: Any) -> dict[str, Any]:
+    found = {"backend": await ls.call_backend(lambda backend: backend.stats()),
+             "server": {"documents": len(ls.documents.open_documents),
+                        "position_encoding": ls.documents.encoding,
+                        "model_state": ls.model.state,
+                        "most_backend_calls_waiting": ls.most_calls_waiting,
+                        "edits_waiting": ls.outbox.edits_waiting(),
+                        "settings": ls.settings.as_client_json()}}
+    log.info("stats: %s", json.dumps(found, default=str))
+    return found
 
-    @server.command(CLEAR_IGNORED)
-    def clear_ignored(ls: Server, *args: Any) -> int:
-        document = _document(ls, CLEAR_IGNORED, args, 1)
-        cleared = ls.ignored.clear(document.uri)
-        log.info("%s: %d ignored label(s) cleared", document.uri, cleared)
-        diagnostics.publish(ls, document)
-        return cleared
 
-    @server.command(TEXT)
-    def text(ls: Server, *args: Any) -> dict[str, Any]:
-        document = _document(ls, TEXT, args, 1)
-        return {"uri": document.uri, "version": document.version, "text": document.text}
+def ignore_label(ls: Server, *args: Any) -> None:
+    document = _document(ls, IGNORE_LABEL, args, 3)
+    line, label = args[1], args[2]
+    if isinstance(line, bool) or not isinstance(line, int) or not isinstance(label, str):
+        raise _fail(f"{IGNORE_LABEL} takes [uri, line (integer), label (string)], got "
+                    f"{list(args)!r}")
+    results = document.results
+    start = document.lines.offset(line, 0).offset
+    end = document.lines.line_end(line) if line < len(document.lines.starts) else start
+    paragraph = next((p for p in document.paragraphs(results)
+                      if p.start <= end and start <= p.end),
+                     None) if results is not None else None
+    if paragraph is None:
+        raise _fail(f"{IGNORE_LABEL}: no paragraph with results at line {line} of "
+                    f"{document.uri}")
+    ls.ignored.add(document.uri, document.text[paragraph.start:paragraph.end], label)
+    diagnostics.publish(ls, document)
+
+
+def clear_ignored(ls: Server, *args: Any) -> int:
+    document = _document(ls, CLEAR_IGNORED, args, 1)
+    cleared = ls.ignored.clear(document.uri)
+    log.info("%s: %d ignored label(s) cleared", document.uri, cleared)
+    diagnostics.publish(ls, document)
+    return cleared
+
+
+def text(ls: Server, *args: Any) -> dict[str, Any]:
+    document = _document(ls, TEXT, args, 1)
+    return {"uri": document.uri, "version": document.version, "text": document.text}
+
+
+COMMANDS = {RECOMPUTE: recompute, STATS: stats, IGNORE_LABEL: ignore_label,
+            CLEAR_IGNORED: clear_ignored, TEXT: text}
 
 
 def _document(ls: "VqeditServer", command: str, args: tuple[Any, ...], count: int) -> Document:

@@ -14,12 +14,10 @@ if TYPE_CHECKING:
     from vqedit.lsp.server import VqeditServer
 
 
-def register(server: "VqeditServer") -> None:
-    @server.feature(types.INITIALIZE)
-    def initialize(ls: "VqeditServer", params: types.InitializeParams) -> None:
-        ls.start_backend()
-        ls.documents.encoding = ls.workspace.position_encoding
-        options = params.initialization_options
-        if isinstance(options, dict) and isinstance(options.get("vqedit"), dict):
-            options = options["vqedit"]
-        configuration.apply(ls, options, "initializationOptions")
+def initialize(ls: "VqeditServer", params: types.InitializeParams) -> None:
+    ls.start_backend()
+    ls.documents.encoding = ls.workspace.position_encoding
+    options = params.initialization_options
+    if isinstance(options, dict) and isinstance(options.get("vqedit"), dict):
+        options = options["vqedit"]
+    configuration.apply(ls, options, "initializationOptions")

@@ -22,12 +22,10 @@ POLL_S = 0.2  # how often the backend is asked whether the model has loaded
 PROGRESS_TOKEN = "vqedit-model-load"
 
 
-def register(server: "VqeditServer") -> None:
-    @server.feature(types.INITIALIZED)
-    async def initialized(ls: "VqeditServer", params: types.InitializedParams) -> None:
-        ls.background_tasks.add(asyncio.ensure_future(watch_model_load(ls)))
-        await configuration.pull(ls)
-        configuration.log_effective(ls, "in force after initialization")
+async def initialized(ls: "VqeditServer", params: types.InitializedParams) -> None:
+    ls.background_tasks.add(asyncio.ensure_future(watch_model_load(ls)))
+    await configuration.pull(ls)
+    configuration.log_effective(ls, "in force after initialization")
 
 
 async def watch_model_load(ls: "VqeditServer") -> None:
