@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from vqedit.lsp.server import create_server
+from vqedit.lsp.app import create_server
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

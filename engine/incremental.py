@@ -12,9 +12,9 @@ layer 0: inserted tokens and tokens whose virtual position moved).
    joins D for the next layer.
 5. Output projection, residual and MLP run for D ∪ flipped only.
 
-Two modes (docs/design.md): *exact* keeps every code the nearest codeword, so the state equals a full
-pass; *sticky* keeps a code while it is within (1 + δ) of the nearest codeword's distance, which
-stops most flips at a bounded deviation. In sticky mode the refresh policy re-quantizes
+Two modes (docs/design.md): *exact* keeps every code the nearest codeword, so the state equals a
+full pass; *sticky* keeps a code while it is within (1 + δ) of the nearest codeword's distance,
+which stops most flips at a bounded deviation. In sticky mode the refresh policy re-quantizes
 `Mode.sweep` tokens per layer per edit exactly, in turn, and compaction (idle time) rebuilds the
 state exactly at canonical positions.
 

@@ -27,7 +27,7 @@ from vqedit.text.edit import Edit, apply_all
 
 from .document import Document
 from .incremental import EditStats, IncrementalEngine
-from .ops import full_pass_macs
+from .model import full_pass_macs
 from .state import SegmentState
 from .tokens import Tokenizer
 

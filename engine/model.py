@@ -67,6 +67,21 @@ class VQConfig:
         return self.n_heads * self.codebook_groups
 
 
+def full_pass_macs(config: VQConfig, tokens: int, quantized: bool = False) -> int:
+    """What the counter adds for one full forward pass over `tokens` tokens, without running it.
+
+    Per layer: q/k/v/output projections, the MLP, scores and weighted values over every
+    attended pair, and with codebooks each head output's distance to every codeword.
+    `tests/test_model.py` checks it against the counter.
+    """
+    d, f, t = config.d_model, config.d_ff, tokens
+    pairs = t * (t + 1) // 2 if config.causal else t * t
+    per_layer = 4 * t * d * d + 2 * t * d * f + 2 * pairs * d
+    if quantized:
+        per_layer += t * config.codebook_size * d
+    return config.n_layers * per_layer
+
+
 class PositionTable(nn.Module):
     """Learned absolute positions, read at virtual (real-valued) positions.
 

@@ -6,13 +6,8 @@ softmax, activations, embedding look-ups) is not counted: it is O(T·D), negligi
 O(T·D²) products, and the same for every path.
 """
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .model import VQConfig
 
 
 class MacCounter:
@@ -60,18 +55,3 @@ class CountedLinear(nn.Linear):
         if self.input_levels:
             x = on_grid(x, self.input_levels)
         return super().forward(x)
-
-
-def full_pass_macs(config: "VQConfig", tokens: int, quantized: bool = False) -> int:
-    """What the counter adds for one full forward pass over `tokens` tokens, without running it.
-
-    Per layer: q/k/v/output projections, the MLP, scores and weighted values over every
-    attended pair, and with codebooks each head output's distance to every codeword.
-    `tests/test_model.py` checks it against the counter.
-    """
-    d, f, t = config.d_model, config.d_ff, tokens
-    pairs = t * (t + 1) // 2 if config.causal else t * t
-    per_layer = 4 * t * d * d + 2 * t * d * f + 2 * pairs * d
-    if quantized:
-        per_layer += t * config.codebook_size * d
-    return config.n_layers * per_layer

@@ -32,9 +32,9 @@ from pygls.protocol import LanguageServerProtocol, lsp_method
 from vqedit import __version__
 from vqedit.daemon.protocol import Failed, Results
 
-from .backend import Backend, DaemonBackend, ModelState
+from .backend import Backend, ModelState
 from .documents import Document, Documents
-from .features import diagnostics, register_features, status
+from .features import diagnostics, status
 from .ignored import IgnoredLabels
 from .ignored import default_path as ignored_path
 from .outbox import Outbox, Outgoing
@@ -235,8 +235,8 @@ class VqeditServer(LanguageServer):
         if self.model.state != "ready":
             self.set_model(ModelState("ready"))
         document.published = results.version
-        diagnostics.publish(self, document)
-        status.send(self, document)
+        self.publish_diagnostics(document)
+        self.send_status(document)
 
     def failed(self, failure: Failed) -> None:
         """The backend could not compute a revision: the document's status says so until
@@ -252,7 +252,7 @@ class VqeditServer(LanguageServer):
         else:
             log.debug("%s: failed again: %s", failure.uri, failure.message)
         document.failure = failure
-        status.send(self, document)
+        self.send_status(document)
 
     def set_model(self, model: ModelState) -> None:
         """A change of the model's state: every open document's status line hears of it."""
@@ -261,7 +261,7 @@ class VqeditServer(LanguageServer):
         self.model = model
         log.info("model state: %s%s", model.state, f" ({model.message})" if model.message else "")
         for document in list(self.documents.open_documents.values()) or [None]:
-            status.send(self, document)
+            self.send_status(document)
 
     def relabel(self) -> None:
         """Every open document scored with the `labels` setting (none: the topic head)."""
@@ -272,7 +272,27 @@ class VqeditServer(LanguageServer):
     def republish(self) -> None:
         """Diagnostics again for every open document (rules or ignored labels changed)."""
         for document in self.documents.open_documents.values():
-            diagnostics.publish(self, document)
+            self.publish_diagnostics(document)
+
+    def publish_diagnostics(self, document: Document) -> None:
+        """`textDocument/publishDiagnostics` from the newest results (features/diagnostics.py);
+        rules naming labels the results lack are reported once per set."""
+        found = diagnostics.params(document, self.settings, self.ignored)
+        if found is None:
+            return
+        labels = document.results.scores.keys()
+        unknown = diagnostics.unknown_labels(self.settings, labels)
+        if unknown and labels and unknown != self.unknown_rule_labels:
+            message = (f"vqedit: rules name labels that are not in use: "
+                       f"{', '.join(sorted(unknown))} (labels: {', '.join(labels)})")
+            log.warning("%s", message)
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Warning, message))
+        self.unknown_rule_labels = unknown
+        self.text_document_publish_diagnostics(found)
+
+    def send_status(self, document: Document | None) -> None:
+        """`vqedit/status` for a document, or for none (features/status.py)."""
+        self.protocol.notify(status.METHOD, status.params(document, self.model))
 
     def serve_tcp(self, host: str, port: int) -> None:
         """One client on TCP, until it disconnects or sends `exit`, or SIGINT/SIGTERM."""
@@ -298,17 +318,6 @@ class VqeditServer(LanguageServer):
         if self._backend is not None:
             self._backend.stop()
         self._backend_thread.shutdown(wait=False)
-
-
-def create_server(in_process: bool = False) -> VqeditServer:
-    if in_process:
-        from .inprocess import InProcessBackend  # imports torch: only when asked for
-        server = VqeditServer(InProcessBackend)
-    else:
-        server = VqeditServer(DaemonBackend)
-    register_features(server)
-    logging.getLogger("vqedit").addHandler(ClientLog(server))
-    return server
 
 
 LOG_LEVELS = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,

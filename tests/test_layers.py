@@ -176,3 +176,55 @@ def test_no_layer_reads_another_objects_private_attributes(layer):
 def test_the_check_sees_private_reads():
     assert private_reads("self._client._server\nself._own\nvalue._asdict()\n") == [
         "self._client._server"]
+
+
+FOLDERS = {"cli": "vqedit", **{folder: package for package, folder in PACKAGES.items()}}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every module of ours → the modules of ours importing it loads at once (type-checking
+    imports included: a tool drawing the graph sees them too)."""
+    files = {}
+    for folder, package in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            files[".".join((package, *parts)).removesuffix(".__init__")] = path
+    return {name: {n for n in loaded_on_import(path.read_text(), name) if n in files and n != name}
+            for name, path in files.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = set()
+            while not group or node not in group:
+                group.add(stack.pop())
+            if len(group) > 1:
+                found.append(group)
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_through_others():
+    assert circles(import_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]

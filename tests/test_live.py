@@ -12,7 +12,7 @@ from tests.test_tokens import edits, texts
 from tests.vq import minilm_vq, tiny_vq
 from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.live import MERGE_SPAN, Batch, LiveDocument
-from vqedit.engine.ops import full_pass_macs
+from vqedit.engine.model import full_pass_macs
 from vqedit.lab.edits.atomic import KINDS, random_edit
 from vqedit.lab.verify import verify
 from vqedit.text.edit import Edit, EditError, apply_all

@@ -5,7 +5,7 @@ import torch
 
 from tests.tiny import tiny_bert, tiny_opt
 from vqedit.engine.checkpoint import ModelLoadError, from_hf, load
-from vqedit.engine.ops import full_pass_macs
+from vqedit.engine.model import full_pass_macs
 from vqedit.lab.corpus import bbc_articles
 from vqedit.lab.train.kmeans import fit_codebooks, kmeans
 

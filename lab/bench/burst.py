@@ -27,7 +27,7 @@ import torch
 from vqedit.engine.checkpoint import LoadedModel
 from vqedit.engine.incremental import STICKY_DELTA, IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
-from vqedit.engine.ops import full_pass_macs
+from vqedit.engine.model import full_pass_macs
 from vqedit.lab.bench.paragraph_cache import ParagraphCache
 from vqedit.lab.corpus import bbc_articles
 from vqedit.lab.machine import cpu

@@ -35,7 +35,7 @@ from vqedit.engine.checkpoint import LoadedModel
 from vqedit.engine.heads import pooled
 from vqedit.engine.incremental import STICKY_DELTA, IncrementalEngine, Mode
 from vqedit.engine.live import LiveDocument
-from vqedit.engine.ops import full_pass_macs
+from vqedit.engine.model import full_pass_macs
 from vqedit.lab.bench.onnx_baseline import (
     BUILD,
     INT8,

@@ -33,8 +33,7 @@ import torch
 
 from vqedit.engine.checkpoint import load
 from vqedit.engine.document import Document
-from vqedit.engine.model import VQConfig
-from vqedit.engine.ops import full_pass_macs
+from vqedit.engine.model import VQConfig, full_pass_macs
 from vqedit.engine.tokens import Tokenizer
 from vqedit.lab.bench.onnx_baseline import INT8, Dense, OnnxError, export, unavailable, version
 from vqedit.main import CliError

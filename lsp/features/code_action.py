@@ -3,18 +3,15 @@
 The fix is a server-side command, so every editor gets it without client-side code.
 """
 
-from typing import TYPE_CHECKING
-
 from lsprotocol import types
+
+from vqedit.lsp.server import VqeditServer
 
 from .diagnostics import SOURCE
 from .execute_command import IGNORE_LABEL
 
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
 
-
-def code_action(ls: "VqeditServer", params: types.CodeActionParams) -> list[
+def code_action(ls: VqeditServer, params: types.CodeActionParams) -> list[
         types.CodeAction]:
     uri = params.text_document.uri
     actions = []

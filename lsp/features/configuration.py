@@ -7,19 +7,17 @@ the previous value stays; the effective settings are logged whenever they change
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lsprotocol import types
 
 from vqedit.lsp import settings
-
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
+from vqedit.lsp.server import VqeditServer
 
 log = logging.getLogger("vqedit.lsp")
 
 
-async def pull(ls: "VqeditServer") -> None:
+async def pull(ls: VqeditServer) -> None:
     """Ask the client for the `vqedit` section, if it can answer."""
     workspace = ls.client_capabilities.workspace
     if workspace is None or not workspace.configuration:
@@ -34,7 +32,7 @@ async def pull(ls: "VqeditServer") -> None:
         apply(ls, sections[0], "workspace/configuration")
 
 
-def apply(ls: "VqeditServer", raw: Any, source: str) -> None:
+def apply(ls: VqeditServer, raw: Any, source: str) -> None:
     new, errors = settings.update(ls.settings, raw)
     for error in errors:
         log.error("settings from %s: %s", source, error)
@@ -51,5 +49,5 @@ def apply(ls: "VqeditServer", raw: Any, source: str) -> None:
     ls.recorder.configure(new.edit_log)
 
 
-def log_effective(ls: "VqeditServer", why: str) -> None:
+def log_effective(ls: VqeditServer, why: str) -> None:
     log.info("effective settings (%s): %s", why, json.dumps(ls.settings.as_client_json()))

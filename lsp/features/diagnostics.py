@@ -10,45 +10,33 @@ paragraph gets one diagnostic per matching rule, unless the user ignored that la
 text (`vqedit.ignoreLabel`, ignored.py).
 """
 
-import logging
 from collections.abc import Collection
-from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
 from vqedit.daemon.protocol import Paragraph
 from vqedit.lsp.documents import Document
+from vqedit.lsp.ignored import IgnoredLabels
 from vqedit.lsp.settings import SEVERITIES, Settings
-
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
-
-log = logging.getLogger("vqedit.lsp")
 
 SOURCE = "vqedit"
 
 
-def publish(ls: "VqeditServer", document: Document) -> None:
+def params(document: Document, settings: Settings,
+           ignored: IgnoredLabels) -> types.PublishDiagnosticsParams | None:
+    """The document's diagnostics from its newest results, None before the first."""
     results = document.results
     if results is None:
-        return
-    _report_unknown_labels(ls, results.scores.keys())
+        return None
     found = [d for p in document.paragraphs(results)
-             if p.label not in ls.ignored.labels(document.uri, document.text[p.start:p.end])
-             for d in diagnose(document, p, ls.settings)]
-    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-        document.uri, found, version=document.version))
+             if p.label not in ignored.labels(document.uri, document.text[p.start:p.end])
+             for d in diagnose(document, p, settings)]
+    return types.PublishDiagnosticsParams(document.uri, found, version=document.version)
 
 
-def _report_unknown_labels(ls: "VqeditServer", labels: Collection[str]) -> None:
-    """Say once (per set) which rules name labels the results do not have: they never fire."""
-    unknown = frozenset(r.label for r in ls.settings.rules) - set(labels)
-    if unknown and labels and unknown != ls.unknown_rule_labels:
-        message = (f"vqedit: rules name labels that are not in use: {', '.join(sorted(unknown))} "
-                   f"(labels: {', '.join(labels)})")
-        log.warning("%s", message)
-        ls.window_show_message(types.ShowMessageParams(types.MessageType.Warning, message))
-    ls.unknown_rule_labels = unknown
+def unknown_labels(settings: Settings, labels: Collection[str]) -> frozenset[str]:
+    """The labels rules name that the results do not have: those rules never fire."""
+    return frozenset(r.label for r in settings.rules) - set(labels)
 
 
 def diagnose(document: Document, paragraph: Paragraph, settings: Settings) -> list[

@@ -1,17 +1,15 @@
 """`textDocument/didChange`: apply to our own copy now, send to the backend after the debounce."""
 
 import logging
-from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
+from vqedit.lsp.server import VqeditServer
 
 log = logging.getLogger("vqedit.lsp")
 
 
-def did_change(ls: "VqeditServer", params: types.DidChangeTextDocumentParams) -> None:
+def did_change(ls: VqeditServer, params: types.DidChangeTextDocumentParams) -> None:
     document = ls.documents.get(params.text_document.uri)
     if document is None:
         log.error("didChange for %s, which is not open; ignored", params.text_document.uri)

@@ -5,17 +5,14 @@ some push nothing useful and expect the server to pull. A push with a `vqedit` o
 as it is; anything else triggers a `workspace/configuration` pull.
 """
 
-from typing import TYPE_CHECKING
-
 from lsprotocol import types
+
+from vqedit.lsp.server import VqeditServer
 
 from . import configuration
 
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
 
-
-async def did_change_configuration(ls: "VqeditServer",
+async def did_change_configuration(ls: VqeditServer,
                                    params: types.DidChangeConfigurationParams) -> None:
     pushed = params.settings
     if isinstance(pushed, dict) and isinstance(pushed.get("vqedit"), dict):

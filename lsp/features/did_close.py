@@ -1,17 +1,15 @@
 """`textDocument/didClose`: forget the document and clear its diagnostics."""
 
 import logging
-from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
+from vqedit.lsp.server import VqeditServer
 
 log = logging.getLogger("vqedit.lsp")
 
 
-def did_close(ls: "VqeditServer", params: types.DidCloseTextDocumentParams) -> None:
+def did_close(ls: VqeditServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
     if ls.documents.get(uri) is None:
         log.error("didClose for %s, which is not open; ignored", uri)

@@ -14,16 +14,10 @@ Bad arguments get an error reply and a logged error; nothing changes.
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
-
-from pygls.lsp.server import LanguageServer as Server
+from typing import Any
 
 from vqedit.lsp.documents import Document
-
-from . import diagnostics
-
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
+from vqedit.lsp.server import VqeditServer
 
 log = logging.getLogger("vqedit.lsp")
 
@@ -35,15 +29,13 @@ class CommandError(ValueError):
     """Bad arguments: the message goes to the log and into the error reply."""
 
 
-# pygls resolves a command handler's annotations at run time, where only its own
-# LanguageServer is importable here (server.py imports this module), hence `Server`.
-def recompute(ls: Server, *args: Any) -> None:
+def recompute(ls: VqeditServer, *args: Any) -> None:
     document = _document(ls, RECOMPUTE, args, 1)
     ls.documents.renew(document)
     ls.send_open(document)
 
 
-async def stats(ls: Server, *args: Any) -> dict[str, Any]:
+async def stats(ls: VqeditServer, *args: Any) -> dict[str, Any]:
     found = {"backend": await ls.call_backend(lambda backend: backend.stats()),
              "server": {"documents": len(ls.documents.open_documents),
                         "position_encoding": ls.documents.encoding,
@@ -55,7 +47,7 @@ async def stats(ls: Server, *args: Any) -> dict[str, Any]:
     return found
 
 
-def ignore_label(ls: Server, *args: Any) -> None:
+def ignore_label(ls: VqeditServer, *args: Any) -> None:
     document = _document(ls, IGNORE_LABEL, args, 3)
     line, label = args[1], args[2]
     if isinstance(line, bool) or not isinstance(line, int) or not isinstance(label, str):
@@ -71,18 +63,18 @@ def ignore_label(ls: Server, *args: Any) -> None:
         raise _fail(f"{IGNORE_LABEL}: no paragraph with results at line {line} of "
                     f"{document.uri}")
     ls.ignored.add(document.uri, document.text[paragraph.start:paragraph.end], label)
-    diagnostics.publish(ls, document)
+    ls.publish_diagnostics(document)
 
 
-def clear_ignored(ls: Server, *args: Any) -> int:
+def clear_ignored(ls: VqeditServer, *args: Any) -> int:
     document = _document(ls, CLEAR_IGNORED, args, 1)
     cleared = ls.ignored.clear(document.uri)
     log.info("%s: %d ignored label(s) cleared", document.uri, cleared)
-    diagnostics.publish(ls, document)
+    ls.publish_diagnostics(document)
     return cleared
 
 
-def text(ls: Server, *args: Any) -> dict[str, Any]:
+def text(ls: VqeditServer, *args: Any) -> dict[str, Any]:
     document = _document(ls, TEXT, args, 1)
     return {"uri": document.uri, "version": document.version, "text": document.text}
 
@@ -91,7 +83,7 @@ COMMANDS = {RECOMPUTE: recompute, STATS: stats, IGNORE_LABEL: ignore_label,
             CLEAR_IGNORED: clear_ignored, TEXT: text}
 
 
-def _document(ls: "VqeditServer", command: str, args: tuple[Any, ...], count: int) -> Document:
+def _document(ls: VqeditServer, command: str, args: tuple[Any, ...], count: int) -> Document:
     if len(args) != count or not isinstance(args[0], str):
         raise _fail(f"{command} takes {count} argument(s) starting with a uri, got {list(args)!r}")
     document = ls.documents.get(args[0])

@@ -4,15 +4,12 @@ Answered from the newest results, even if a newer version is still being compute
 (the hover says which); before the first results, or between paragraphs, it says what it can.
 """
 
-from typing import TYPE_CHECKING
-
 from lsprotocol import types
 
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
+from vqedit.lsp.server import VqeditServer
 
 
-def hover(ls: "VqeditServer", params: types.HoverParams) -> types.Hover | None:
+def hover(ls: VqeditServer, params: types.HoverParams) -> types.Hover | None:
     document = ls.documents.get(params.text_document.uri)
     if document is None:
         return None

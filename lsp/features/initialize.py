@@ -4,17 +4,14 @@ The options are the `vqedit` section itself, or an object holding it under `vqed
 (both shapes are common among clients).
 """
 
-from typing import TYPE_CHECKING
-
 from lsprotocol import types
+
+from vqedit.lsp.server import VqeditServer
 
 from . import configuration
 
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
 
-
-def initialize(ls: "VqeditServer", params: types.InitializeParams) -> None:
+def initialize(ls: VqeditServer, params: types.InitializeParams) -> None:
     ls.start_backend()
     ls.documents.encoding = ls.workspace.position_encoding
     options = params.initialization_options

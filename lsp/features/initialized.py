@@ -7,28 +7,25 @@ sync and requests answered meanwhile.
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
 from vqedit.lsp.backend import ModelState
+from vqedit.lsp.server import VqeditServer
 
 from . import configuration
-
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
 
 POLL_S = 0.2  # how often the backend is asked whether the model has loaded
 PROGRESS_TOKEN = "vqedit-model-load"
 
 
-async def initialized(ls: "VqeditServer", params: types.InitializedParams) -> None:
+async def initialized(ls: VqeditServer, params: types.InitializedParams) -> None:
     ls.background_tasks.add(asyncio.ensure_future(watch_model_load(ls)))
     await configuration.pull(ls)
     configuration.log_effective(ls, "in force after initialization")
 
 
-async def watch_model_load(ls: "VqeditServer") -> None:
+async def watch_model_load(ls: VqeditServer) -> None:
     progress = ls.client_capabilities.window is not None and bool(
         ls.client_capabilities.window.work_done_progress)
     if progress:

@@ -12,27 +12,25 @@ no document open.
 """
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Any
 
+from vqedit.lsp.backend import ModelState
 from vqedit.lsp.documents import Document
-
-if TYPE_CHECKING:
-    from vqedit.lsp.server import VqeditServer
 
 METHOD = "vqedit/status"
 
 
-def send(ls: "VqeditServer", document: Document | None) -> None:
+def params(document: Document | None, model: ModelState) -> dict[str, Any]:
     results = document.results if document is not None else None
     label = results.label if results is not None else None
     failure = document.failure if document is not None else None
-    ls.protocol.notify(METHOD, {
+    return {
         "uri": document.uri if document else None,
         "version": document.version if document else None,
-        "state": "error" if failure else ls.model.state,
+        "state": "error" if failure else model.state,
         "label": label,
         "score": results.scores.get(label) if label is not None else None,
         "resultsVersion": document.results_version if results is not None else None,
-        "message": failure.message if failure else ls.model.message,
+        "message": failure.message if failure else model.message,
         "cost": dataclasses.asdict(results.cost) if results and results.cost else None,
-        "failedVersion": document.versions.get(failure.version) if failure else None})
+        "failedVersion": document.versions.get(failure.version) if failure else None}
