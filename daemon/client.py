@@ -109,11 +109,15 @@ class DaemonClient:
             self._forget_failure(uri)  # a failure of the text this one replaces
             self._call("open", self._docs[uri].open_params(uri), resync_covers=True)
 
-    def change(self, uri: str, version: int, edits: list[Edit]) -> None:
-        """Apply edits to our copy (ValueError if one misfits, nothing sent) and send them."""
+    def change(self, uri: str, version: int, edits: list[Edit], after: str | None = None) -> None:
+        """Apply edits to our copy (ValueError if one misfits, nothing sent) and send them.
+        `after`, the text they lead to where the caller has it (the language server, which made
+        the edits from it), becomes our copy as it is: the edits are not checked twice in one
+        process, and the process holds one copy of the text."""
         with self._lock:
             document = self._docs[uri]
-            text = apply_all(document.text, edits)  # EditError (a ValueError) if one misfits
+            # EditError (a ValueError) if one misfits
+            text = apply_all(document.text, edits) if after is None else after
             self._docs[uri] = replace(document, text=text, version=version)
             self._call("change", {"uri": uri, "version": version,
                                   "edits": [wire.to_wire(e) for e in edits]}, resync_covers=True)

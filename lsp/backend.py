@@ -38,8 +38,9 @@ class Backend(Protocol):
         """Open or reopen (from scratch) a document; its results follow through `on_results`
         (or, if it cannot be computed, a `Failed` through `on_failed`)."""
 
-    def change(self, uri: str, version: int, edits: list[Edit]) -> None:
-        """Apply edits (code points, in order) for a newer version."""
+    def change(self, uri: str, version: int, edits: list[Edit], text: str) -> None:
+        """Apply edits (code points, in order) for a newer version; `text` is what they lead
+        to, the server's own copy."""
 
     def close(self, uri: str) -> None: ...
 
@@ -63,8 +64,8 @@ class DaemonBackend:
     def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
         self.client.open(uri, text, version, labels)
 
-    def change(self, uri: str, version: int, edits: list[Edit]) -> None:
-        self.client.change(uri, version, edits)
+    def change(self, uri: str, version: int, edits: list[Edit], text: str) -> None:
+        self.client.change(uri, version, edits, after=text)
 
     def close(self, uri: str) -> None:
         self.client.close(uri)

@@ -36,8 +36,8 @@ class InProcessBackend:
     def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
         self.worker.open((SESSION, uri), text, version, labels)
 
-    def change(self, uri: str, version: int, edits: list[Edit]) -> None:
-        self.worker.change((SESSION, uri), version, list(edits))
+    def change(self, uri: str, version: int, edits: list[Edit], text: str) -> None:
+        self.worker.change((SESSION, uri), version, list(edits))  # checked there, once
 
     def close(self, uri: str) -> None:
         self.worker.close((SESSION, uri))

@@ -185,7 +185,7 @@ class VqeditServer(LanguageServer):
             log.debug("sending %d edits of %s at revision %d", len(outgoing.edits), uri,
                       outgoing.revision)
             try:
-                backend.change(uri, outgoing.revision, outgoing.edits)
+                backend.change(uri, outgoing.revision, outgoing.edits, outgoing.text)
             except Exception as e:  # the backend's copy differs: give it ours, whole
                 log.error("%s: the backend refused revision %d (%s); sending the whole text",
                           uri, outgoing.revision, e)
