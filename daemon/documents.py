@@ -11,10 +11,9 @@ from vqedit.engine.heads import LinearHead
 from vqedit.engine.live import LiveDocument
 from vqedit.text.edit import Edit, EditError, apply_all
 
-from .protocol import Cost, ErrorCode, Paragraph, ProtocolError, Results
+from .protocol import Cost, ErrorCode, LabelDescriptions, Paragraph, ProtocolError, Results
 
 Key = tuple[int, str]  # (session, uri): each editor connection has its own documents
-Labels = dict[str, str]  # zero-shot labels: name → description
 
 
 @dataclass
@@ -24,7 +23,7 @@ class Entry:
     key: Key
     text: str  # the newest accepted text; once computed, the same object as `live.text`
     version: int  # its version
-    labels: Labels | None = None  # zero-shot labels scoring this document; None: the model's head
+    labels: LabelDescriptions | None = None  # zero-shot labels scoring it; None: the head
     pending: list[Edit] = field(default_factory=list)  # accepted, not yet applied by the worker
     pending_versions: int = 0  # how many versions `pending` spans (for the superseded count)
     snapshot: Results | None = None  # immutable results of the newest computed version

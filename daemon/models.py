@@ -24,8 +24,8 @@ from vqedit.engine.live import LiveDocument
 from vqedit.engine.tokens import Tokenizer
 from vqedit.engine.weights import SERVING
 
-from .documents import Labels
 from .memory import too_small
+from .protocol import LabelDescriptions
 from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
@@ -133,7 +133,7 @@ class Models:
         self._label_heads.clear()
         release_freed_memory()  # the process keeps freed memory for reuse (engine/allocator.py)
 
-    def head(self, model: SharedModel, labels: Labels | None) -> LinearHead:
+    def head(self, model: SharedModel, labels: LabelDescriptions | None) -> LinearHead:
         """The model's head, or one whose prototypes are the label descriptions' embeddings."""
         if labels is None:
             return model.head

@@ -31,6 +31,7 @@ PROTOCOL_VERSION = 1
 # client can make the daemon allocate.
 MAX_FRAME = 16 * 2**20
 MAX_LABELS = 64  # zero-shot labels per document: a list for a person to read, and each costs a pass
+LabelDescriptions = dict[str, str]  # zero-shot labels: name → description
 # Before its `hello` succeeds a TCP client may send only frames this small: a hello is a few
 # hundred bytes, and nobody without the token should make the daemon read and parse 16 MiB.
 PRE_AUTH_FRAME = 64 * 2**10
@@ -204,7 +205,7 @@ def _get(params: dict[str, Any], name: str, kind: type, optional: bool = False) 
     return value
 
 
-def _labels(params: dict[str, Any]) -> dict[str, str] | None:
+def _labels(params: dict[str, Any]) -> LabelDescriptions | None:
     """Zero-shot labels `{name: description}`: None, or 2 to MAX_LABELS named descriptions."""
     value = params.get("labels")
     if value is None:
@@ -255,7 +256,7 @@ class Open:
     uri: str  # the client's name for the document; unique within its session
     version: int  # the document's version, as the editor counts them
     text: str  # the whole text
-    labels: dict[str, str] | None = None  # zero-shot labels {name: description}; None: the head
+    labels: LabelDescriptions | None = None  # zero-shot labels; None: the head
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> "Open":
@@ -279,7 +280,7 @@ class Change:
 @dataclass(frozen=True)
 class Labels:
     uri: str  # an open document of this session
-    labels: dict[str, str] | None  # its zero-shot labels from now on; None: the daemon's head
+    labels: LabelDescriptions | None  # its zero-shot labels from now on; None: the head
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> "Labels":

@@ -13,9 +13,9 @@ and its zero-shot heads `models.py`'s, the budget and eviction `memory.py`'s.
 
 Pending changes of a document are coalesced: the worker takes all of them at once, applies them
 as the engine batches them (`LiveDocument.batch`) and computes results for the newest version
-only, so a newer version supersedes older queued work. Results
-are pushed through `publish` (called on the worker thread) and carry their version; per document
-they are computed, and so pushed, in increasing version order.
+only, so a newer version supersedes older queued work. Results are pushed through `publish`
+(called on the worker thread) and carry their version; per document they are computed, and so
+pushed, in increasing version order.
 
 A pass that raises (or finds no model) is reported, not retried: its document's client gets a
 `Failed` for that version through `publish`, in order with its results, and the document keeps
@@ -46,10 +46,10 @@ import torch
 from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped
 from vqedit.text.edit import Edit
 
-from .documents import Entry, Key, Labels, results_of
+from .documents import Entry, Key, results_of
 from .memory import evict
 from .models import Models, SharedModel, load_shared, placed
-from .protocol import Cost, ErrorCode, Failed, ProtocolError, Results, quote
+from .protocol import Cost, ErrorCode, Failed, LabelDescriptions, ProtocolError, Results, quote
 from .settings import Settings
 
 log = logging.getLogger("vqedit.daemon")
@@ -101,7 +101,8 @@ class Worker:
             self._cond.notify()
         self._thread.join(timeout=30)
 
-    def open(self, key: Key, text: str, version: int, labels: Labels | None = None) -> None:
+    def open(self, key: Key, text: str, version: int,
+             labels: LabelDescriptions | None = None) -> None:
         """Open (or reopen, replacing) a document; its results follow as a notification."""
         with self._cond:
             old = self._docs.get(key)
@@ -117,7 +118,7 @@ class Worker:
             self.counters.edits += 1
             self._wake(key)
 
-    def set_labels(self, key: Key, labels: Labels | None) -> None:
+    def set_labels(self, key: Key, labels: LabelDescriptions | None) -> None:
         """Score a document with other labels; its results are pushed again, same version."""
         with self._cond:
             self._entry(key).labels = labels
@@ -244,7 +245,7 @@ class Worker:
         return model
 
     def _compute(self, entry: Entry, text: str, version: int, edits: list[Edit],
-                 labels: Labels | None) -> None:
+                 labels: LabelDescriptions | None) -> None:
         model = self.models.current(self.settings)
         if model is None:
             self._report(entry, Failed(entry.key[1], version, ErrorCode.MODEL_UNAVAILABLE,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vqedit.daemon.client import DaemonClient, DaemonError
-from vqedit.daemon.protocol import Failed, Results
+from vqedit.daemon.protocol import Failed, LabelDescriptions, Results
 from vqedit.text.edit import Edit
 
 log = logging.getLogger("vqedit.lsp")
@@ -30,11 +30,10 @@ class ModelState:
     message: str | None = None  # why, for "error"
 
 
-Labels = dict[str, str] | None  # zero-shot labels {name: description}; None: the topic head
 
 
 class Backend(Protocol):
-    def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
+    def open(self, uri: str, text: str, version: int, labels: LabelDescriptions | None) -> None:
         """Open or reopen (from scratch) a document; its results follow through `on_results`
         (or, if it cannot be computed, a `Failed` through `on_failed`)."""
 
@@ -44,7 +43,7 @@ class Backend(Protocol):
 
     def close(self, uri: str) -> None: ...
 
-    def set_labels(self, uri: str, labels: Labels) -> None:
+    def set_labels(self, uri: str, labels: LabelDescriptions | None) -> None:
         """Score the document with other labels; its results are pushed again."""
 
     def model_state(self) -> ModelState: ...
@@ -61,7 +60,7 @@ class DaemonBackend:
                  on_failed: Callable[[Failed], None]) -> None:
         self.client = DaemonClient(on_results=on_results, on_failed=on_failed, recover=True)
 
-    def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
+    def open(self, uri: str, text: str, version: int, labels: LabelDescriptions | None) -> None:
         self.client.open(uri, text, version, labels)
 
     def change(self, uri: str, version: int, edits: list[Edit], text: str) -> None:
@@ -70,7 +69,7 @@ class DaemonBackend:
     def close(self, uri: str) -> None:
         self.client.close(uri)
 
-    def set_labels(self, uri: str, labels: Labels) -> None:
+    def set_labels(self, uri: str, labels: LabelDescriptions | None) -> None:
         self.client.set_labels(uri, labels)
 
     def model_state(self) -> ModelState:

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from vqedit.daemon.paths import Paths
-from vqedit.daemon.protocol import Failed, Results
+from vqedit.daemon.protocol import Failed, LabelDescriptions, Results
 from vqedit.daemon.settings import resolve
 from vqedit.daemon.worker import Worker
 from vqedit.text.edit import Edit
 
-from .backend import Labels, ModelState
+from .backend import ModelState
 
 SESSION = 0  # the worker keys documents by (session, uri); the server is one session
 
@@ -33,7 +33,7 @@ class InProcessBackend:
         self.worker = Worker(settings, publish)
         self.worker.start()
 
-    def open(self, uri: str, text: str, version: int, labels: Labels) -> None:
+    def open(self, uri: str, text: str, version: int, labels: LabelDescriptions | None) -> None:
         self.worker.open((SESSION, uri), text, version, labels)
 
     def change(self, uri: str, version: int, edits: list[Edit], text: str) -> None:
@@ -42,7 +42,7 @@ class InProcessBackend:
     def close(self, uri: str) -> None:
         self.worker.close((SESSION, uri))
 
-    def set_labels(self, uri: str, labels: Labels) -> None:
+    def set_labels(self, uri: str, labels: LabelDescriptions | None) -> None:
         self.worker.set_labels((SESSION, uri), labels)
 
     def model_state(self) -> ModelState:

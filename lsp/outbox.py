@@ -11,9 +11,8 @@ one waiting change holds them all and is sent after every job queued before it.
 import threading
 from dataclasses import dataclass
 
+from vqedit.daemon.protocol import LabelDescriptions
 from vqedit.text.edit import Edit
-
-from .backend import Labels
 
 
 @dataclass
@@ -23,7 +22,7 @@ class Outgoing:
     edits: list[Edit]  # of the masked text, in order
     revision: int  # the newest, the change's version
     text: str  # the masked text at `revision`: sent whole if the backend refuses the edits
-    labels: Labels  # for that whole text
+    labels: LabelDescriptions | None  # for that whole text
 
 
 class Outbox:

@@ -8,9 +8,9 @@ revision → results pushed back on another thread → `received` on the event l
 results older than those already published and moves the rest onto the current text →
 diagnostics with the client's current version, and `vqedit/status`. A version the backend
 could not compute comes back as a `Failed` → `failed`: the status says so (state "error") and
-the last good diagnostics stay, until results come again. One handler per LSP method
-lives in `features/` as a plain function, bound to its method in one place
-(`register_features`); this module owns the state they share and the order of backend calls.
+the last good diagnostics stay, until results come again. One handler per LSP method lives in
+`features/` as a plain function, bound to its method in `app.py`; this module owns the state
+they share, what the server sends, and the order of backend calls.
 
 Threads: pygls's event loop runs every handler and owns `Documents`; backend calls run in order
 on one thread of their own (`_backend_thread`), so a slow one never holds up the editor.
@@ -121,6 +121,7 @@ class VqeditServer(LanguageServer):
     def start_backend(self) -> None:
         """Called once, at `initialize`, on the event loop."""
         self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(self._loop_error)
         self.loop.run_in_executor(self._backend_thread, self._create_backend)
 
     def _create_backend(self) -> None:
@@ -309,10 +310,23 @@ class VqeditServer(LanguageServer):
             loop = asyncio.get_running_loop()  # the handler runs on the loop's thread
         except RuntimeError:  # not serving yet
             raise SystemExit(0) from None
-        # The client's connection task may still be reading when the loop stops; asyncio then
-        # cancels it and its stream callback reports the cancellation as an error.
-        loop.set_exception_handler(_ignore_cancellation)
+        loop.set_exception_handler(self._loop_error)
         loop.call_soon_threadsafe(self.shutdown)  # wakes the loop, unlike a direct call
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The loop's error report, less two ends of a TCP session that are not errors.
+        - The client's connection task may still be reading when the loop stops; asyncio then
+          cancels it and its stream callback reports the cancellation.
+        - A client may go with our messages unread, so its connection ends in a reset, not an
+          end of file: pygls's reading task then fails and it never stops serving, so we do."""
+        error = context.get("exception")
+        if isinstance(error, asyncio.CancelledError):
+            return
+        if self.over_tcp and isinstance(error, ConnectionError):
+            log.info("the client's connection ended: %s", error)
+            self.shutdown()
+            return
+        loop.default_exception_handler(context)
 
     def stop_backend(self) -> None:
         if self._backend is not None:
@@ -339,9 +353,3 @@ class ClientLog(logging.Handler):
                                         self.format(record))
         with contextlib.suppress(RuntimeError):  # the loop closed: the client is gone
             loop.call_soon_threadsafe(self.server.window_log_message, params)
-
-
-def _ignore_cancellation(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """The loop's error report, except for tasks cancelled because the server is stopping."""
-    if not isinstance(context.get("exception"), asyncio.CancelledError):
-        loop.default_exception_handler(context)

@@ -1,9 +1,11 @@
-"""`vqedit lsp --tcp HOST:PORT` exits cleanly, without a traceback: when the client disconnects,
-after `shutdown` and `exit`, and on SIGINT or SIGTERM. A real server process and a real socket."""
+"""`vqedit lsp --tcp HOST:PORT` exits cleanly, without a traceback: when the client disconnects
+(closing, or resetting the connection with the server's messages unread), after `shutdown` and
+`exit`, and on SIGINT or SIGTERM. A real server process and a real socket."""
 
 import json
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -65,6 +67,11 @@ class Connection:
         self.reader.close()
         self.sock.close()
 
+    def reset(self) -> None:
+        """Close with a reset, as a client does that goes with messages unread."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close()
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -86,9 +93,13 @@ def finished(server: subprocess.Popen) -> tuple[int, str]:
     return server.returncode, stderr
 
 
-def test_client_disconnect_ends_the_server():
+@pytest.mark.parametrize("reset", [False, True])
+def test_client_disconnect_ends_the_server(reset):
     server, connection = serve()
-    connection.close()
+    if reset:
+        connection.reset()
+    else:
+        connection.close()
     code, stderr = finished(server)
     assert code == 0 and "Traceback" not in stderr, stderr
 
