@@ -118,13 +118,18 @@ def closure(module: str) -> set[str]:
     return seen
 
 
-def lsp_modules() -> list[str]:
-    return sorted("vqedit.lsp." + str(p.relative_to(ROOT / "lsp").with_suffix("")).replace(
-        "/", ".").removesuffix(".__init__") for p in (ROOT / "lsp").rglob("*.py")
-        if p != IN_PROCESS)
+def our_modules() -> dict[str, Path]:
+    """Every module of ours by name, with its source file."""
+    found = {}
+    for package, folder in {"vqedit": "cli", **PACKAGES}.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            found[".".join((package, *parts)).removesuffix(".__init__")] = path
+    return found
 
 
-@pytest.mark.parametrize("module", lsp_modules())
+@pytest.mark.parametrize("module", sorted(name for name, path in our_modules().items()
+                                          if name.startswith("vqedit.lsp") and path != IN_PROCESS))
 def test_the_language_server_never_loads_the_engine_even_transitively(module):
     reached = closure(module)
     heavy = sorted(n for n in reached if any(n == h or n.startswith(h + ".") for h in HEAVY))
@@ -178,17 +183,10 @@ def test_the_check_sees_private_reads():
         "self._client._server"]
 
 
-FOLDERS = {"cli": "vqedit", **{folder: package for package, folder in PACKAGES.items()}}
-
-
 def import_graph() -> dict[str, set[str]]:
     """Every module of ours → the modules of ours importing it loads at once (type-checking
     imports included: a tool drawing the graph sees them too)."""
-    files = {}
-    for folder, package in FOLDERS.items():
-        for path in (ROOT / folder).rglob("*.py"):
-            parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            files[".".join((package, *parts)).removesuffix(".__init__")] = path
+    files = our_modules()
     return {name: {n for n in loaded_on_import(path.read_text(), name) if n in files and n != name}
             for name, path in files.items()}
 
