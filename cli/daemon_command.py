@@ -21,7 +21,7 @@ from pathlib import Path
 from vqedit.daemon.lifecycle import SpawnError, argument, running_pid, wait_for_exit
 from vqedit.daemon.paths import Paths, UnsafeDirectoryError
 from vqedit.daemon.settings import SettingsError
-from vqedit.engine.incremental import STICKY_DELTA
+from vqedit.engine.mode import STICKY_DELTA
 from vqedit.main import CliError
 
 NOT_RUNNING = 3  # status's exit status when no daemon runs (as `systemctl status` does)

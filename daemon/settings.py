@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vqedit.engine.incremental import STICKY_DELTA, Mode
+from vqedit.engine.mode import STICKY_DELTA, Mode
 
 
 class SettingsError(ValueError):

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .compiled import CompiledLayers, available
+from .mode import EXACT, Mode
 from .model import Block, VQTransformer
 from .positions import canonical, place
 from .state import LayerState, SegmentState
@@ -56,33 +57,6 @@ CANCELLATION = 0.8
 # the time; a weight of e^−80 is already far below the resolution of a sum holding a term near 1,
 # so arguments are clamped there.
 EXP_FLOOR = -80.0
-
-
-@dataclass(frozen=True)
-class Mode:
-    delta: float = 0.0  # hysteresis: 0 is exact mode, > 0 sticky
-    sweep: int = 2  # sticky: tokens per layer re-quantized exactly per edit, in turn
-    max_updates: int = 255  # running updates before a row is recomputed in full (at most)
-
-    def __post_init__(self) -> None:
-        if self.delta < 0:
-            raise ValueError(f"delta must be ≥ 0, got {self.delta}")
-        if not 1 <= self.max_updates <= 255:
-            raise ValueError(f"max_updates must be in [1, 255], got {self.max_updates}")
-        if self.sweep < 0:
-            raise ValueError(f"sweep must be ≥ 0, got {self.sweep}")
-
-    @property
-    def name(self) -> str:
-        return "exact" if self.delta == 0 else "sticky"
-
-
-EXACT = Mode()
-# Sticky mode's default hysteresis, tuned for the shipped student (MODEL.md, "Evaluation"): its
-# 96 codes per token each make the token dirty when they flip, so the band must be wide; 8 keeps
-# fewer tokens dirty than the 48-code student kept at 2, and the state's distance to an exact
-# pass did not grow with it.
-STICKY_DELTA = 8.0
 
 
 @dataclass
@@ -133,8 +107,8 @@ class IncrementalEngine:
 
     def __init__(self, model: VQTransformer, mode: Mode = EXACT,
                  compiled: bool | None = None) -> None:
-        """`compiled`: edits run the compiled path (default: wherever it can, on the CPU);
-        False keeps them on the torch reference. Full passes always run in torch."""
+        """`compiled`: edits and full passes run the compiled path (default: wherever it can, on
+        the CPU); False keeps them on the torch reference."""
         if not model.quantizable:
             raise ValueError("incremental inference needs fitted codebooks in every layer")
         self.model = model.eval()
@@ -201,8 +175,7 @@ class IncrementalEngine:
         # What the removed tokens take with them: their keys and values at every layer, and
         # their outputs, out of the segment's total.
         removed = state.order[start:end]
-        # The compiled path edits a CPU state that keeps some tokens; full passes run in torch.
-        compiled = self._compiled is not None and len(state) > end - start
+        compiled = self._compiled is not None
         if compiled:  # numpy for the compiled path: a torch index per layer costs more
             taken = removed.numpy()
             gone = [(np.take(v[1], taken, axis=1), np.take(v[2], taken, axis=1))

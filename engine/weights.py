@@ -3,11 +3,11 @@
 An edit multiplies a handful of rows by every weight of the six linears of every layer, so its
 time is that of reading the weights: MiniLM's are 42.5 MB in float32, more than a 32 MB
 last-level cache holds between keystrokes, 21 MB in bfloat16 and 10.6 MB in int8.
-`round_weights` rounds a model's weights to a format in place, so the torch model (full passes,
-`verify`, the eval) and the compiled edit path (which stores the same values in the small format,
-`engine/compiled.cpp`) compute with the same numbers, and an incremental state still equals a
-full pass. Which format vqedit serves is `SERVING`, chosen by the measurements in MODEL.md;
-training always uses float32.
+`round_weights` rounds a model's weights to a format in place, so the torch model (`verify`, the
+eval, the GPU) and the compiled path (edits and full passes on the CPU, which stores the same
+values in the small format, `engine/compiled.cpp`) compute with the same numbers, and an
+incremental state still equals a full pass. Which format vqedit serves is `SERVING`, chosen by
+the measurements in MODEL.md; training always uses float32.
 
 In int8 the linears round their inputs too, each row to integers of 22 bits times a step of its
 own (`INPUT_LEVELS`): the compiled path then multiplies bytes by bytes with AVX-512 VNNI, 1.3-2.5x

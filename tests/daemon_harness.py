@@ -20,8 +20,9 @@ from vqedit.daemon.client import DaemonClient
 from vqedit.engine import student
 from vqedit.engine.checkpoint import default_model_path, from_hf, load
 from vqedit.engine.heads import LinearHead
-from vqedit.engine.incremental import IncrementalEngine, Mode
+from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.live import LiveDocument
+from vqedit.engine.mode import Mode
 from vqedit.engine.weights import SERVING
 from vqedit.lab.private_daemon import private_daemon_dirs
 

@@ -1,12 +1,14 @@
 """The `vqedit` command as a user runs it: real process, real default model."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from vqedit.lab.corpus import bbc_articles
+from vqedit.lab.private_daemon import XDG
 
 LABELS = "business,entertainment,politics,sport,tech"
 
@@ -78,13 +80,19 @@ def test_bad_input_is_one_clear_line_and_a_failing_status(tmp_path, setup, args,
     assert len(err.strip().splitlines()) == 1 and message in err
 
 
-def test_the_language_server_starts_without_loading_the_model_code():
-    # Editors start `vqedit lsp` on every launch; the model lives in the daemon.
+@pytest.mark.parametrize("args, module", [
+    (["lsp", "--help"], "vqedit.lsp.server"),  # editors start `vqedit lsp` on every launch
+    (["daemon", "status"], "vqedit.daemon_command"),  # status bars and scripts poll it
+], ids=["lsp", "daemon-status"])
+def test_commands_that_answer_at_once_load_no_model_code(tmp_path, args, module):
+    # The model lives in the daemon's worker; these commands must not pay seconds to load it.
     probe = ("import sys\nfrom vqedit.main import main\n"
-             "try:\n    main(['lsp', '--help'])\nexcept SystemExit:\n    pass\n"
-             "assert 'vqedit.lsp.server' in sys.modules\n"
+             f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+             f"assert {module!r} in sys.modules\n"
              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-             "('torch', 'transformers', 'tokenizers') or m.startswith('vqedit.engine')))")
+             "('torch', 'transformers', 'tokenizers', 'numpy') or m.startswith('vqedit.engine.')"
+             " and m != 'vqedit.engine.mode'))")
+    env = {**os.environ, **{name: str(tmp_path) for name in XDG}}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=env)
     assert done.stdout.splitlines()[-1] == "[]", done.stderr[-2000:]

@@ -21,8 +21,9 @@ from tests.vq import check_incremental, tiny_vq
 from vqedit.daemon.client import DaemonClient
 from vqedit.engine.checkpoint import load_default
 from vqedit.engine.heads import DEFAULT_HEAD, LinearHead
-from vqedit.engine.incremental import IncrementalEngine, Mode
+from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.live import LiveDocument
+from vqedit.engine.mode import Mode
 from vqedit.lab.corpus import bbc_articles
 from vqedit.lab.edits.atomic import KINDS, random_edit
 from vqedit.text.edit import Edit

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.vq import check_incremental, minilm_vq, tiny_vq
-from vqedit.engine.incremental import EXP_FLOOR, IncrementalEngine, Mode
+from vqedit.engine.incremental import EXP_FLOOR, IncrementalEngine
+from vqedit.engine.mode import Mode
 from vqedit.lab.corpus import bbc_articles
 from vqedit.lab.verify import verify
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from vqedit.engine.checkpoint import LoadedModel
-from vqedit.engine.incremental import STICKY_DELTA, IncrementalEngine, Mode
+from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.live import LiveDocument
+from vqedit.engine.mode import STICKY_DELTA, Mode
 from vqedit.engine.model import full_pass_macs
 from vqedit.lab.bench.paragraph_cache import ParagraphCache
 from vqedit.lab.corpus import bbc_articles

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from vqedit.classify import embed
 from vqedit.engine.checkpoint import LoadedModel, load
 from vqedit.engine.heads import LinearHead
-from vqedit.engine.incremental import STICKY_DELTA, Mode
+from vqedit.engine.mode import STICKY_DELTA, Mode
 from vqedit.engine.student import metadata
 from vqedit.lab.bench.engine import bench, documents, engine_report
 from vqedit.lab.corpus import Article, bbc_articles, is_test
