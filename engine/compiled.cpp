@@ -34,7 +34,6 @@ namespace {
 
 constexpr int PANEL = 16;           // output columns per weight panel
 constexpr int ROW_BLOCK = 8;        // rows multiplied at once, their accumulators in registers
-constexpr int VNNI_ROWS = 4;        // the same for byte products (three accumulators a row)
 constexpr float EXP_FLOOR = -80.0f;  // as in incremental.py
 constexpr float CANCELLATION = 0.8f;
 constexpr float TIE = 1e-3f;
@@ -49,10 +48,11 @@ enum Decision : char { NONE, NEAREST, RULE };  // how a row's codes are decided
 //
 // In int8 the inputs are rounded too, each row to integers q in [−levels, levels] times a step
 // of its own (engine/ops.py `on_grid`; levels < 2^22). Where the CPU has AVX-512 VNNI, a row's
-// integers are split into three bytes and multiplied with the weight bytes four at a time into
-// int32 sums, exactly: 1.3-1.5x float32's rate at 4-8 rows, 2-2.5x at 1-2 rows (where float32
-// waits on its sums), and no widening of weights. Elsewhere the rounded rows are multiplied in
-// float32, which gives the same numbers within float32 rounding.
+// integers are split into as many bytes as the levels need (one for the 127 levels vqedit
+// serves, three at most) and multiplied with the weight bytes four at a time into int32 sums,
+// exactly, with no widening of weights: one byte is ~3x three bytes' rate, and three bytes
+// were 1.3-2.5x float32's. Elsewhere the rounded rows are multiplied in float32, which gives
+// the same numbers within float32 rounding.
 // Sums stay int32 or float32; the rest of an edit is float32.
 
 enum class Format { FLOAT32, BFLOAT16, INT8 };
@@ -97,7 +97,7 @@ Linear pack(py::array_t<float, py::array::c_style | py::array::forcecast> weight
   if (weight.ndim() != 2 || bias.ndim() != 1 || bias.shape(0) != weight.shape(0))
     throw std::invalid_argument("a linear needs a (out, in) weight and an (out,) bias");
   if (levels < 0 || levels >= (1 << 22))
-    throw std::invalid_argument("input levels must be in [0, 2^22) (three bytes and a sign)");
+    throw std::invalid_argument("input levels must be in [0, 2^22) (at most three bytes)");
   Linear l;
   l.format = format;
   l.levels = levels;
@@ -300,48 +300,51 @@ float row_step(const float* x, int n, int levels) {
 }
 
 #if defined(__x86_64__)
-// N rows of integers as three bytes each, q = 65536·(hi − 128) + 256·mid + lo, all (N, ld),
-// through panel p of a vnni linear: each row's three int32 sums per column in registers.
-template <int N>
+// Bytes an input integer takes: levels < 2^7 fit one, < 2^15 two, else three.
+int input_bytes(int levels) { return levels < (1 << 7) ? 1 : levels < (1 << 15) ? 2 : 3; }
+
+// N rows of integers as B bytes each, q = 256^(B−1)·(b0 − 128) + … + 256·b(B−2) + b(B−1), every
+// byte plane (N, ld), through panel p of a vnni linear: each row's B int32 sums per column in
+// registers.
+template <int N, int B>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void panel_rows_vnni(
-    const Linear& l, int p, const uint8_t* const bytes[3], int ld, const float* step, float* y,
+    const Linear& l, int p, const uint8_t* const bytes[B], int ld, const float* step, float* y,
     int ldy) {
-  const uint8_t *hi = bytes[0], *mid = bytes[1], *lo = bytes[2];
-  __m512i high[N], middle[N], low[N];  // (separate arrays: GCC copied registers for a 2-D one)
-#pragma GCC unroll 4
-  for (int r = 0; r < N; ++r) high[r] = middle[r] = low[r] = _mm512_setzero_si512();
+  __m512i sums[B][N];
+#pragma GCC unroll 12
+  for (int k = 0; k < B; ++k)
+    for (int r = 0; r < N; ++r) sums[k][r] = _mm512_setzero_si512();
   const int8_t* w = l.w4.data() + size_t(p) * (ld / 4) * PANEL * 4;
   for (int i = 0; i < ld; i += 4) {
     const __m512i wv = _mm512_loadu_si512(w + size_t(i) * PANEL);  // (16, 4)
-#pragma GCC unroll 4
-    for (int r = 0; r < N; ++r) {
-      int32_t h, m, o;  // a row's bytes at inputs i..i+3, in every column's lane
-      std::memcpy(&h, hi + r * ld + i, 4);
-      std::memcpy(&m, mid + r * ld + i, 4);
-      std::memcpy(&o, lo + r * ld + i, 4);
-      high[r] = _mm512_dpbusd_epi32(high[r], _mm512_set1_epi32(h), wv);
-      middle[r] = _mm512_dpbusd_epi32(middle[r], _mm512_set1_epi32(m), wv);
-      low[r] = _mm512_dpbusd_epi32(low[r], _mm512_set1_epi32(o), wv);
-    }
+#pragma GCC unroll 12
+    for (int k = 0; k < B; ++k)
+#pragma GCC unroll 12
+      for (int r = 0; r < N; ++r) {
+        int32_t four;  // a row's byte k at inputs i..i+3, in every column's lane
+        std::memcpy(&four, bytes[k] + r * ld + i, 4);
+        sums[k][r] = _mm512_dpbusd_epi32(sums[k][r], _mm512_set1_epi32(four), wv);
+      }
   }
   const __m512 scale = _mm512_loadu_ps(l.scale.data() + p * PANEL);
   const __m512 bias = _mm512_loadu_ps(l.bias.data() + p * PANEL);
   const __m512i offset = _mm512_loadu_si512(l.offset.data() + p * PANEL);
-#pragma GCC unroll 4
-  for (int r = 0; r < N; ++r) {  // Σ q·w = 65536·(Σ hi·w − 128·Σ w) + 256·Σ mid·w + Σ lo·w
-    const __m512 below = _mm512_fmadd_ps(_mm512_cvtepi32_ps(middle[r]), _mm512_set1_ps(256.0f),
-                                         _mm512_cvtepi32_ps(low[r]));
-    const __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(high[r], offset)),
-                                       _mm512_set1_ps(65536.0f), below);
+#pragma GCC unroll 12
+  for (int r = 0; r < N; ++r) {  // Σ q·w = 256^(B−1)·(Σ b0·w − 128·Σ w) + … + Σ b(B−1)·w
+    __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums[0][r], offset));
+#pragma GCC unroll 3
+    for (int k = 1; k < B; ++k)
+      sum = _mm512_fmadd_ps(sum, _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(sums[k][r]));
     _mm512_storeu_ps(y + r * ldy + p * PANEL,
                      _mm512_fmadd_ps(sum, _mm512_mul_ps(scale, _mm512_set1_ps(step[r])), bias));
   }
 }
 
-// A row of n inputs as the three bytes of its integers (see above), with q the nearest integer
+// A row of n inputs as the B bytes of its integers (see above), with q the nearest integer
 // (ties to even) to x / step as `on_grid` rounds it; returns the step.
+template <int B>
 __attribute__((target("avx512f,avx512bw"))) float split_row(const float* x, int n, int levels,
-                                                             uint8_t* const bytes[3]) {
+                                                             uint8_t* const bytes[B]) {
   __m512 largest = _mm512_setzero_ps();
   for (int i = 0; i < n; i += 16) {
     const __mmask16 in = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
@@ -353,35 +356,50 @@ __attribute__((target("avx512f,avx512bw"))) float split_row(const float* x, int 
   for (int i = 0; i < n; i += 16) {
     const __mmask16 in = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
     const __m512i q = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_maskz_loadu_ps(in, x + i), steps));
-    const __m512i hi = _mm512_add_epi32(_mm512_srai_epi32(q, 16), _mm512_set1_epi32(128));
-    _mm512_mask_cvtepi32_storeu_epi8(bytes[0] + i, in, hi);  // the low byte of each
-    _mm512_mask_cvtepi32_storeu_epi8(bytes[1] + i, in, _mm512_srai_epi32(q, 8));
-    _mm512_mask_cvtepi32_storeu_epi8(bytes[2] + i, in, q);
+    const __m512i top = _mm512_add_epi32(_mm512_srai_epi32(q, 8 * (B - 1)), _mm512_set1_epi32(128));
+    _mm512_mask_cvtepi32_storeu_epi8(bytes[0] + i, in, top);  // the low byte of each
+#pragma GCC unroll 3
+    for (int k = 1; k < B; ++k)
+      _mm512_mask_cvtepi32_storeu_epi8(bytes[k] + i, in, _mm512_srai_epi32(q, 8 * (B - 1 - k)));
   }
   return step;
 }
 
+// Up to n rows through panel p, as many at once as their B sums a row fit in 12 registers
+// (leaving room for the operands); returns how many rows it took.
+template <int B>
+int panel_block(const Linear& l, int p, const uint8_t* const rows[B], int ld, const float* step,
+                float* y, int ldy, int n) {
+  if constexpr (B == 1)
+    if (n >= 12) return panel_rows_vnni<12, B>(l, p, rows, ld, step, y, ldy), 12;
+  if constexpr (B <= 2)
+    if (n >= 6) return panel_rows_vnni<6, B>(l, p, rows, ld, step, y, ldy), 6;
+  switch (std::min(n, 4)) {
+    case 4: return panel_rows_vnni<4, B>(l, p, rows, ld, step, y, ldy), 4;
+    case 3: return panel_rows_vnni<3, B>(l, p, rows, ld, step, y, ldy), 3;
+    case 2: return panel_rows_vnni<2, B>(l, p, rows, ld, step, y, ldy), 2;
+    default: return panel_rows_vnni<1, B>(l, p, rows, ld, step, y, ldy), 1;
+  }
+}
+
+template <int B>
 void linear_vnni(const Linear& l, const float* x, int rows, int ldx, float* y, int ldy) {
   const int ld = (l.in + 3) / 4 * 4;  // padding is multiplied by zero weights
-  std::vector<uint8_t> hi(size_t(rows) * ld), mid(hi.size()), lo(hi.size());
+  std::vector<uint8_t> planes(static_cast<size_t>(B) * rows * ld);  // (B, rows, ld)
+  auto plane = [&](int k, int r) { return &planes[(size_t(k) * rows + r) * ld]; };
   std::vector<float> step(rows);
   for (int r = 0; r < rows; ++r) {
-    uint8_t* const row[3] = {&hi[size_t(r) * ld], &mid[size_t(r) * ld], &lo[size_t(r) * ld]};
-    step[r] = split_row(x + size_t(r) * ldx, l.in, l.levels, row);
+    uint8_t* row[B];
+    for (int k = 0; k < B; ++k) row[k] = plane(k, r);
+    step[r] = split_row<B>(x + size_t(r) * ldx, l.in, l.levels, row);
   }
   // Panel by panel, every block of rows: a panel's weights (16 columns) are read from memory
   // once and stay in the first-level cache for the next blocks.
   for (int p = 0; p < l.panels; ++p)
-    for (int r = 0; r < rows; r += VNNI_ROWS) {  // three sums a row: four rows fill the registers
-      const uint8_t* const block[3] = {&hi[size_t(r) * ld], &mid[size_t(r) * ld],
-                                       &lo[size_t(r) * ld]};
-      float* yr = y + size_t(r) * ldy;
-      switch (std::min(VNNI_ROWS, rows - r)) {
-        case 4: panel_rows_vnni<4>(l, p, block, ld, &step[r], yr, ldy); break;
-        case 3: panel_rows_vnni<3>(l, p, block, ld, &step[r], yr, ldy); break;
-        case 2: panel_rows_vnni<2>(l, p, block, ld, &step[r], yr, ldy); break;
-        default: panel_rows_vnni<1>(l, p, block, ld, &step[r], yr, ldy); break;
-      }
+    for (int r = 0; r < rows;) {
+      const uint8_t* block[B];
+      for (int k = 0; k < B; ++k) block[k] = plane(k, r);
+      r += panel_block<B>(l, p, block, ld, &step[r], y + size_t(r) * ldy, ldy, rows - r);
     }
 }
 #endif
@@ -389,7 +407,11 @@ void linear_vnni(const Linear& l, const float* x, int rows, int ldx, float* y, i
 // y rows have stride ldy ≥ panels·16 (the padded columns are written too).
 void linear(const Linear& l, const float* x, int rows, int ldx, float* y, int ldy) {
 #if defined(__x86_64__)
-  if (l.vnni) return linear_vnni(l, x, rows, ldx, y, ldy);
+  if (l.vnni) switch (input_bytes(l.levels)) {
+      case 1: return linear_vnni<1>(l, x, rows, ldx, y, ldy);
+      case 2: return linear_vnni<2>(l, x, rows, ldx, y, ldy);
+      default: return linear_vnni<3>(l, x, rows, ldx, y, ldy);
+    }
 #endif
   std::vector<float> rounded;
   if (l.levels) {  // the rows on their grids, multiplied in float32
@@ -835,12 +857,14 @@ class CompiledModel {
   // positions (S,) first; is_new (S,) whether a slot holds an inserted token (the others' old
   // keys, values and final states leave the sums); gone: per layer the deleted tokens' keys
   // and values (H, Rg, Dh), gone_order (Rg,) their text index; rank (T,) text index per slot;
-  // limit (T,) updates before a refresh; turn the sweep's slots. Returns (|D| per layer,
-  // flips outside D per layer, counts).
+  // limit (T,) updates before a refresh; turn the sweep's slots. `forced`: the dirty rows keep
+  // the codes the state holds instead of being decided (a full pass forced to given codes,
+  // which `verify` checks states against). Returns (|D| per layer, flips outside D per layer,
+  // counts).
   py::tuple edit(int size, py::array ids_a, py::array positions_a, py::list layers,
                  py::list inputs, py::array output_a, py::array total_a, py::array rows_a,
                  py::array is_new_a, py::list gone, py::array gone_order_a, py::array rank_a,
-                 py::array limit_a, py::array turn_a) {
+                 py::array limit_a, py::array turn_a, bool forced) {
     if (token_.ndim() != 2) throw std::invalid_argument("set_embedding must come before edits");
     const int n_layers = int(layers_.size());
     if (int(layers.size()) != n_layers || int(inputs.size()) != n_layers ||
@@ -909,7 +933,7 @@ class CompiledModel {
       float* next = l + 1 < n_layers ? ins[l + 1] : last_.data();
       const int flipped = edit_layer(layers_[l], arrays[l], slots, size, ins[l], next, dirty,
                                      kept, gone_k[l], gone_v[l], gone_order, int(n_gone), rank,
-                                     limit, turn, int(n_turn), counts);
+                                     limit, turn, int(n_turn), forced, counts);
       flips.append(flipped);
     }
     for (const int64_t t : dirty) {  // final states, and their sum over the segment
@@ -953,7 +977,7 @@ class CompiledModel {
                  const float* inputs, float* out, std::vector<int64_t>& dirty,
                  const std::vector<char>& kept, const float* gone_k, const float* gone_v,
                  const int64_t* gone_order, int ng, const int64_t* rank, const int64_t* limit,
-                 const int64_t* turn, int n_turn, Counts& counts) const {
+                 const int64_t* turn, int n_turn, bool forced, Counts& counts) const {
     float *q = a.q, *k = a.k, *v = a.v, *m = a.m, *s = a.s, *heads = a.heads, *slack = a.slack;
     uint8_t *codes = a.codes, *updates = a.updates;
     const int64_t* rows = dirty.data();
@@ -1010,17 +1034,18 @@ class CompiledModel {
       if (clean[t] && past[t]) kind[t] = RULE;
     for (int i = 0; i < n_turn; ++i)
       if (clean[turn[i]]) kind[turn[i]] = NEAREST;
-    std::vector<int64_t> decide(rows, rows + nr);
-    std::vector<char> nearest(nr, NEAREST);
+    const int nd = forced ? 0 : nr;  // the rows in D that are decided
+    std::vector<int64_t> decide(rows, rows + nd);
+    std::vector<char> nearest(nd, NEAREST);
     for (int t = 0; t < size; ++t)
       if (kind[t] != NONE) {
         decide.push_back(t);
         nearest.push_back(kind[t]);
       }
     const int n_decide = int(decide.size());
-    std::vector<uint8_t> before(size_t(n_decide - nr) * q_);
-    for (int i = nr; i < n_decide; ++i)
-      std::memcpy(&before[size_t(i - nr) * q_], codes + decide[i] * q_, q_);
+    std::vector<uint8_t> before(size_t(n_decide - nd) * q_);
+    for (int i = nd; i < n_decide; ++i)
+      std::memcpy(&before[size_t(i - nd) * q_], codes + decide[i] * q_, q_);
     std::vector<uint8_t> new_codes(size_t(n_decide) * q_);
     std::vector<float> new_slack(size_t(n_decide) * q_);
     std::vector<char> ties(n_decide);
@@ -1044,7 +1069,7 @@ class CompiledModel {
       const int64_t t = decide[i];
       std::memcpy(codes + t * q_, &new_codes[size_t(i) * q_], q_);
       for (int c = 0; c < q_; ++c) slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
-      if (i >= nr && std::memcmp(&before[size_t(i - nr) * q_], &new_codes[size_t(i) * q_], q_)) {
+      if (i >= nd && std::memcmp(&before[size_t(i - nd) * q_], &new_codes[size_t(i) * q_], q_)) {
         flipped.push_back(t);
         counts.sweep_flips += nearest[i] == NEAREST;
       }

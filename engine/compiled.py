@@ -60,21 +60,22 @@ class CompiledLayers:
 
     def edit(self, state: SegmentState, rows: torch.Tensor, is_new: torch.Tensor,
              gone: list[tuple[np.ndarray, np.ndarray]], gone_order: np.ndarray,
-             rank: torch.Tensor, limit: torch.Tensor, turn: torch.Tensor,
+             rank: torch.Tensor, limit: torch.Tensor, turn: torch.Tensor, forced: bool = False,
              ) -> tuple[list[int], list[int], dict]:
         """Every layer of an edit on `state` in place, then the final norm of the rows the last
         layer wrote into `state.output` and their change of `state.total`.
 
         rows (|D|,) sorted dirty slots, embedded here from their ids and positions; is_new
         (T,) whether a slot holds an inserted token; gone per layer the deleted tokens' keys and
-        values (H, R, Dh), gone_order (R,) their text index. Returns |D| per layer, the flips
-        outside D per layer and the counts (MACs, refreshes, sweep flips).
+        values (H, R, Dh), gone_order (R,) their text index. `forced`: the rows of D keep the
+        codes the state holds instead of being decided (a forced full pass). Returns |D| per
+        layer, the flips outside D per layer and the counts (MACs, refreshes, sweep flips).
         """
         views = state.views()
         return self.kernel.edit(
             len(state), views.ids, views.positions, views.layers, views.residual, views.output,
             state.total.numpy(), rows.numpy(), is_new.numpy(), gone, gone_order, rank.numpy(),
-            limit.numpy(), turn.numpy())
+            limit.numpy(), turn.numpy(), forced)
 
 
 def _array(t: torch.Tensor) -> np.ndarray:

@@ -148,16 +148,34 @@ class IncrementalEngine:
         """The same tokens at canonical positions, computed exactly: the idle-time rebuild."""
         return self.build(state.ids.tolist())
 
+    @property
+    def compiled(self) -> bool:
+        """Whether edits and full passes run the compiled path."""
+        return self._compiled is not None
+
+    def forced(self, ids: list[int], positions: torch.Tensor,
+               codes: torch.Tensor) -> SegmentState:
+        """A compiled full pass at `positions` in which every head takes its code from codes
+        (L, T, Q) instead of the nearest codeword; `verify` checks states against it. Its slack
+        is left unset: a state to read, not to edit."""
+        state = self.empty()
+        self.apply(state, 0, 0, ids, positions, codes)
+        return state
+
     @torch.inference_mode()
     def apply(self, state: SegmentState, start: int, end: int, new_ids: list[int],
-              positions: torch.Tensor | None = None) -> EditStats:
+              positions: torch.Tensor | None = None,
+              codes: torch.Tensor | None = None) -> EditStats:
         """Replace tokens [start, end) (text order) of the state by `new_ids`, in place.
 
         `positions` (len(new_ids),) forces the inserted tokens' virtual positions (tests and
         full passes at chosen positions); otherwise they are placed between their neighbours.
+        `codes` (L, len(new_ids), Q) forces their codes: a compiled full pass only (`forced`).
         """
         if not 0 <= start <= end <= len(state):
             raise ValueError(f"edit [{start}, {end}) is outside the segment [0, {len(state)}]")
+        if codes is not None and (len(state) or not self.compiled):
+            raise ValueError("forced codes need a compiled engine and an empty state")
         began = time.perf_counter()
         model, counter = self.model, self.model.counter
         before = counter.macs
@@ -175,7 +193,7 @@ class IncrementalEngine:
         # What the removed tokens take with them: their keys and values at every layer, and
         # their outputs, out of the segment's total.
         removed = state.order[start:end]
-        compiled = self._compiled is not None
+        compiled = self.compiled
         if compiled:  # numpy for the compiled path: a torch index per layer costs more
             taken = removed.numpy()
             gone = [(np.take(v[1], taken, axis=1), np.take(v[2], taken, axis=1))
@@ -186,6 +204,9 @@ class IncrementalEngine:
 
         new_slots = self._allocate(state, start, end, len(new_ids))
         state.slot_ids[new_slots] = torch.tensor(new_ids, dtype=torch.long)
+        if codes is not None:
+            for st, forced in zip(state.layers, codes, strict=True):
+                st.codes[new_slots] = forced.to(st.codes.dtype)
         state.slot_positions[state.order] = new_positions
         size = len(state)
         rank = torch.empty(size, dtype=torch.long)  # text index of each slot
@@ -207,7 +228,8 @@ class IncrementalEngine:
             stats.macs = counter.macs - before
             return stats
         if compiled:  # the final states and their sum too
-            self._layers_compiled(state, rows, is_new, gone, start, end, rank, limit, turn, stats)
+            self._layers_compiled(state, rows, is_new, gone, start, end, rank, limit, turn, stats,
+                                  forced=codes is not None)
         else:
             x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
             rows, x = self._layers_torch(state, rows, x, is_new, gone, start, end, rank, limit,
@@ -248,12 +270,12 @@ class IncrementalEngine:
     def _layers_compiled(self, state: SegmentState, rows: torch.Tensor,
                          is_new: torch.Tensor, gone: list[tuple[np.ndarray, np.ndarray]],
                          start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
-                         turn: torch.Tensor, stats: EditStats) -> None:
+                         turn: torch.Tensor, stats: EditStats, forced: bool) -> None:
         """The embedding, `_layers_torch`, the final norm and the pooled sum in one call of
         compiled code: the same state after."""
         stats.dirty, stats.flipped, counts = self._compiled.edit(
             state, rows, is_new, gone, np.full(end - start, start, dtype=np.int64), rank, limit,
-            turn)
+            turn, forced)
         stats.refreshed = counts["refreshed"]
         self.model.counter.add(counts["macs"])
         for name in ("refresh_updates", "refresh_cancellation", "refresh_tie", "sweep_flips"):

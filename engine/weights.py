@@ -9,11 +9,15 @@ values in the small format, `engine/compiled.cpp`) compute with the same numbers
 incremental state still equals a full pass. Which format vqedit serves is `SERVING`, chosen by
 the measurements in MODEL.md; training always uses float32.
 
-In int8 the linears round their inputs too, each row to integers of 22 bits times a step of its
-own (`INPUT_LEVELS`): the compiled path then multiplies bytes by bytes with AVX-512 VNNI, 1.3-2.5x
-faster than widening the weights to float32 (docs/bench/edit-latency.md). The step is
-~2.4e-7 of the row's largest value, as fine as float32 near it. Sums, norms, attention and
-codebooks stay float32.
+In int8 the linears round their inputs too, each row to integers in [−127, 127] times a step of
+its own (`INPUT_LEVELS`; ONNX Runtime's dynamic int8 rounds a whole tensor to 256 levels): the
+compiled path then multiplies one byte by one byte with AVX-512 VNNI, ~3x the rate of the 22-bit
+inputs it took before (three bytes each), and pooled embeddings stayed at a cosine of 0.997
+(median) to those of 22-bit inputs (MODEL.md). Torch cannot round bit for bit as the compiled
+path does (its norms sum in another order, and a value near a step's midpoint then rounds the
+other way), so `verify` checks states against compiled full passes, and tests compare the two
+paths at 22 bits (`FINE_LEVELS`), where a row's step is ~2.4e-7 of its largest value and both
+agree within 1e-5. Sums, norms, attention and codebooks stay float32.
 """
 
 import torch
@@ -22,12 +26,16 @@ from .model import VQTransformer
 
 FORMATS = ("float32", "bfloat16", "int8")
 SERVING = "int8"
-INPUT_LEVELS = 2 ** 22 - 1  # int8 format: integer levels either side of zero of an input row
+INPUT_LEVELS = 127  # int8 format: integer levels either side of zero of an input row
+FINE_LEVELS = 2 ** 22 - 1  # the most the compiled path takes (three bytes): float32's resolution
 
 
 @torch.no_grad()
-def round_weights(model: VQTransformer, format: str) -> VQTransformer:
-    """Round the q/k/v/output projections' and the MLP's weights to `format`, in place.
+def round_weights(model: VQTransformer, format: str,
+                  input_levels: int = INPUT_LEVELS) -> VQTransformer:
+    """Round the q/k/v/output projections' and the MLP's weights to `format`, in place; in
+    int8 their inputs to `input_levels` (tests comparing torch with the compiled path take
+    `FINE_LEVELS`).
 
     Rounding is idempotent, and a model is only ever rounded further (int8 after bfloat16 is
     int8 of the bfloat16 values); `model.weights` says which format its values fit.
@@ -40,7 +48,7 @@ def round_weights(model: VQTransformer, format: str) -> VQTransformer:
         for linear in block.linears().values():
             linear.weight.copy_(rounded(linear.weight, format))
             if format == "int8":
-                linear.input_levels = INPUT_LEVELS
+                linear.input_levels = input_levels
     model.weights = format
     return model
 

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_incremental import TINY_VOCAB, TINY_WINDOW, token_edits
-from tests.vq import tiny_vq
+from tests.vq import check_incremental, tiny_vq
 from vqedit.engine._compiled import has_vnni, linear, move_slots
 from vqedit.engine.compiled import CompiledLayers
 from vqedit.engine.incremental import IncrementalEngine
 from vqedit.engine.mode import Mode
 from vqedit.engine.ops import on_grid
-from vqedit.engine.weights import INPUT_LEVELS, round_weights, rounded
+from vqedit.engine.weights import FINE_LEVELS, INPUT_LEVELS, round_weights, rounded
 from vqedit.lab.verify import NEAR_TIE, verify
 
 OUTPUT_TOLERANCE = 1e-5
@@ -31,8 +31,10 @@ OUTPUT_TOLERANCE = 1e-5
                 ids=["bert", "opt", "bert-2-groups", "opt-4-groups", "bert-int8",
                      "opt-2-groups-int8"])
 def tiny(request):
+    """Tiny models in every weight format; int8 with inputs on the fine grid, where torch and
+    the compiled path round alike (the served grid is tested on its own below)."""
     family, groups, format = request.param
-    return round_weights(tiny_vq(family, codebook_groups=groups), format)
+    return round_weights(tiny_vq(family, codebook_groups=groups), format, FINE_LEVELS)
 
 
 def near_tie(engine: IncrementalEngine, state) -> bool:
@@ -95,6 +97,20 @@ def test_sticky_mode_compiled_edits_keep_the_rule(tiny, case, delta):
             assert verdict.mechanics(), f"edit {number}: {verdict}"
 
 
+@pytest.mark.parametrize("family", ["bert", "opt"])
+@pytest.mark.parametrize("delta", [0.0, 8.0])
+@given(case=token_edits(TINY_VOCAB, TINY_WINDOW, 12))
+@settings(max_examples=15, deadline=None)
+def test_on_the_served_input_grid_edits_equal_compiled_full_passes(family, delta, case):
+    """At the 127 levels served, after any edits a state is what a compiled full pass computes
+    (exact mode), or a compiled pass forced to its codes (sticky mode), and compaction gives the
+    canonical pass."""
+    model = round_weights(tiny_vq(family, codebook_groups=2), "int8")
+    assert {linear.input_levels for block in model.blocks
+            for linear in block.linears().values()} == {INPUT_LEVELS}
+    check_incremental(IncrementalEngine(model, Mode(delta=delta), compiled=True), *case)
+
+
 def test_compiled_edits_count_what_they_compute(tiny):
     """The MAC counter adds what an edit computed: at least the dirty rows' linears, at most
     the reference's count (which also recomputes refreshed rows' queries and decides every
@@ -111,12 +127,15 @@ def test_compiled_edits_count_what_they_compute(tiny):
     assert sum(got.dirty) * per_row <= got.macs <= want.macs
 
 
-@given(rows=st.integers(1, 19), d_in=st.integers(1, 70), d_out=st.integers(1, 40),
-       format=st.sampled_from(["float32", "int8"]), seed=st.integers(0, 2 ** 16))
-@settings(max_examples=60, deadline=None)
-def test_compiled_linears_equal_torch_on_rounded_inputs(rows, d_in, d_out, format, seed):
-    """Every kernel of a linear (bytes by bytes where the CPU has VNNI, float32 otherwise, any
-    number of rows and any width) computes torch's product of the same rounded inputs."""
+@given(rows=st.integers(1, 30), d_in=st.integers(1, 70), d_out=st.integers(1, 40),
+       format=st.sampled_from(["float32", "int8"]),
+       levels=st.sampled_from([INPUT_LEVELS, 2 ** 15 - 1, FINE_LEVELS]),
+       seed=st.integers(0, 2 ** 16))
+@settings(max_examples=100, deadline=None)
+def test_compiled_linears_equal_torch_on_rounded_inputs(rows, d_in, d_out, format, levels, seed):
+    """Every kernel of a linear (one, two or three bytes by bytes where the CPU has VNNI,
+    float32 otherwise, any number of rows and any width) computes torch's product of the same
+    rounded inputs."""
     generator = torch.Generator().manual_seed(seed)
     weight = torch.randn(d_out, d_in, generator=generator) * 0.1
     bias = torch.randn(d_out, generator=generator)
@@ -124,7 +143,7 @@ def test_compiled_linears_equal_torch_on_rounded_inputs(rows, d_in, d_out, forma
         weight = rounded(weight, format)
     x = torch.randn(rows, d_in, generator=generator) * 3
     x[0, : d_in // 2] = 0  # rows with zeros and tiny values round too
-    levels = INPUT_LEVELS if format == "int8" else 0
+    levels = levels if format == "int8" else 0
     want = torch.nn.functional.linear(on_grid(x, levels) if levels else x, weight, bias)
     for vnni in ([True, False] if has_vnni() and format == "int8" else [False]):
         got = torch.from_numpy(linear(weight.numpy(), bias.numpy(), format, levels, x.numpy(),
@@ -188,3 +207,23 @@ def test_bad_arrays_are_refused_with_a_clear_error(tiny):
     broken.total = broken.total.float()  # the pooled sum must stay float64
     with pytest.raises(ValueError, match="total"):
         layers.edit(**{**args, "state": broken})
+
+
+def test_forced_passes_are_compiled_full_passes_only(tiny):
+    """Forcing codes is how `verify` builds its reference: on an engine without the compiled
+    path, or on a state that already holds tokens, it is refused and nothing changes."""
+    ids = list(range(5, 25))
+    compiled = IncrementalEngine(tiny, compiled=True)
+    state = compiled.build(ids)
+    forced = compiled.forced(ids, state.positions, state.codes())
+    assert torch.equal(forced.codes(), state.codes()) and torch.equal(forced.hidden(),
+                                                                      state.hidden())
+    other = (state.codes() + 1) % tiny.config.codebook_size  # never the nearest
+    forced = compiled.forced(ids, state.positions, other)
+    assert torch.equal(forced.codes(), other) and not torch.equal(forced.hidden(), state.hidden())
+    before = state.snapshot()
+    with pytest.raises(ValueError, match="empty state"):
+        compiled.apply(state, 0, 0, [7], codes=state.codes()[:, :1])
+    assert torch.equal(state.hidden(), before.hidden()) and torch.equal(state.ids, before.ids)
+    with pytest.raises(ValueError, match="compiled engine"):
+        IncrementalEngine(tiny, compiled=False).forced(ids, state.positions, state.codes())

@@ -26,7 +26,7 @@ def test_rounding_is_idempotent_and_close(format):
 @pytest.mark.parametrize("format", FORMATS)
 def test_edits_in_every_format_equal_a_full_pass_of_the_rounded_model(family, format):
     """The compiled path packs the rounded values exactly (it refuses weights that are not),
-    so exact-mode states still equal the torch model's full passes."""
+    so exact-mode states still equal full passes of the rounded model."""
     model = round_weights(tiny_vq(family), format)
     engine = IncrementalEngine(model, compiled=True)
     state = engine.build(TINY_VOCAB[:40])
