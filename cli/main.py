@@ -10,6 +10,7 @@ Usage:
     vqedit bench daemon [--tokens 512] [--clients 8] [--documents 10] [--json PATH]
     vqedit bench burst [--paragraphs 6] [--edits 100] [--words 20000] [--json PATH]
     vqedit bench lsp [--words 2000] [--edits 200] [--debounce-ms 100] [--json PATH]
+    vqedit bench open [--words 2000,20000,100000] [--json PATH] [--plot PNG]
     vqedit edits synth --out LOG [--edits 1000] [--articles 1 | --text FILE]
     vqedit edits from-git FILE --out LOG
     vqedit replay LOG [--via engine|daemon|lsp] [--verify N] [--json PATH] [--plot PATH] ...
@@ -46,6 +47,8 @@ COMMANDS = (
      "many changes in one didChange against recomputing what they touched"),
     (("bench", "lsp"), "lab.bench.lsp",
      "change-to-diagnostics latency of `vqedit lsp` over stdio, typed into"),
+    (("bench", "open"), "lab.bench.open",
+     "opening big documents through a real daemon: time to results, memory, fairness"),
     (("bench", "chaos"), "lab.bench.chaos",
      "malformed input and kill -9 against a real daemon: crashes, hangs, lost edits"),
     (("edits", "synth"), "lab.edits.synth", "atomic edits typed into BBC articles or files"),

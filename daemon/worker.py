@@ -29,6 +29,11 @@ coalesced batch when a newer version came, handing the edits left to the next pa
 coalesces them with the newer ones. Compaction, idle work, also stops between segments when any
 other work comes. So a big document closed mid-pass costs at most one more segment.
 
+A pass does not hold the worker while others wait: a document being computed segment by segment
+(opened, or reached by a merged edit) leaves its remaining segments pending when another
+document has work, and goes back in line behind it; its results come once every segment is
+computed. So a small document's edit waits for at most one segment of a big one.
+
 The memory budget holds between passes (`memory.py`); a pass holds every state it computes until
 it ends.
 """
@@ -257,8 +262,14 @@ class Worker:
             with placed(model.device):
                 before = counter.macs
                 live, applied, rest = self._bring_up_to_date(model, entry, text, version, edits)
+                if not rest:
+                    live.settle(partial(self._closed, entry),
+                                partial(self._other_work, entry, version))
                 if rest or (live.pending() and self._superseded(entry, version)):
                     self._carry_over(entry, live, rest)
+                    return
+                if live.pending():  # other documents' work first; this one goes on after it
+                    self._continue_later(entry, live)
                     return
                 cost = Cost(counter.macs - before, live.dense_macs(), live.tokens(),
                             [e.dirty for stats in applied for e in stats.edited])
@@ -292,17 +303,16 @@ class Worker:
         """`entry.live` with `edits` applied, what each cost, and the edits left when a newer
         version stopped the batch; or a fresh document (no edit stats) where there is none.
         Raises `Stopped` when the document was closed (or the daemon is stopping) meanwhile."""
-        def closed() -> bool:
-            with self._cond:
-                return entry.closed or self._stop
+        closed = partial(self._closed, entry)
 
         def superseded() -> bool:
             with self._cond:
                 return entry.closed or self._stop or entry.version != version
 
         live = entry.live
-        if live is None:
-            return LiveDocument(model.engine, model.tokenizer, text, closed), [], []
+        if live is None:  # opened: its segments are computed until other work waits
+            return LiveDocument(model.engine, model.tokenizer, text, closed,
+                                partial(self._other_work, entry, version)), [], []
         try:
             batch, applied = live.batch(edits, text), []
             for i, edit in enumerate(batch.edits):
@@ -329,6 +339,31 @@ class Worker:
         """Whether a newer version of the document came after `version`."""
         with self._cond:
             return entry.version != version
+
+    def _closed(self, entry: Entry) -> bool:
+        """Whether the document was closed (or its connection lost) or the daemon is stopping."""
+        with self._cond:
+            return entry.closed or self._stop
+
+    def _other_work(self, entry: Entry, version: int) -> bool:
+        """Whether a pass computing segments should leave the rest pending: a newer version of
+        its document came, or another document (or a reload) waits for the worker."""
+        with self._cond:
+            return entry.version != version or bool(self._ready) or self._reload is not None
+
+    def _continue_later(self, entry: Entry, live: LiveDocument) -> None:
+        """Other work stopped a pass between segments: keep what was computed and queue the
+        document again behind that work; its results come once every segment is computed."""
+        with self._cond:
+            self.counters.stopped += 1
+            if entry.closed:
+                return
+            entry.live, entry.live_version, entry.needs_compaction = live, -1, False
+            entry.state_bytes = live.nbytes()
+            self._ready[entry.key] = None
+            self._ready.move_to_end(entry.key)
+            self._evict()
+            self._cond.notify_all()
 
     def _carry_over(self, entry: Entry, live: LiveDocument, rest: list[Edit]) -> None:
         """A newer version stopped a batch: keep what was applied, hand the rest to the next

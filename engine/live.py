@@ -13,7 +13,9 @@ used segments of all of them first (`resident`).
 Building a big document segment by segment can take long, so the constructor, `apply` and
 `compact` take `stop`, asked before each segment is computed; when it says yes they raise
 `Stopped`. After the constructor or `apply` stopped, the document is half updated and must be
-dropped; after `compact` it is whole, with the segments compacted so far.
+dropped; after `compact` it is whole, with the segments compacted so far. The constructor and
+`apply_merged` also take `between`: when it says so, the segments not yet computed are left
+pending, whole and consistent, and `settle` goes on with them later.
 """
 
 import itertools
@@ -112,12 +114,16 @@ def largest_state_nbytes(engine: IncrementalEngine) -> int:
 
 class LiveDocument:
     def __init__(self, engine: IncrementalEngine, tokenizer: Tokenizer, text: str,
-                 stop: Callable[[], bool] = never) -> None:
+                 stop: Callable[[], bool] = never, between: Callable[[], bool] = never) -> None:
+        """Computes every segment in order, raising `Stopped` when `stop` says so before one;
+        when `between` says so before one (after the first), the rest are left `Pending` for
+        `settle` to go on with: an owner can serve other work while a big document opens."""
         self.engine = engine
         self.document = Document(tokenizer, text, engine.model.config.max_positions)
         self._states: list[SegmentState | Evicted | Pending] = [
-            self._build(i, stop) for i in range(len(self.document.segments))]
+            Pending(len(self.document.model_input(s))) for s in self.document.segments]
         self._used = [next(_clock) for _ in self._states]  # per segment, when last built or edited
+        self.settle(stop, between)
 
     @property
     def text(self) -> str:
@@ -221,8 +227,22 @@ class LiveDocument:
         return stats
 
     def pending(self) -> bool:
-        """Whether a stopped merged edit left segments to compute (`apply_merged`)."""
+        """Whether segments are left to compute (a stopped open or merged edit)."""
         return any(isinstance(s, Pending) for s in self._states)
+
+    def settle(self, stop: Callable[[], bool] = never, between: Callable[[], bool] = never,
+               ) -> bool:
+        """Compute the pending segments in text order; True once none is left. Raises
+        `Stopped` like the constructor; stops early, returning False, when `between` says so
+        before a segment after the first."""
+        computed = 0
+        for i, state in enumerate(self._states):
+            if isinstance(state, Pending):
+                if computed and between():
+                    return False
+                self._states[i], self._used[i] = self._build(i, stop), next(_clock)
+                computed += 1
+        return True
 
     def compact(self, stop: Callable[[], bool] = never) -> None:
         """Rebuild every segment at canonical positions, exactly (idle time; evicted ones too).
@@ -268,22 +288,16 @@ class LiveDocument:
         """The document's pooled embedding: mean final state over all tokens, L2-normalised."""
         if not self._states:
             raise ValueError("nothing to pool: the document has no tokens")
-        self._settle()
+        self.settle()
         total = torch.stack([s.total for s in self._states]).sum(0)  # (D,)
         return F.normalize((total / self.tokens()).float(), dim=0)
 
     def segment_embeddings(self) -> torch.Tensor:
         """One pooled embedding per segment (paragraph), L2-normalised. (N, D)"""
-        self._settle()
+        self.settle()
         totals = torch.stack([s.total for s in self._states])  # (N, D)
         counts = torch.tensor([max(len(s), 1) for s in self._states])  # (N,)
         return F.normalize((totals / counts.unsqueeze(1)).float(), dim=1)
-
-    def _settle(self) -> None:
-        """Compute the segments a stopped merged edit left pending."""
-        for i, state in enumerate(self._states):
-            if isinstance(state, Pending):
-                self._resident(i)
 
     def _resident(self, index: int) -> SegmentState:
         state = self._states[index]

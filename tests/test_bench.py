@@ -110,3 +110,23 @@ def test_bursts_report_their_cost_against_recomputing(tmp_path):
 def test_a_burst_replacement_that_is_not_a_word_is_refused():
     run = vqedit("bench", "burst", "--replace", "the")
     assert run.returncode == 2 and b"--replace" in run.stderr
+
+
+def test_open_bench_reports_times_memory_and_the_baseline_per_size(tmp_path):
+    out, plot = tmp_path / "open.json", tmp_path / "open.png"
+    run = vqedit("bench", "open", "--words", "150,300", "--json", str(out), "--plot", str(plot))
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    lines = [json.loads(line) for line in run.stdout.decode().strip().splitlines()]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == lines
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [line["words"] for line in lines] == [150, 300]
+    for line in lines:
+        assert 0 < line["first_results_s"] <= line["all_results_s"]
+        assert line["baseline_ort_int8_s"] > 0 and line["tokens"] > line["words"]
+        assert line["rss_mb_before"] <= line["rss_mb_peak"] and line["rss_mb_after_close"] > 0
+        assert line["state_bytes_per_token"] > 0 and line["other_client_edits"] >= 1
+
+
+def test_open_bench_refuses_sizes_it_cannot_read():
+    run = vqedit("bench", "open", "--words", "many")
+    assert run.returncode == 2 and b"comma-separated" in run.stderr

@@ -97,6 +97,24 @@ def test_a_newer_version_supersedes_queued_work_and_results_arrive_in_order(shar
     raw.close()
 
 
+def test_a_big_document_opening_does_not_hold_up_another_clients_small_one(shared):
+    """The big document's segments are computed in slices, the small document's work in
+    between: its results come while the big one is still being computed, which then completes."""
+    paths, args, big_client = shared
+    paragraphs = [f"Paragraph {i} of a long report on the council budget." for i in range(1500)]
+    big = "\n\n".join(paragraphs)
+    big_client.open("big", big, 1)
+    with DaemonClient(daemon_args=args, paths=paths) as small_client:
+        wait_until(lambda: small_client.stats()["computing"] == "big", what="the big pass")
+        small_client.open("small", PROSE, 1)
+        small_client.change("small", 2, [Edit(0, 3, "A")])
+        small_client.wait_for("small", 2, timeout=60)
+        assert big_client.latest("big") is None, "the small document waited for the big one"
+        assert small_client.stats()["stopped"] >= 1
+    done = big_client.wait_for("big", 1, timeout=300)
+    assert len(done.paragraphs) == len(paragraphs) and done.paragraphs[-1].end == len(big)
+
+
 def test_zero_shot_labels_score_a_document_until_it_goes_back_to_the_head(shared, expected):
     paths, _, client = shared
     labels = {"money": "The budget, taxes and the economy.",

@@ -241,6 +241,21 @@ def test_a_merged_edit_stopped_between_segments_leaves_them_pending(engine, word
     assert_matches_fresh_document(live)
 
 
+def test_an_open_that_yields_goes_on_later_and_edits_meanwhile_land(engine, wordpiece):
+    """An owner may ask an opening document to yield between segments: at least one segment
+    is computed per call, the rest stay pending through edits, and `settle` completes it into
+    what a document opened in one go holds."""
+    asked = []
+    live = LiveDocument(engine, wordpiece, TEXT, between=lambda: asked.append(1) or True)
+    assert len(live.document.segments) == 3
+    assert live.pending() and len(asked) == 1  # one segment computed, then it yielded
+    assert live.settle(between=lambda: True) is False and live.pending()  # one more, one left
+    live.apply(Edit(len(TEXT), len(TEXT), " Parks too."))  # lands in the pending one
+    assert live.settle() is True and not live.pending()
+    assert_matches_fresh_document(live)
+    assert_results_match_fresh(live)
+
+
 @st.composite
 def keystroke_runs(draw):
     """A text and a burst of small edits, each on the text the previous one left."""
