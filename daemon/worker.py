@@ -75,7 +75,8 @@ class Counters:
     resyncs: int = 0  # documents rebuilt from their text after an internal error
     failures: int = 0  # passes and compactions that raised or found no model: `Failed` pushed
     stopped: int = 0  # passes and compactions stopped early: document closed, newer version,
-    # other work waiting (compaction) or the daemon stopping
+    # other work waiting (compaction, and a document computed segment by segment, which goes on
+    # after it) or the daemon stopping
 
 
 class Worker:

@@ -79,8 +79,8 @@ class Evicted:
 
 @dataclass(frozen=True)
 class Pending:
-    """A segment a merged edit changed but was stopped before computing (`apply_merged`'s
-    `between`): computed when next read or edited."""
+    """A segment not computed yet: an open or a merged edit yielded before it (`between`).
+    `settle` computes it, as does reading or editing it."""
 
     tokens: int  # its length, special tokens included
 
