@@ -35,7 +35,9 @@ document has work, and goes back in line behind it; its results come once every 
 computed. So a small document's edit waits for at most one segment of a big one.
 
 The memory budget holds between passes (`memory.py`); a pass holds every state it computes until
-it ends.
+it ends. Memory freed by closed documents goes back to the system (`trim_heap`) once no document
+waits, before idle work. (Evictions keep theirs: trimming gives back the free memory the passes
+reuse too, and every page of it faults again.)
 """
 
 import logging
@@ -48,6 +50,7 @@ from functools import partial
 
 import torch
 
+from vqedit.engine.allocator import trim_heap
 from vqedit.engine.live import LiveDocument, LiveEditStats, Stopped
 from vqedit.text.edit import Edit
 
@@ -93,6 +96,7 @@ class Worker:
         self._busy = False  # the worker is inside a job
         self._current: Entry | None = None  # the document of that job, if it has one
         self._last_work = time.monotonic()  # for idle compaction and unloading
+        self._trim = False  # documents were closed: give the freed heap back before idle work
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
@@ -135,6 +139,8 @@ class Worker:
             self._entry(key).closed = True
             del self._docs[key]
             self._ready.pop(key, None)
+            self._trim = True
+            self._cond.notify_all()
 
     def close_session(self, session: int) -> None:
         """Close every document of a connection that went away."""
@@ -142,6 +148,8 @@ class Worker:
             for key in [k for k in self._docs if k[0] == session]:
                 self._docs.pop(key).closed = True
                 self._ready.pop(key, None)
+            self._trim = True
+            self._cond.notify_all()
 
     def results(self, key: Key) -> Results | None:
         """The newest computed results (maybe for an older version), None before the first."""
@@ -230,6 +238,9 @@ class Worker:
                     text, version, labels = entry.text, entry.version, entry.labels
                     self._current = entry
                     return lambda: self._compute(entry, text, version, edits, labels)
+                if self._trim:
+                    self._trim = False
+                    return trim_heap
                 idle = time.monotonic() - self._last_work
                 if idle >= self.settings.compact_after_s:
                     for entry in self._docs.values():

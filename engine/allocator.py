@@ -47,10 +47,17 @@ def settle_loaded_objects() -> None:
 
 
 def release_freed_memory() -> None:
-    """Give every free page of the heap back to the kernel: after dropping a model (whose
+    """Give every free page of the heap back to the kernel after dropping a model (whose
     objects `settle_loaded_objects` froze, so they are collected again first)."""
     gc.unfreeze()
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Give every free page of the heap back to the kernel, keeping the model's objects frozen:
+    after a document's states were dropped (the heap keeps freed memory for reuse otherwise,
+    1 GB and more after a big document closed)."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

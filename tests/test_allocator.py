@@ -65,3 +65,26 @@ def test_freed_memory_is_kept_until_released():
     kept, released = run(RESIDENT)
     assert kept >= 70  # of the 80 MB freed; glibc's defaults unmap blocks this large at once
     assert released <= 10
+
+
+TRIMMED = """
+import gc, os, torch
+from vqedit.engine.allocator import keep_freed_memory, settle_loaded_objects, trim_heap
+def resident_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+keep_freed_memory()
+model = [torch.ones(16) for _ in range(1000)]  # objects a loaded model keeps
+settle_loaded_objects()
+start = resident_mb()
+states = [torch.ones(1 << 18) for _ in range(80)]  # a closed document's states: 80 of 1 MB
+del states
+kept = resident_mb() - start
+trim_heap()
+print(kept, resident_mb() - start, gc.get_freeze_count())
+"""
+
+
+def test_a_closed_documents_memory_goes_back_and_the_model_stays_frozen():
+    kept, trimmed, frozen = run(TRIMMED)
+    assert kept >= 70 and trimmed <= 10
+    assert frozen >= 1000  # the cyclic collector still skips the model's objects
