@@ -29,15 +29,15 @@ coalesced batch when a newer version came, handing the edits left to the next pa
 coalesces them with the newer ones. Compaction, idle work, also stops between segments when any
 other work comes. So a big document closed mid-pass costs at most one more segment.
 
-A pass does not hold the worker while others wait: a document being computed segment by segment
-(opened, or reached by a merged edit) leaves its remaining segments pending when another
-document has work, and goes back in line behind it; its results come once every segment is
-computed. So a small document's edit waits for at most one segment of a big one.
+A pass does not hold the worker while others wait: an opening document leaves its remaining
+segments pending when another document has work, or after `SLICE_S` of computing, and goes
+back in line behind that work; its results come once every segment is computed. So a small
+document's edit waits for at most one segment of a big one.
 
-The memory budget holds between passes (`memory.py`); a pass holds every state it computes until
-it ends. Memory freed by closed documents goes back to the system (`trim_heap`) once no document
-waits, before idle work. (Evictions keep theirs: trimming gives back the free memory the passes
-reuse too, and every page of it faults again.)
+The memory budget holds between passes and between an opening document's slices (`memory.py`);
+a slice holds every state it computes until it ends. Memory freed by closed documents goes back
+to the system (`trim_heap`) once no document waits, before idle work. (Evictions keep theirs:
+trimming gives back the free memory the passes reuse too, and every page of it faults again.)
 """
 
 import logging
@@ -63,6 +63,10 @@ from .settings import Settings
 log = logging.getLogger("vqedit.daemon")
 
 REASON_CHARS = 300  # of an exception's text in a `Failed` message, which is one line for people
+# A document computed segment by segment goes back in line after this long, so that evictions
+# keep its states within the memory budget during the pass too (~4,000 tokens of states, 200 MB,
+# at most past it) and other documents' work waits at most one segment.
+SLICE_S = 1.0
 
 
 @dataclass
@@ -273,10 +277,11 @@ class Worker:
         try:
             with placed(model.device):
                 before = counter.macs
-                live, applied, rest = self._bring_up_to_date(model, entry, text, version, edits)
+                yield_now = partial(self._other_work, entry, version, time.monotonic())
+                live, applied, rest = self._bring_up_to_date(model, entry, text, version, edits,
+                                                             yield_now)
                 if not rest:
-                    live.settle(partial(self._closed, entry),
-                                partial(self._other_work, entry, version))
+                    live.settle(partial(self._closed, entry), yield_now)
                 if rest or (live.pending() and self._superseded(entry, version)):
                     self._carry_over(entry, live, rest)
                     return
@@ -310,11 +315,12 @@ class Worker:
         self._publish(entry.key[0], results)
 
     def _bring_up_to_date(self, model: SharedModel, entry: Entry, text: str, version: int,
-                          edits: list[Edit],
+                          edits: list[Edit], yield_now: Callable[[], bool],
                           ) -> tuple[LiveDocument, list[LiveEditStats], list[Edit]]:
         """`entry.live` with `edits` applied, what each cost, and the edits left when a newer
-        version stopped the batch; or a fresh document (no edit stats) where there is none.
-        Raises `Stopped` when the document was closed (or the daemon is stopping) meanwhile."""
+        version stopped the batch; or a fresh document (no edit stats) where there is none,
+        computed until `yield_now` says so. Raises `Stopped` when the document was closed (or
+        the daemon is stopping) meanwhile."""
         closed = partial(self._closed, entry)
 
         def superseded() -> bool:
@@ -323,8 +329,7 @@ class Worker:
 
         live = entry.live
         if live is None:  # opened: its segments are computed until other work waits
-            return LiveDocument(model.engine, model.tokenizer, text, closed,
-                                partial(self._other_work, entry, version)), [], []
+            return LiveDocument(model.engine, model.tokenizer, text, closed, yield_now), [], []
         try:
             batch, applied = live.batch(edits, text), []
             for i, edit in enumerate(batch.edits):
@@ -357,15 +362,18 @@ class Worker:
         with self._cond:
             return entry.closed or self._stop
 
-    def _other_work(self, entry: Entry, version: int) -> bool:
+    def _other_work(self, entry: Entry, version: int, began: float) -> bool:
         """Whether a pass computing segments should leave the rest pending: a newer version of
-        its document came, or another document (or a reload) waits for the worker."""
+        its document came, another document (or a reload) waits for the worker, or the pass has
+        run `SLICE_S` since `began`."""
         with self._cond:
-            return entry.version != version or bool(self._ready) or self._reload is not None
+            return (entry.version != version or bool(self._ready) or self._reload is not None
+                    or time.monotonic() - began > SLICE_S)
 
     def _continue_later(self, entry: Entry, live: LiveDocument) -> None:
-        """Other work stopped a pass between segments: keep what was computed and queue the
-        document again behind that work; its results come once every segment is computed."""
+        """Other work or the end of a slice stopped a pass between segments: keep what was
+        computed, back within the budget, and queue the document again behind that work; its
+        results come once every segment is computed."""
         with self._cond:
             self.counters.stopped += 1
             if entry.closed:
