@@ -82,8 +82,7 @@ class Counters:
     resyncs: int = 0  # documents rebuilt from their text after an internal error
     failures: int = 0  # passes and compactions that raised or found no model: `Failed` pushed
     stopped: int = 0  # passes and compactions stopped early: document closed, newer version,
-    # other work waiting (compaction, and a document computed segment by segment, which goes on
-    # after it) or the daemon stopping
+    # other work waiting (compaction) or the daemon stopping; not an open's slices, which go on
 
 
 class Worker:
@@ -375,7 +374,6 @@ class Worker:
         computed, back within the budget, and queue the document again behind that work; its
         results come once every segment is computed."""
         with self._cond:
-            self.counters.stopped += 1
             if entry.closed:
                 return
             entry.live, entry.live_version, entry.needs_compaction = live, -1, False
