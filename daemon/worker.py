@@ -279,12 +279,11 @@ class Worker:
                 yield_now = partial(self._other_work, entry, version, time.monotonic())
                 live, applied, rest = self._bring_up_to_date(model, entry, text, version, edits,
                                                              yield_now)
-                if not rest:
-                    live.settle(partial(self._closed, entry), yield_now)
-                if rest or (live.pending() and self._superseded(entry, version)):
+                settled = not rest and live.settle(partial(self._closed, entry), yield_now)
+                if not settled and (rest or self._superseded(entry, version)):
                     self._carry_over(entry, live, rest)
                     return
-                if live.pending():  # other documents' work first; this one goes on after it
+                if not settled:  # other documents' work first; this one goes on after it
                     self._continue_later(entry, live)
                     return
                 cost = Cost(counter.macs - before, live.dense_macs(), live.tokens(),

@@ -240,7 +240,7 @@ class LiveDocument:
             if isinstance(state, Pending):
                 if computed and between():
                     return False
-                self._states[i], self._used[i] = self._build(i, stop), next(_clock)
+                self._resident(i, stop)
                 computed += 1
         return True
 
@@ -299,10 +299,10 @@ class LiveDocument:
         counts = torch.tensor([max(len(s), 1) for s in self._states])  # (N,)
         return F.normalize((totals / counts.unsqueeze(1)).float(), dim=1)
 
-    def _resident(self, index: int) -> SegmentState:
+    def _resident(self, index: int, stop: Callable[[], bool] = never) -> SegmentState:
         state = self._states[index]
         if not isinstance(state, SegmentState):
-            state = self._states[index] = self._build(index)
+            state = self._states[index] = self._build(index, stop)
             self._used[index] = next(_clock)
         return state
 
