@@ -35,7 +35,7 @@ namespace {
 constexpr int PANEL = 16;           // output columns per weight panel
 constexpr int ROW_BLOCK = 8;        // rows multiplied at once, their accumulators in registers
 constexpr float EXP_FLOOR = -80.0f;  // as in incremental.py
-constexpr float CANCELLATION = 0.8f;
+constexpr float CANCELLATION = 4.0f;  // as in incremental.py
 constexpr float TIE = 1e-3f;
 enum Decision : char { NONE, NEAREST, RULE };  // how a row's codes are decided
 
@@ -1228,7 +1228,7 @@ class CompiledModel {
         scatter_tile(ht.data(), n, dh_, h_rows);
         store_lanes(m + at, active ? m_new : m_old, n);
         store_lanes(s + at, active ? s_new : s_old, n);
-        const i8 cancel = active & (gone > CANCELLATION * s_kept);
+        const i8 cancel = active & (gone > CANCELLATION * s_new);
         for (int i = 0; i < n; ++i) cancelled[t0 + i] |= cancel[i] != 0;
       }
     }
