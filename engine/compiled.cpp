@@ -654,7 +654,7 @@ float dot(const float* a, const float* b, int n) {
 // ---- arrays from Python: checked once per call, so a wrong array is an error, not a crash ----
 
 template <typename T>
-T* data(py::array& a, const char* name, std::vector<py::ssize_t> shape) {
+T* data(py::array a, const char* name, const std::vector<py::ssize_t>& shape) {
   if (!py::isinstance<py::array_t<T>>(a) || !(a.flags() & py::array::c_style) ||
       !a.writeable())
     throw std::invalid_argument(std::string(name) + ": expected a writeable C-contiguous " +
@@ -718,38 +718,103 @@ struct Counts {
 
 }  // namespace
 
+// An array with a slot dimension (0 or 1), as raw bytes: `outer` blocks of `slots` chunks.
+struct SlotArray {
+  char* base;
+  size_t outer, slots, chunk;  // index count before the slot dimension, slots, bytes per slot
+};
+
+SlotArray slot_array(py::array a, int dim) {
+  if (!(a.flags() & py::array::c_style) || !a.writeable() || dim < 0 || dim > 1 ||
+      a.ndim() <= dim)
+    throw std::invalid_argument("arrays: writeable C-contiguous arrays, slot dimension 0 or 1");
+  SlotArray m{static_cast<char*>(a.mutable_data()), 1, size_t(a.shape(dim)),
+              size_t(a.itemsize())};
+  for (py::ssize_t d = dim + 1; d < a.ndim(); ++d) m.chunk *= a.shape(d);
+  for (py::ssize_t d = 0; d < dim; ++d) m.outer *= a.shape(d);
+  return m;
+}
+
+// Copy slots `source` into slots `to` of every array (checked to be in range by the caller).
+void move_rows(const std::vector<SlotArray>& arrays, const int64_t* to, const int64_t* source,
+               size_t n) {
+  for (const SlotArray& m : arrays)
+    for (size_t o = 0; o < m.outer; ++o)
+      for (size_t i = 0; i < n; ++i)
+        std::memmove(m.base + (o * m.slots + to[i]) * m.chunk,
+                     m.base + (o * m.slots + source[i]) * m.chunk, m.chunk);
+}
+
 // Copy rows `source` into rows `to` along each array's slot dimension (0 or 1), in place: a
 // deletion fills the freed slots with the last rows (`SegmentState.move_rows`).
 void move_slots(py::list arrays, py::array to_a, py::array source_a) {
   const py::ssize_t n = to_a.ndim() == 1 ? to_a.shape(0) : -1;
   const int64_t* to = data<int64_t>(to_a, "to", {n});
   const int64_t* source = data<int64_t>(source_a, "source", {n});
-  struct Move {
-    char* base;
-    size_t outer, slots, chunk;  // the slot dimension's extent, bytes per slot and outer index
-  };
-  std::vector<Move> moves;  // every array checked before any is changed
+  std::vector<SlotArray> moves;  // every array checked before any is changed
   for (auto item : arrays) {
     auto pair = item.cast<py::tuple>();
-    auto a = pair[0].cast<py::array>();
-    const int dim = pair[1].cast<int>();
-    if (!(a.flags() & py::array::c_style) || !a.writeable() || dim < 0 || dim > 1 ||
-        a.ndim() <= dim)
-      throw std::invalid_argument("arrays: writeable C-contiguous arrays, slot dimension 0 or 1");
-    Move m{static_cast<char*>(a.mutable_data()), 1, size_t(a.shape(dim)), size_t(a.itemsize())};
-    for (py::ssize_t d = dim + 1; d < a.ndim(); ++d) m.chunk *= a.shape(d);
-    for (py::ssize_t d = 0; d < dim; ++d) m.outer *= a.shape(d);
+    moves.push_back(slot_array(pair[0].cast<py::array>(), pair[1].cast<int>()));
     for (py::ssize_t i = 0; i < n; ++i)
-      if (to[i] < 0 || size_t(to[i]) >= m.slots || source[i] < 0 || size_t(source[i]) >= m.slots)
+      if (to[i] < 0 || size_t(to[i]) >= moves.back().slots || source[i] < 0 ||
+          size_t(source[i]) >= moves.back().slots)
         throw std::invalid_argument("to, source: slots outside an array");
-    moves.push_back(m);
   }
-  for (const Move& m : moves)
-    for (size_t o = 0; o < m.outer; ++o)
-      for (py::ssize_t i = 0; i < n; ++i)
-        std::memmove(m.base + (o * m.slots + to[i]) * m.chunk,
-                     m.base + (o * m.slots + source[i]) * m.chunk, m.chunk);
+  move_rows(moves, to, source, size_t(n));
 }
+
+// A segment state's arrays (engine/state.py's `StateViews`), checked once per allocation of
+// the state, so that an edit hands compiled code only what changes from edit to edit.
+struct StateArrays {
+  StateArrays(py::array ids, py::array positions, py::list layers, py::list residual,
+              py::array output, py::list slot_arrays) {
+    auto hold = [&](py::array a) { keep.push_back(a); return a; };
+    slots = ids.ndim() == 1 ? ids.shape(0) : -1;
+    this->ids = data<int64_t>(hold(ids), "ids", {slots});
+    this->positions = data<double>(hold(positions), "positions", {slots});
+    d = output.ndim() == 2 ? int(output.shape(1)) : -1;
+    this->output = data<float>(hold(output), "output", {slots, d});
+    if (layers.size() != residual.size() || layers.empty())
+      throw std::invalid_argument("layers, residual: one entry per layer");
+    for (size_t l = 0; l < layers.size(); ++l) {
+      auto t = layers[l].cast<py::tuple>();
+      if (t.size() != 9) throw std::invalid_argument("layers: nine arrays per layer");
+      auto arr = [&](int i) { return hold(t[i].cast<py::array>()); };
+      py::array q0 = arr(0);
+      if (l == 0) {
+        h = q0.ndim() == 3 ? int(q0.shape(0)) : -1;
+        dh = q0.ndim() == 3 ? int(q0.shape(2)) : -1;
+        py::array c = t[6].cast<py::array>();
+        q = c.ndim() == 2 ? int(c.shape(1)) : -1;
+      }
+      py::array a1 = arr(1), a2 = arr(2), a3 = arr(3), a4 = arr(4), a5 = arr(5), a6 = arr(6),
+                a7 = arr(7), a8 = arr(8);
+      this->layers.push_back(
+          {data<float>(q0, "q", {h, slots, dh}), data<float>(a1, "k", {h, slots, dh}),
+           data<float>(a2, "v", {h, slots, dh}), data<float>(a3, "m", {h, slots}),
+           data<float>(a4, "s", {h, slots}), data<float>(a5, "heads", {h, slots, dh}),
+           data<uint8_t>(a6, "codes", {slots, q}), data<float>(a7, "slack", {q, slots}),
+           data<uint8_t>(a8, "updates", {slots})});
+      inputs.push_back(data<float>(hold(residual[l].cast<py::array>()), "inputs", {slots, d}));
+    }
+    for (auto item : slot_arrays) {
+      auto pair = item.cast<py::tuple>();
+      moves.push_back(slot_array(hold(pair[0].cast<py::array>()), pair[1].cast<int>()));
+      if (moves.back().slots != size_t(slots))
+        throw std::invalid_argument("slot arrays: every one has the state's slots");
+    }
+  }
+
+  std::vector<py::object> keep;  // the arrays, alive as long as their pointers here
+  py::ssize_t slots;
+  int h, dh, d, q;
+  int64_t* ids;
+  double* positions;
+  float* output;
+  std::vector<LayerArrays> layers;
+  std::vector<float*> inputs;  // layer l's input (S, D); the next layer's is its output
+  std::vector<SlotArray> moves;  // every per-slot array, to move rows
+};
 
 // One linear packed and applied to x (R, I): what the tests compare with torch.
 py::array_t<float> linear_rows(py::array_t<float, py::array::c_style | py::array::forcecast> weight,
@@ -849,81 +914,167 @@ class CompiledModel {
     }
   }
 
-  // Every layer of an edit, in place on the state (see `IncrementalEngine.apply`).
-  // layers: per layer (q, k, v, m, s, heads, codes, slack, updates); inputs: per layer its
-  // input (S, D), the next layer's input being the layer's output; output (S, D) the final
-  // states, rows updated after the final norm, with `total` (D,) float64 their sum over the
-  // slots in use. rows (|D|,) sorted dirty slots, embedded into inputs[0] from ids (S,) at
-  // positions (S,) first; is_new (S,) whether a slot holds an inserted token (the others' old
-  // keys, values and final states leave the sums); gone: per layer the deleted tokens' keys
-  // and values (H, Rg, Dh), gone_order (Rg,) their text index; rank (T,) text index per slot;
-  // limit (T,) updates before a refresh; turn the sweep's slots. `forced`: the dirty rows keep
-  // the codes the state holds instead of being decided (a full pass forced to given codes,
-  // which `verify` checks states against). Returns (|D| per layer, flips outside D per layer,
-  // counts).
-  py::tuple edit(int size, py::array ids_a, py::array positions_a, py::list layers,
-                 py::list inputs, py::array output_a, py::array total_a, py::array rows_a,
-                 py::array is_new_a, py::list gone, py::array gone_order_a, py::array rank_a,
-                 py::array limit_a, py::array turn_a, bool forced) {
+  // An edit of the state `st` in place, as `IncrementalEngine.apply` makes it: tokens
+  // [start, end) of `order` (T,) (the slot of each token in text order) become `new_ids`
+  // (n,), the segment's positions become `new_positions` (T',) in text order, of which the kept
+  // tokens at indices `moved` changed. Slots are allocated as `IncrementalEngine._allocate`
+  // does; then every layer runs (`IncrementalEngine._layers_torch`), then the final norm of
+  // the rows the last layer wrote, into the state's outputs and their sum `total` (D,)
+  // float64. `codes` (L, n, Q) uint8, or None: the new tokens keep these codes instead of
+  // being decided (a full pass forced to given codes, which `verify` checks states against).
+  // The sweep re-quantizes `sweep_tokens` tokens per layer from text index `sweep`; a row is
+  // refreshed after `max_updates` running updates at most. Returns (the new order (T',), |D|
+  // per layer, flips outside D per layer, counts), or (the new order, None, None, None) when
+  // half the rows or more are dirty from the start: then only the tokens and positions are
+  // updated, and the caller computes a full pass instead.
+  py::tuple apply(StateArrays& st, py::array order_a, int start, int end, py::array new_ids_a,
+                  py::array new_positions_a, py::array moved_a, py::object codes_obj,
+                  py::array total_a, int sweep, int sweep_tokens, int max_updates) {
     if (token_.ndim() != 2) throw std::invalid_argument("set_embedding must come before edits");
     const int n_layers = int(layers_.size());
-    if (int(layers.size()) != n_layers || int(inputs.size()) != n_layers ||
-        int(gone.size()) != n_layers)
-      throw std::invalid_argument("layers, inputs and gone need one entry per layer");
-    auto first = layers[0].cast<py::tuple>();
-    auto q0 = first[0].cast<py::array>();
-    const py::ssize_t slots = q0.ndim() == 3 ? q0.shape(1) : -1;
-    if (size < 0 || size > slots) throw std::invalid_argument("size exceeds the state's slots");
-    float* output = data<float>(output_a, "output", {slots, d_});
+    if (int(st.layers.size()) != n_layers || st.h != h_ || st.dh != dh_ || st.d != d_ ||
+        st.q != q_)
+      throw std::invalid_argument("state: its arrays do not have this model's shapes");
+    const py::ssize_t slots = st.slots;
+    const py::ssize_t old_size = order_a.ndim() == 1 ? order_a.shape(0) : -1;
+    const int64_t* order = data<int64_t>(order_a, "order", {old_size});
+    if (!(0 <= start && start <= end && end <= old_size))
+      throw std::invalid_argument("start, end: not a range of the segment");
+    const py::ssize_t n_new = new_ids_a.ndim() == 1 ? new_ids_a.shape(0) : -1;
+    const int64_t* new_ids = data<int64_t>(new_ids_a, "new_ids", {n_new});
+    const int removed = end - start, size = int(old_size - removed + n_new);
+    const double* new_positions = data<double>(new_positions_a, "new_positions", {size});
+    const py::ssize_t n_moved = moved_a.ndim() == 1 ? moved_a.shape(0) : -1;
+    const int64_t* moved = data<int64_t>(moved_a, "moved", {n_moved});
     double* total = data<double>(total_a, "total", {d_});
-    const py::ssize_t n_rows = rows_a.ndim() == 1 ? rows_a.shape(0) : -1;
-    int64_t* rows = data<int64_t>(rows_a, "rows", {n_rows});
-    bool* is_new = data<bool>(is_new_a, "is_new", {size});
-    const py::ssize_t n_gone = gone_order_a.ndim() == 1 ? gone_order_a.shape(0) : -1;
-    int64_t* gone_order = data<int64_t>(gone_order_a, "gone_order", {n_gone});
-    int64_t* rank = data<int64_t>(rank_a, "rank", {size});
-    int64_t* limit = data<int64_t>(limit_a, "limit", {size});
-    const py::ssize_t n_turn = turn_a.ndim() == 1 ? turn_a.shape(0) : -1;
-    int64_t* turn = data<int64_t>(turn_a, "turn", {n_turn});
-    for (py::ssize_t i = 0; i < n_rows; ++i)
-      if (rows[i] < 0 || rows[i] >= size || (i && rows[i] <= rows[i - 1]))
-        throw std::invalid_argument("rows must be sorted, distinct slots in use");
-    for (py::ssize_t i = 0; i < n_turn; ++i)
-      if (turn[i] < 0 || turn[i] >= size) throw std::invalid_argument("turn: slot not in use");
-    for (py::ssize_t i = 0; i < size; ++i)
-      if (rank[i] < 0 || rank[i] >= size) throw std::invalid_argument("rank: not a text index");
-    const int64_t* ids = data<int64_t>(ids_a, "ids", {slots});
-    const double* positions = data<double>(positions_a, "positions", {slots});
-    const double last = double(position_.shape(0) - 1 - offset_);
-    for (py::ssize_t i = 0; i < n_rows; ++i)
-      if (ids[rows[i]] < 0 || ids[rows[i]] >= token_.shape(0) ||
-          !(positions[rows[i]] >= 0 && positions[rows[i]] <= last))
-        throw std::invalid_argument("ids, positions: a row outside the vocabulary or window");
-    std::vector<LayerArrays> arrays(n_layers);
-    std::vector<float*> ins(n_layers), gone_k(n_layers), gone_v(n_layers);
-    for (int l = 0; l < n_layers; ++l) {
-      auto t = layers[l].cast<py::tuple>();
-      if (t.size() != 9) throw std::invalid_argument("layers: nine arrays per layer");
-      auto arr = [&](int i) { return t[i].cast<py::array>(); };
-      py::array a0 = arr(0), a1 = arr(1), a2 = arr(2), a3 = arr(3), a4 = arr(4), a5 = arr(5),
-                a6 = arr(6), a7 = arr(7), a8 = arr(8);
-      arrays[l] = {data<float>(a0, "q", {h_, slots, dh_}), data<float>(a1, "k", {h_, slots, dh_}),
-                   data<float>(a2, "v", {h_, slots, dh_}), data<float>(a3, "m", {h_, slots}),
-                   data<float>(a4, "s", {h_, slots}),
-                   data<float>(a5, "heads", {h_, slots, dh_}),
-                   data<uint8_t>(a6, "codes", {slots, q_}), data<float>(a7, "slack", {q_, slots}),
-                   data<uint8_t>(a8, "updates", {slots})};
-      py::array input = inputs[l].cast<py::array>();
-      ins[l] = data<float>(input, "inputs", {slots, d_});
-      auto pair = gone[l].cast<py::tuple>();
-      py::array gk = pair[0].cast<py::array>(), gv = pair[1].cast<py::array>();
-      gone_k[l] = data<float>(gk, "gone", {h_, n_gone, dh_});
-      gone_v[l] = data<float>(gv, "gone", {h_, n_gone, dh_});
+    const uint8_t* forced_codes = nullptr;
+    py::array codes_a;
+    if (!codes_obj.is_none()) {
+      codes_a = codes_obj.cast<py::array>();
+      forced_codes = data<uint8_t>(codes_a, "codes", {n_layers, n_new, q_});
     }
-    for (py::ssize_t i = 0; i < n_rows; ++i)
+    const bool forced = forced_codes != nullptr;
+    const int fresh = std::max(int(n_new) - removed, 0);
+    if (old_size + fresh > slots)
+      throw std::invalid_argument("state: reserve room for the new tokens first");
+    std::vector<char> in_use(old_size, 0);
+    for (py::ssize_t i = 0; i < old_size; ++i) {
+      if (order[i] < 0 || order[i] >= old_size || in_use[order[i]])
+        throw std::invalid_argument("order: not a permutation of the slots in use");
+      in_use[order[i]] = 1;
+    }
+    for (py::ssize_t i = 0; i < n_moved; ++i)
+      if (moved[i] < 0 || moved[i] >= size || (moved[i] >= start && moved[i] < start + n_new))
+        throw std::invalid_argument("moved: not the index of a kept token");
+    for (py::ssize_t i = 0; i < n_new; ++i)
+      if (new_ids[i] < 0 || new_ids[i] >= token_.shape(0))
+        throw std::invalid_argument("ids, positions: a token outside the vocabulary");
+    const double last = double(position_.shape(0) - 1 - offset_);
+    for (int i = 0; i < size; ++i)
+      if (!(new_positions[i] >= 0 && new_positions[i] <= last))
+        throw std::invalid_argument("ids, positions: a position outside the window");
+
+    // What the removed tokens take with them: their keys and values at every layer (H, R, Dh)
+    // and their final states out of the total.
+    std::vector<std::vector<float>> gone_k(n_layers), gone_v(n_layers);
+    for (int l = 0; l < n_layers; ++l) {
+      gone_k[l].resize(size_t(h_) * removed * dh_);
+      gone_v[l].resize(gone_k[l].size());
+      for (int hh = 0; hh < h_; ++hh)
+        for (int j = 0; j < removed; ++j) {
+          const size_t from = (size_t(hh) * slots + order[start + j]) * dh_;
+          const size_t to = (size_t(hh) * removed + j) * dh_;
+          std::memcpy(&gone_k[l][to], st.layers[l].k + from, dh_ * sizeof(float));
+          std::memcpy(&gone_v[l][to], st.layers[l].v + from, dh_ * sizeof(float));
+        }
+    }
+    for (int j = 0; j < removed; ++j) {
+      const float* y = st.output + order[start + j] * d_;
+      for (int dd = 0; dd < d_; ++dd) total[dd] -= double(y[dd]);
+    }
+    const std::vector<int64_t> gone_order(removed, start);
+
+    // Slots: new tokens reuse the removed tokens' slots first, then take fresh ones at the
+    // end; the slots removed tokens leave free are filled with the last rows, so that the
+    // slots in use stay [0, T').
+    py::array_t<int64_t> order_out(size);
+    int64_t* now = order_out.mutable_data();
+    std::copy(order, order + start, now);
+    const int reused = std::min(removed, int(n_new));
+    std::copy(order + start, order + start + reused, now + start);
+    for (int i = 0; i < fresh; ++i) now[start + reused + i] = old_size + i;
+    std::copy(order + end, order + old_size, now + start + n_new);
+    if (removed > n_new) {
+      const int freed = removed - int(n_new), n = int(old_size) - freed;
+      std::vector<char> is_freed(old_size, 0);
+      for (int j = reused; j < removed; ++j) is_freed[order[start + j]] = 1;
+      std::vector<int64_t> movers, targets;
+      for (int t = n; t < old_size; ++t)
+        if (!is_freed[t]) movers.push_back(t);
+      for (int t = 0; t < n; ++t)
+        if (is_freed[t]) targets.push_back(t);
+      move_rows(st.moves, targets.data(), movers.data(), movers.size());
+      std::vector<int64_t> remap(old_size);
+      for (int t = 0; t < old_size; ++t) remap[t] = t;
+      for (size_t i = 0; i < movers.size(); ++i) remap[movers[i]] = targets[i];
+      for (int i = 0; i < size; ++i) now[i] = remap[now[i]];
+    }
+    int64_t* ids = st.ids;
+    double* positions = st.positions;
+    std::vector<char> is_new(size, 0);
+    std::vector<int64_t> rows;
+    for (py::ssize_t i = 0; i < n_new; ++i) {
+      const int64_t t = now[start + i];
+      ids[t] = new_ids[i];
+      is_new[t] = 1;
+      rows.push_back(t);
+      if (forced)
+        for (int l = 0; l < n_layers; ++l)
+          std::memcpy(st.layers[l].codes + t * q_,
+                      forced_codes + (size_t(l) * n_new + i) * q_, q_);
+    }
+    for (py::ssize_t i = 0; i < n_moved; ++i) rows.push_back(now[moved[i]]);
+    std::sort(rows.begin(), rows.end());
+    std::vector<int64_t> rank(size), limit(size);
+    for (int i = 0; i < size; ++i) {
+      positions[now[i]] = new_positions[i];
+      rank[now[i]] = i;
+    }
+    if (2 * int64_t(rows.size()) > size && size > n_new)  // cheaper as a full pass
+      return py::make_tuple(order_out, py::none(), py::none(), py::none());
+    // Each row's limit lies between max_updates / 2 and max_updates, so that rows built
+    // together are not all refreshed by the same edit.
+    for (int t = 0; t < size; ++t) limit[t] = max_updates - rank[t] % (max_updates + 1) / 2;
+    const int n_turn = delta_ > 0 ? std::min(sweep_tokens, size) : 0;
+    std::vector<int64_t> turn(n_turn);
+    for (int i = 0; i < n_turn; ++i) turn[i] = now[(i + sweep) % size];
+    auto edit_result = run(st, size, rows, is_new, gone_k, gone_v, gone_order, rank, limit,
+                           turn, forced, total);
+    return py::make_tuple(order_out, edit_result[0], edit_result[1], edit_result[2]);
+  }
+
+ private:
+  // Every layer of an edit, then the final norm (see `apply`): rows (|D|,) the sorted dirty
+  // slots, embedded into the first layer's input here. Returns (|D| per layer, flips outside
+  // D per layer, counts).
+  py::tuple run(StateArrays& st, int size, const std::vector<int64_t>& rows,
+                const std::vector<char>& is_new, const std::vector<std::vector<float>>& gone_k,
+                const std::vector<std::vector<float>>& gone_v,
+                const std::vector<int64_t>& gone_order, const std::vector<int64_t>& rank,
+                const std::vector<int64_t>& limit, const std::vector<int64_t>& turn, bool forced,
+                double* total) {
+    const int n_layers = int(layers_.size());
+    const py::ssize_t slots = st.slots;
+    const int64_t* ids = st.ids;
+    const double* positions = st.positions;
+    const std::vector<float*>& ins = st.inputs;
+    float* output = st.output;
+    const int n_rows = int(rows.size()), n_gone = int(gone_order.size()),
+              n_turn = int(turn.size());
+    for (int i = 0; i < n_rows; ++i)
       embed(ids[rows[i]], positions[rows[i]], ins[0] + rows[i] * d_);
     Counts counts;
-    std::vector<int64_t> dirty(rows, rows + n_rows);
+    std::vector<int64_t> dirty(rows);
     last_.resize(size_t(slots) * d_);  // the last layer's output rows, before the final norm
     py::list sizes, flips;
     for (int l = 0; l < n_layers; ++l) {
@@ -931,9 +1082,10 @@ class CompiledModel {
       std::vector<char> kept(dirty.size());
       for (size_t i = 0; i < dirty.size(); ++i) kept[i] = !is_new[dirty[i]];
       float* next = l + 1 < n_layers ? ins[l + 1] : last_.data();
-      const int flipped = edit_layer(layers_[l], arrays[l], slots, size, ins[l], next, dirty,
-                                     kept, gone_k[l], gone_v[l], gone_order, int(n_gone), rank,
-                                     limit, turn, int(n_turn), forced, counts);
+      const int flipped = edit_layer(layers_[l], st.layers[l], slots, size, ins[l], next, dirty,
+                                     kept, gone_k[l].data(), gone_v[l].data(), gone_order.data(),
+                                     n_gone, rank.data(), limit.data(), turn.data(), n_turn,
+                                     forced, counts);
       flips.append(flipped);
     }
     for (const int64_t t : dirty) {  // final states, and their sum over the segment
@@ -953,7 +1105,6 @@ class CompiledModel {
     return py::make_tuple(sizes, flips, c);
   }
 
- private:
   // x (D,) = the token's embedding at a real-valued position: between two integers the
   // position rows are interpolated as torch.lerp does.
   void embed(int64_t id, double position, float* x) const {
@@ -1449,5 +1600,12 @@ PYBIND11_MODULE(_compiled, m) {
            py::arg("eps"), py::arg("delta"), py::arg("weights"), py::arg("input_levels"))
       .def("add_layer", &CompiledModel::add_layer)
       .def("set_embedding", &CompiledModel::set_embedding)
-      .def("edit", &CompiledModel::edit);
+      .def("apply", &CompiledModel::apply, py::arg("state"), py::arg("order"), py::arg("start"),
+           py::arg("end"), py::arg("new_ids"), py::arg("new_positions"), py::arg("moved"),
+           py::arg("codes"), py::arg("total"), py::arg("sweep"), py::arg("sweep_tokens"),
+           py::arg("max_updates"));
+  py::class_<StateArrays>(m, "StateArrays")
+      .def(py::init<py::array, py::array, py::list, py::list, py::array, py::list>(),
+           py::arg("ids"), py::arg("positions"), py::arg("layers"), py::arg("residual"),
+           py::arg("output"), py::arg("slots"));
 }

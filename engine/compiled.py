@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import _compiled
+from .mode import Mode
 from .model import VQTransformer
 from .state import SegmentState
 
@@ -58,24 +59,25 @@ class CompiledLayers:
                 weights["codewords"] = _array(block.codebook.codewords)
                 self.kernel.add_layer(weights)
 
-    def edit(self, state: SegmentState, rows: torch.Tensor, is_new: torch.Tensor,
-             gone: list[tuple[np.ndarray, np.ndarray]], gone_order: np.ndarray,
-             rank: torch.Tensor, limit: torch.Tensor, turn: torch.Tensor, forced: bool = False,
-             ) -> tuple[list[int], list[int], dict]:
-        """Every layer of an edit on `state` in place, then the final norm of the rows the last
-        layer wrote into `state.output` and their change of `state.total`.
-
-        rows (|D|,) sorted dirty slots, embedded here from their ids and positions; is_new
-        (T,) whether a slot holds an inserted token; gone per layer the deleted tokens' keys and
-        values (H, R, Dh), gone_order (R,) their text index. `forced`: the rows of D keep the
-        codes the state holds instead of being decided (a forced full pass). Returns |D| per
-        layer, the flips outside D per layer and the counts (MACs, refreshes, sweep flips).
+    def apply(self, state: SegmentState, start: int, end: int, new_ids: list[int],
+              new_positions: torch.Tensor, moved: list[int], codes: torch.Tensor | None,
+              mode: Mode) -> tuple[list[int], list[int], dict] | None:
+        """An edit of `state` in place, as `IncrementalEngine.apply` makes it: tokens
+        [start, end) become `new_ids`, the segment's positions `new_positions` (T',) of which
+        the kept tokens at indices `moved` changed; `codes` (L, len(new_ids), Q) forces the new
+        tokens' codes (a forced full pass). The state must have room for the new tokens
+        (`SegmentState.reserve`). Returns |D| per layer, the flips outside D per layer and the
+        counts (MACs, refreshes, sweep flips); or None, with only the tokens and positions
+        changed, where half the rows or more are dirty from the start (a full pass is cheaper).
         """
-        views = state.views()
-        return self.kernel.edit(
-            len(state), views.ids, views.positions, views.layers, views.residual, views.output,
-            state.total.numpy(), rows.numpy(), is_new.numpy(), gone, gone_order, rank.numpy(),
-            limit.numpy(), turn.numpy(), forced)
+        order, dirty, flipped, counts = self.kernel.apply(
+            state.views().compiled, state.order.numpy(), start, end,
+            np.asarray(new_ids, dtype=np.int64), new_positions.numpy(),
+            np.asarray(moved, dtype=np.int64),
+            None if codes is None else codes.to(torch.uint8).numpy(), state.total.numpy(),
+            state.sweep, mode.sweep, mode.max_updates)
+        state.order = torch.from_numpy(order)
+        return None if dirty is None else (dirty, flipped, counts)
 
 
 def _array(t: torch.Tensor) -> np.ndarray:

@@ -31,7 +31,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .compiled import CompiledLayers, available
@@ -180,36 +179,69 @@ class IncrementalEngine:
         if codes is not None and (len(state) or not self.compiled):
             raise ValueError("forced codes need a compiled engine and an empty state")
         began = time.perf_counter()
-        model, counter = self.model, self.model.counter
+        counter = self.model.counter
         before = counter.macs
         stats = EditStats()
         old_positions = state.positions  # (T,) text order
         if positions is None:
-            placed = place(old_positions, start, end, len(new_ids), model.config.max_positions)
+            placed = place(old_positions, start, end, len(new_ids),
+                           self.model.config.max_positions)
             new_positions, moved = placed.positions, placed.moved
         else:
             new_positions = torch.cat([old_positions[:start], positions.double(),
                                        old_positions[end:]])
             moved = []
         stats.moved = len(moved)
+        if not (self._edit_compiled(state, start, end, new_ids, new_positions, moved, codes,
+                                    stats) if self.compiled else
+                self._edit_torch(state, start, end, new_ids, new_positions, moved, stats)):
+            # Half the rows or more are dirty from the start: a full pass at the same positions
+            # costs less than the edit (its products are large and its attention whole).
+            state.become(self.build(state.ids.tolist(), state.positions))
+            layers = len(self.model.blocks)
+            stats.dirty, stats.flipped = [len(state)] * layers, [0] * layers
+            stats.macs = counter.macs - before
+            return stats
+        size = len(state)
+        state.sweep = (state.sweep + self.mode.sweep) % max(size, 1)
+        stats.macs = counter.macs - before
+        self.totals.edits += 1
+        if size == len(new_ids):
+            self.costs.note_build(time.perf_counter() - began, size)
+        else:
+            self.costs.note_edit(time.perf_counter() - began)
+        return stats
 
+    def _edit_compiled(self, state: SegmentState, start: int, end: int, new_ids: list[int],
+                       new_positions: torch.Tensor, moved: list[int],
+                       codes: torch.Tensor | None, stats: EditStats) -> bool:
+        """The edit in one call of compiled code: slots, the embedding, every layer of
+        `_layers_torch`, the final norm and the pooled sum. False, with only the tokens and
+        positions changed, where it would cost more than a full pass."""
+        state.reserve(len(state) + max(len(new_ids) - (end - start), 0))
+        done = self._compiled.apply(state, start, end, new_ids, new_positions, moved, codes,
+                                    self.mode)
+        if done is None:
+            return False
+        stats.dirty, stats.flipped, counts = done
+        stats.refreshed = counts["refreshed"]
+        self.model.counter.add(counts["macs"])
+        for name in ("refresh_updates", "refresh_cancellation", "refresh_tie", "sweep_flips"):
+            setattr(self.totals, name, getattr(self.totals, name) + counts[name])
+        return True
+
+    def _edit_torch(self, state: SegmentState, start: int, end: int, new_ids: list[int],
+                    new_positions: torch.Tensor, moved: list[int], stats: EditStats) -> bool:
+        """The edit in torch, the reference: `_edit_compiled` computes the same state."""
+        model = self.model
         # What the removed tokens take with them: their keys and values at every layer, and
         # their outputs, out of the segment's total.
         removed = state.order[start:end]
-        compiled = self.compiled
-        if compiled:  # numpy for the compiled path: a torch index per layer costs more
-            taken = removed.numpy()
-            gone = [(np.take(v[1], taken, axis=1), np.take(v[2], taken, axis=1))
-                    for v in state.views().layers]  # (H, R, Dh)
-        else:
-            gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
+        gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
         state.total -= state.output[removed].double().sum(0)
 
         new_slots = self._allocate(state, start, end, len(new_ids))
         state.slot_ids[new_slots] = torch.tensor(new_ids, dtype=torch.long)
-        if codes is not None:
-            for st, forced in zip(state.layers, codes, strict=True):
-                st.codes[new_slots] = forced.to(st.codes.dtype)
         state.slot_positions[state.order] = new_positions
         size = len(state)
         rank = torch.empty(size, dtype=torch.long)  # text index of each slot
@@ -224,38 +256,22 @@ class IncrementalEngine:
         # (|D|,) dirty slots: new tokens' and moved ones', distinct (unique took 40 µs)
         rows = torch.cat([new_slots, state.order[moved]]).sort().values
         if 2 * len(rows) > size > len(new_slots):
-            # Half the rows or more are dirty from the start: a full pass at the same positions
-            # costs less than the edit (its products are large and its attention whole).
-            state.become(self.build(state.ids.tolist(), state.positions))
-            stats.dirty, stats.flipped = [size] * len(model.blocks), [0] * len(model.blocks)
-            stats.macs = counter.macs - before
-            return stats
-        if compiled:  # the final states and their sum too
-            self._layers_compiled(state, rows, is_new, gone, start, end, rank, limit, turn, stats,
-                                  forced=codes is not None)
-        else:
-            x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
-            rows, x = self._layers_torch(state, rows, x, is_new, gone, start, end, rank, limit,
-                                         turn, stats)
-            final = model.final_norm(x)  # (|D|, D)
-            kept = rows[~is_new[rows]]
-            state.total += final.double().sum(0) - state.output[kept].double().sum(0)
-            state.output[rows] = final
-        state.sweep = (state.sweep + self.mode.sweep) % max(size, 1)
-        stats.macs = counter.macs - before
-        self.totals.edits += 1
-        if size == len(new_slots):
-            self.costs.note_build(time.perf_counter() - began, size)
-        else:
-            self.costs.note_edit(time.perf_counter() - began)
-        return stats
+            return False
+        x = model.embed(state.slot_ids[rows], state.slot_positions[rows])  # (|D|, D)
+        rows, x = self._layers_torch(state, rows, x, is_new, gone, start, end, rank, limit,
+                                     turn, stats)
+        final = model.final_norm(x)  # (|D|, D)
+        kept = rows[~is_new[rows]]
+        state.total += final.double().sum(0) - state.output[kept].double().sum(0)
+        state.output[rows] = final
+        return True
 
     def _layers_torch(self, state: SegmentState, rows: torch.Tensor, x: torch.Tensor,
                       is_new: torch.Tensor, gone: list[tuple[torch.Tensor, torch.Tensor]],
                       start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
                       turn: torch.Tensor, stats: EditStats) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every layer of `apply` in torch, the reference: rows (|D|,) dirty slots whose new
-        input is x (|D|, D). Returns the slots the last layer wrote and their outputs."""
+        """Every layer of an edit in torch: rows (|D|,) dirty slots whose new input is x
+        (|D|, D). Returns the slots the last layer wrote and their outputs."""
         for layer, (block, st) in enumerate(zip(self.model.blocks, state.layers, strict=True)):
             stats.dirty.append(len(rows))
             kept = rows[~is_new[rows]]  # dirty rows that held the same token before
@@ -269,20 +285,6 @@ class IncrementalEngine:
             rows = torch.cat([rows, flips]).unique()  # sorted
             x = block.finish(inputs[rows], block.codebook.lookup(st.codes[rows].long()))
         return rows, x
-
-    def _layers_compiled(self, state: SegmentState, rows: torch.Tensor,
-                         is_new: torch.Tensor, gone: list[tuple[np.ndarray, np.ndarray]],
-                         start: int, end: int, rank: torch.Tensor, limit: torch.Tensor,
-                         turn: torch.Tensor, stats: EditStats, forced: bool) -> None:
-        """The embedding, `_layers_torch`, the final norm and the pooled sum in one call of
-        compiled code: the same state after."""
-        stats.dirty, stats.flipped, counts = self._compiled.edit(
-            state, rows, is_new, gone, np.full(end - start, start, dtype=np.int64), rank, limit,
-            turn, forced)
-        stats.refreshed = counts["refreshed"]
-        self.model.counter.add(counts["macs"])
-        for name in ("refresh_updates", "refresh_cancellation", "refresh_tie", "sweep_flips"):
-            setattr(self.totals, name, getattr(self.totals, name) + counts[name])
 
     @staticmethod
     def _allocate(state: SegmentState, start: int, end: int, inserted: int) -> torch.Tensor:

@@ -126,15 +126,17 @@ class SegmentState:
     def views(self) -> "StateViews":
         """numpy views of a CPU state's arrays, kept until the arrays are reallocated: an edit
         hands some sixty arrays to compiled code or moves their rows, and making the views
-        anew each time cost ~0.1 ms per edit."""
+        anew (and checking them) each time cost ~0.1 ms per edit."""
         if self._views is None:
             layer_names = [f.name for f in fields(LayerState)]
-            self._views = StateViews(
-                self.slot_ids.numpy(), self.slot_positions.numpy(),
-                [tuple(getattr(layer, name).numpy() for name in layer_names)
-                 for layer in self.layers],
-                [r.numpy() for r in self.residual], self.output.numpy(),
-                [(t.numpy(), dim) for t, dim in self.slot_arrays()])
+            ids, positions = self.slot_ids.numpy(), self.slot_positions.numpy()
+            layers = [tuple(getattr(layer, name).numpy() for name in layer_names)
+                      for layer in self.layers]
+            residual, output = [r.numpy() for r in self.residual], self.output.numpy()
+            slots = [(t.numpy(), dim) for t, dim in self.slot_arrays()]
+            compiled = (_compiled.StateArrays(ids, positions, layers, residual, output, slots)
+                        if self.layers[0].codes.dtype == torch.uint8 else None)
+            self._views = StateViews(ids, positions, layers, residual, output, slots, compiled)
         return self._views
 
     @cached_property
@@ -200,3 +202,5 @@ class StateViews:
     residual: list[np.ndarray]  # L × (S, D)
     output: np.ndarray  # (S, D) final hidden states
     slots: list[tuple[np.ndarray, int]]  # every per-slot array with its slot dimension
+    # all of them, checked once, for compiled edits (None where codes are not bytes)
+    compiled: _compiled.StateArrays | None

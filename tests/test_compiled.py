@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.test_incremental import TINY_VOCAB, TINY_WINDOW, token_edits
 from tests.vq import check_incremental, tiny_vq
+from vqedit.engine import _compiled
 from vqedit.engine._compiled import has_vnni, linear, move_slots
 from vqedit.engine.compiled import CompiledLayers
 from vqedit.engine.incremental import IncrementalEngine
@@ -180,33 +181,46 @@ def test_slot_moves_copy_every_array_along_its_slot_dimension():
 
 
 def test_bad_arrays_are_refused_with_a_clear_error(tiny):
-    """A wrong dtype, shape or layout is a ValueError naming the array, never memory misuse."""
+    """A wrong dtype, shape or layout, or an edit that does not fit the state, is a ValueError
+    naming what is wrong, never memory misuse, and the state is left as it was."""
     engine = IncrementalEngine(tiny, compiled=True)
     state = engine.build(list(range(5, 25)))
     layers = CompiledLayers(tiny, 0.0)
-    size = len(state)
-    empty = [(st.k[:, :0].numpy(), st.v[:, :0].numpy()) for st in state.layers]
-    args = dict(state=state, rows=torch.tensor([3]), is_new=torch.zeros(size, dtype=torch.bool),
-                gone=empty, gone_order=np.zeros(0, dtype=np.int64), rank=torch.arange(size),
-                limit=torch.full((size,), 255), turn=torch.zeros(0, dtype=torch.long))
-    for bad, message in [(dict(rows=torch.tensor([3], dtype=torch.int32)), "rows"),
-                         (dict(rows=torch.tensor([size + 3])), "rows"),
-                         (dict(rows=torch.tensor([4, 3])), "rows"),
-                         (dict(rank=torch.arange(size - 1)), "rank"),
-                         (dict(rank=torch.arange(size) + 1), "rank"),
-                         (dict(gone=empty[:1]), "per layer"),
-                         (dict(gone_order=np.zeros(2, dtype=np.int64)), "gone")]:
+    kernel, size = layers.kernel, len(state)
+    args = dict(state=state.views().compiled, order=state.order.numpy(), start=3, end=4,
+                new_ids=np.array([7]), new_positions=state.positions.numpy(),
+                moved=np.zeros(0, dtype=np.int64), codes=None, total=state.total.numpy(),
+                sweep=0, sweep_tokens=2, max_updates=255)
+    before = state.snapshot()
+    for bad, message in [(dict(order=state.order.numpy().astype(np.int32)), "order"),
+                         (dict(order=np.zeros(size, dtype=np.int64)), "order"),
+                         (dict(start=5, end=4), "start, end"),
+                         (dict(end=size + 1), "start, end"),
+                         (dict(new_ids=np.array([10 ** 9])), "ids, positions"),
+                         (dict(new_ids=np.array([7, 8])), "new_positions"),
+                         (dict(new_positions=state.positions.numpy() + 1e6), "ids, positions"),
+                         (dict(moved=np.array([3])), "moved"),
+                         (dict(moved=np.array([size])), "moved"),
+                         (dict(total=state.total.float().numpy()), "total"),
+                         (dict(codes=np.zeros((1, 1, 1), dtype=np.uint8)), "codes"),
+                         (dict(start=size, end=size, new_ids=np.arange(5, 9),
+                               new_positions=np.arange(size + 4, dtype=np.float64)), "reserve")]:
         with pytest.raises(ValueError, match=message):
-            layers.edit(**{**args, **bad})
-    for name, value in [("slot_ids", 10 ** 9), ("slot_positions", 1e6)]:  # not a token, not a
-        broken = state.snapshot()  # position: the embedding is refused before any work
-        getattr(broken, name)[3] = value
-        with pytest.raises(ValueError, match="ids, positions"):
-            layers.edit(**{**args, "state": broken})
-    broken = state.snapshot()
-    broken.total = broken.total.float()  # the pooled sum must stay float64
-    with pytest.raises(ValueError, match="total"):
-        layers.edit(**{**args, "state": broken})
+            kernel.apply(**{**args, **bad})
+        assert torch.equal(state.hidden(), before.hidden()) and torch.equal(state.ids,
+                                                                            before.ids)
+    views = state.views()
+    with pytest.raises(ValueError, match="q"):  # a layer's arrays of different shapes
+        _compiled.StateArrays(views.ids, views.positions,
+                              [views.layers[0], tuple(a[:1] for a in views.layers[1])],
+                              views.residual, views.output, views.slots)
+    with pytest.raises(ValueError, match="slot arrays"):
+        _compiled.StateArrays(views.ids, views.positions, views.layers, views.residual,
+                              views.output, [*views.slots, (np.zeros((2, 3)), 0)])
+    groups = 2 if tiny.config.codebook_groups == 1 else 1  # another number of codes per token
+    other = IncrementalEngine(tiny_vq("bert", codebook_groups=groups), compiled=True).build([5])
+    with pytest.raises(ValueError, match="model's shapes"):
+        kernel.apply(**{**args, "state": other.views().compiled})
 
 
 def test_forced_passes_are_compiled_full_passes_only(tiny):
