@@ -37,6 +37,7 @@ constexpr int ROW_BLOCK = 8;        // rows multiplied at once, their accumulato
 constexpr float EXP_FLOOR = -80.0f;  // as in incremental.py
 constexpr float CANCELLATION = 4.0f;  // as in incremental.py
 constexpr float TIE = 1e-3f;
+constexpr int AHEAD = 1;  // tiles ahead that `update_rows` asks for (more measured no better)
 enum Decision : char { NONE, NEAREST, RULE };  // how a row's codes are decided
 
 // ---- linears: y (R, O) = x (R, I) · W (I, O) + b, W packed as (ceil(O/16), I, 16) panels ----
@@ -642,6 +643,67 @@ void lane_mix(const float* w, const float* values, int n, int dh, float* out) {
     for (int j = 0; j < n; ++j) a += load8(w + j * 8) * values[size_t(j) * dh + d0];
     store8(out + d0 * 8, a);
   }
+}
+
+// ---- one row against keys in lanes: a row's scores against eight keys as one vector ----
+
+// The eight sums of a[0..8) as one vector: lane i holds the sum of a[i]'s lanes.
+inline f8 lane_sums(const f8 a[8]) {
+#if defined(__AVX2__)
+  const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]),
+               t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);  // halves' sums
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+#else
+  f8 out = {};
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) out[i] += a[i][j];
+  return out;
+#endif
+}
+
+// The scores of one query row q (Dh,) against keys [0, N) of keys (·, Dh), lanes past N
+// zero; Dh a multiple of 8. N is fixed at compile time so that the sums stay in registers.
+template <int N>
+inline f8 row_scores(const float* q, const float* keys, int dh) {
+  f8 a[8] = {};
+  for (int d = 0; d < dh; d += 8) {
+    const f8 qd = load8(q + d);
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) a[j] += qd * load8(keys + size_t(j) * dh + d);
+  }
+  return lane_sums(a);
+}
+
+// `row_scores` for the last n < 8 keys.
+inline f8 row_scores_tail(const float* q, const float* keys, int n, int dh) {
+  switch (n) {
+    case 1: return row_scores<1>(q, keys, dh);
+    case 2: return row_scores<2>(q, keys, dh);
+    case 3: return row_scores<3>(q, keys, dh);
+    case 4: return row_scores<4>(q, keys, dh);
+    case 5: return row_scores<5>(q, keys, dh);
+    case 6: return row_scores<6>(q, keys, dh);
+    default: return row_scores<7>(q, keys, dh);
+  }
+}
+
+// out (8C,) = Σ_j w[j]·values[j] over n value rows of stride ld (default 8C): C chunks of
+// eight components, two chains of multiply-adds per chunk so that they overlap.
+template <int C>
+void mix_rows(const float* w, const float* values, int n, float* out, int ld = 8 * C) {
+  f8 even[C] = {}, odd[C] = {};
+  int j = 0;
+  for (; j + 2 <= n; j += 2) {
+    const float* a = values + size_t(j) * ld;
+    for (int c = 0; c < C; ++c) {
+      even[c] += w[j] * load8(a + 8 * c);
+      odd[c] += w[j + 1] * load8(a + ld + 8 * c);
+    }
+  }
+  if (j < n)
+    for (int c = 0; c < C; ++c) even[c] += w[j] * load8(values + size_t(j) * ld + 8 * c);
+  for (int c = 0; c < C; ++c) store8(out + 8 * c, even[c] + odd[c]);
 }
 
 float dot(const float* a, const float* b, int n) {
@@ -1327,6 +1389,15 @@ class CompiledModel {
         }
         if (!any) continue;
         const size_t at = size_t(hh) * slots + t0;
+#if defined(__x86_64__)
+        if (t0 + 8 * (AHEAD + 1) <= size)  // a later tile's queries and head outputs
+          for (int b = 0; b < 8 * dh_ * 4; b += 64) {
+            _mm_prefetch(reinterpret_cast<const char*>(q + (at + 8 * AHEAD) * dh_) + b,
+                         _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(heads + (at + 8 * AHEAD) * dh_) + b,
+                         _MM_HINT_T0);
+          }
+#endif
         for (int i = 0; i < n; ++i) {
           q_rows[i] = q + (at + i) * dh_;
           h_rows[i] = heads + (at + i) * dh_;
@@ -1414,6 +1485,12 @@ class CompiledModel {
       const float* vh = v + size_t(hh) * slots * dh_;
       for (int r0 = 0; r0 < nr; r0 += 8) {
         const int n = std::min(8, nr - r0);
+        if (n < 8 && row_major_) {  // fewer rows than lanes: one row at a time, keys in lanes
+          for (int i = r0; i < nr; ++i)
+            attend_row(q, kh, vh, m, s, heads, slack, past, slots, size, rank, hh, rows[i],
+                       w.data());
+          break;
+        }
         i8 query_rank = {};
         for (int i = 0; i < n; ++i) {
           const size_t at = size_t(hh) * slots + rows[r0 + i];
@@ -1472,6 +1549,63 @@ class CompiledModel {
       pairs += causal_ ? rank[t] + 1 : size;
     }
     counts.macs += 2 * pairs * h_ * dh_;
+  }
+
+  // `attend` for one row t of head hh when too few rows fill a tile: its scores against
+  // eight keys at a time as one vector (`row_scores`), its head output as a sum of value rows.
+  // w: room for `size` weights, rounded up to eight.
+  void attend_row(const float* q, const float* kh, const float* vh, float* m, float* s,
+                  float* heads, float* slack, char* past, py::ssize_t slots, int size,
+                  const int64_t* rank, int hh, int64_t t, float* w) const {
+    const size_t at = size_t(hh) * slots + t;
+    const float* qt = q + at * dh_;
+    const float scale = 1.0f / std::sqrt(float(dh_));
+    const f8 minus_infinity = f8{} - std::numeric_limits<float>::infinity();
+    f8 top = minus_infinity;
+    for (int j0 = 0; j0 < size; j0 += 8) {
+      const int n = std::min(8, size - j0);
+      const float* keys = kh + size_t(j0) * dh_;
+      f8 score = (n == 8 ? row_scores<8>(qt, keys, dh_) : row_scores_tail(qt, keys, n, dh_)) *
+                 scale;
+      if (n < 8 || causal_)  // lanes past the keys, and keys the row may not see
+        for (int j = 0; j < 8; ++j)
+          if (j >= n || (causal_ && rank[j0 + j] > rank[t])) score[j] = minus_infinity[j];
+      store8(w + j0, score);
+      top = max8(top, score);
+    }
+    float m_new = top[0];
+    for (int j = 1; j < 8; ++j) m_new = std::max(m_new, top[j]);
+    f8 sum8 = {};
+    for (int j0 = 0; j0 < size; j0 += 8) {
+      const f8 score = load8(w + j0);
+      const f8 e = score > minus_infinity ? exp8(score - m_new) : f8{};  // masked: no weight
+      store8(w + j0, e);
+      sum8 += e;
+    }
+    float sum = 0;
+    for (int j = 0; j < 8; ++j) sum += sum8[j];
+    float* h = heads + at * dh_;
+    const int dg = dh_ / g_;
+    std::vector<float> squares(dh_);  // how far each component moved, squared
+    std::vector<float> mixed(dh_);  // Σ_j w_j·v_j
+    if (dh_ == 8) mix_rows<1>(w, vh, size, mixed.data());
+    else if (dh_ == 16) mix_rows<2>(w, vh, size, mixed.data());
+    else  // a multiple of 32 (`row_major_`)
+      for (int d0 = 0; d0 < dh_; d0 += 32) mix_rows<4>(w, vh + d0, size, &mixed[d0], dh_);
+    for (int d0 = 0; d0 < dh_; d0 += 8) {  // the head output, eight components at a time
+      const f8 now = load8(&mixed[d0]) / sum, moved = now - load8(h + d0);
+      store8(h + d0, now);
+      store8(&squares[d0], moved * moved);
+    }
+    for (int gg = 0; gg < g_; ++gg) {  // each group's slack shrinks by how far it moved
+      float group = 0;
+      for (int d = gg * dg; d < (gg + 1) * dg; ++d) group += squares[d];
+      float& left = slack[size_t(hh * g_ + gg) * slots + t];
+      left -= std::sqrt(group);
+      if (!(left >= 0)) past[t] = 1;  // NaN too
+    }
+    m[at] = m_new;
+    s[at] = sum;
   }
 
   // The codes (Q,) and slack (Q,) of slot t under the mode's rule (`IncrementalEngine._quantize`).
@@ -1574,6 +1708,8 @@ class CompiledModel {
   Format format_;
   int levels_;
   int d_, h_, dh_, f_, g_, q_, k_, dg_;
+  // Heads whose width `attend_row` takes (eight or sixteen components, or a multiple of 32).
+  bool row_major_ = dh_ == 8 || dh_ == 16 || dh_ % 32 == 0;
   bool causal_, pre_norm_, gelu_;
   float eps_, delta_;
   std::vector<Layer> layers_;
