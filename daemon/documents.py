@@ -61,10 +61,9 @@ def results_of(head: LinearHead, uri: str, version: int, live: LiveDocument, exa
         return Results(uri, version, None, {}, [], exact, cost)
     document = head.classify(live.embedding())
     tokens, paragraphs = live.document.tokens, []
-    for segment, found in zip(live.document.segments,
-                              head.classify_rows(live.segment_embeddings()), strict=True):
+    for segment, (label, score) in zip(live.document.segments,
+                                       head.best(live.segment_embeddings()), strict=True):
         if segment.end > segment.start:
             paragraphs.append(Paragraph(tokens.starts[segment.start],
-                                        tokens.ends[segment.end - 1], found.label,
-                                        found.scores[found.label]))
+                                        tokens.ends[segment.end - 1], label, score))
     return Results(uri, version, document.label, document.scores, paragraphs, exact, cost)

