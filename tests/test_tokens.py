@@ -69,6 +69,24 @@ def test_one_word_replacement_is_a_small_token_edit(wordpiece):
     assert (edit.start, edit.end, len(edit.new)) == (1, 2, 1)
 
 
+@pytest.mark.parametrize(("word", "at", "typed"), [("Frigidaire.", 2, "u"), ("a new", 1, "o")])
+def test_typing_inside_a_word_retokenizes_a_few_words(wordpiece, word, at, typed):
+    """A keystroke that changes how the rest of its word splits (Fr|igi|daire → Fru|igi|d|aire),
+    or that joins a word typed at its end, re-tokenizes a window of a few words around it,
+    not a text that grows with the document."""
+    text = "The brands include AEG, Zanussi and " + word + " The company said it " * 200
+    doc, seen = TokenizedText(wordpiece, text), []
+    encode = wordpiece.encode
+    wordpiece.encode = lambda window: seen.append(len(window)) or encode(window)
+    try:
+        position = text.index(word) + at
+        doc.apply(Edit(position, position, typed))
+    finally:
+        wordpiece.encode = encode
+    assert doc.tokens == wordpiece.encode(doc.text)
+    assert max(seen) < 200, f"windows of {seen} characters"
+
+
 def test_out_of_range_edit_is_refused_and_changes_nothing(wordpiece):
     doc = TokenizedText(wordpiece, "short text")
     before = (doc.text, doc.tokens)
