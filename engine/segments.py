@@ -83,10 +83,14 @@ def cut_segments(tokens: Tokens, text: str, window: int) -> list[Segment]:
     starts = paragraph_starts(text)
     # A token belongs to the paragraph its first character is in; a token that spans a blank
     # line (byte-level BPE keeps "\n\n" whole) stays with the paragraph it starts in.
-    firsts = [bisect.bisect_left(tokens.starts, s) for s in starts[1:]]  # first token per paragraph
+    firsts = np.searchsorted(np.frombuffer(tokens.starts, dtype=np.int64),
+                             starts[1:]).tolist()  # first token per paragraph
     segments = []
     for lo, hi in zip([0, *firsts], [*firsts, len(tokens)], strict=True):
-        segments.extend(_pieces(tokens, text, lo, hi, window))
+        if hi - lo > window:
+            segments.extend(_pieces(tokens, text, lo, hi, window))
+        elif hi > lo:  # most paragraphs fit the window: one piece
+            segments.append(Segment(lo, hi))
     return segments
 
 
@@ -170,7 +174,8 @@ def diff_segments(old: list[Segment], new: list[Segment], edit: TokenEdit) -> Se
     token range is the same (after, shifted by the edit's change in length).
     """
     shift = len(edit.new) - (edit.end - edit.start)
-    before = [s if s.end <= edit.start else None for s in old]
-    after = [s.shifted(shift) if s.start >= edit.end else None for s in old]
-    head, tail = matching_ends(before, after, new)
+    # Compared as (start, end) pairs: a shifted Segment for every later one cost ~0.3 ms.
+    before = [(s.start, s.end) if s.end <= edit.start else None for s in old]
+    after = [(s.start + shift, s.end + shift) if s.start >= edit.end else None for s in old]
+    head, tail = matching_ends(before, after, [(s.start, s.end) for s in new])
     return SegmentEdit(head, len(old) - tail, len(new) - tail)
