@@ -1488,7 +1488,7 @@ class CompiledModel {
         if (n < 8 && row_major_) {  // fewer rows than lanes: one row at a time, keys in lanes
           for (int i = r0; i < nr; ++i)
             attend_row(q, kh, vh, m, s, heads, slack, past, slots, size, rank, hh, rows[i],
-                       w.data());
+                       w.data(), acc.data());
           break;
         }
         i8 query_rank = {};
@@ -1553,10 +1553,10 @@ class CompiledModel {
 
   // `attend` for one row t of head hh when too few rows fill a tile: its scores against
   // eight keys at a time as one vector (`row_scores`), its head output as a sum of value rows.
-  // w: room for `size` weights, rounded up to eight.
+  // w: room for `size` weights, rounded up to eight; scratch: room for 2·Dh floats.
   void attend_row(const float* q, const float* kh, const float* vh, float* m, float* s,
                   float* heads, float* slack, char* past, py::ssize_t slots, int size,
-                  const int64_t* rank, int hh, int64_t t, float* w) const {
+                  const int64_t* rank, int hh, int64_t t, float* w, float* scratch) const {
     const size_t at = size_t(hh) * slots + t;
     const float* qt = q + at * dh_;
     const float scale = 1.0f / std::sqrt(float(dh_));
@@ -1586,12 +1586,12 @@ class CompiledModel {
     for (int j = 0; j < 8; ++j) sum += sum8[j];
     float* h = heads + at * dh_;
     const int dg = dh_ / g_;
-    std::vector<float> squares(dh_);  // how far each component moved, squared
-    std::vector<float> mixed(dh_);  // Σ_j w_j·v_j
-    if (dh_ == 8) mix_rows<1>(w, vh, size, mixed.data());
-    else if (dh_ == 16) mix_rows<2>(w, vh, size, mixed.data());
+    float* mixed = scratch;  // Σ_j w_j·v_j (Dh,)
+    float* squares = scratch + dh_;  // how far each component moved, squared (Dh,)
+    if (dh_ == 8) mix_rows<1>(w, vh, size, mixed);
+    else if (dh_ == 16) mix_rows<2>(w, vh, size, mixed);
     else  // a multiple of 32 (`row_major_`)
-      for (int d0 = 0; d0 < dh_; d0 += 32) mix_rows<4>(w, vh + d0, size, &mixed[d0], dh_);
+      for (int d0 = 0; d0 < dh_; d0 += 32) mix_rows<4>(w, vh + d0, size, mixed + d0, dh_);
     for (int d0 = 0; d0 < dh_; d0 += 8) {  // the head output, eight components at a time
       const f8 now = load8(&mixed[d0]) / sum, moved = now - load8(h + d0);
       store8(h + d0, now);
