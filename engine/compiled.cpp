@@ -22,6 +22,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -462,6 +463,43 @@ inline f8 load8(const float* p) {
 
 inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof(v)); }
 
+// Queries, keys and values are float32, or bfloat16 (the top half of a float32, stored as
+// uint16_t) where the model rounds them so (engine/weights.py): eight of them widened, one
+// widened, and a float32 rounded to bfloat16 as torch rounds (to nearest, ties to even).
+inline f8 load8(const uint16_t* p) {
+#if defined(__AVX2__)
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));
+  return f8(_mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+#else
+  f8 v;
+  for (int i = 0; i < 8; ++i) v[i] = widen(p[i]);
+  return v;
+#endif
+}
+
+inline void narrow(float x, float* to) { *to = x; }
+inline void narrow(float x, uint16_t* to) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  *to = uint16_t((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
+// n values, widened to float32 or rounded from it.
+template <typename A>
+inline void widen_row(const A* from, int n, float* to) {
+  for (int i = 0; i < n; ++i) to[i] = widen(from[i]);
+}
+template <typename A>
+inline void narrow_row(const float* from, int n, A* to) {
+  for (int i = 0; i < n; ++i) narrow(from[i], to + i);
+}
+
+// x (n,) = row `row` of an (·, n) array of float32 or bfloat16, widened.
+void read_row(const void* a, bool bfloat16, size_t row, int n, float* x) {
+  if (bfloat16) widen_row(static_cast<const uint16_t*>(a) + row * n, n, x);
+  else std::memcpy(x, static_cast<const float*>(a) + row * n, n * sizeof(float));
+}
+
 // exp(max(x, EXP_FLOOR)) of eight floats, branch-free (std::exp is a scalar call per element,
 // which made attention rows 10x slower than torch's). Cephes' expf: x = n·ln2 + r with n the
 // nearest integer, exp(r) by a degree-6 polynomial, 2^n through the exponent bits; ~1 ulp.
@@ -565,19 +603,20 @@ inline void transpose8(__m256 r[8]) {
 #endif
 
 // tile (Dh, 8) = the Dh-vectors at rows[0..n) transposed, zero past n.
-void gather_tile(const float* const* rows, int n, int dh, float* tile) {
+template <typename A>
+void gather_tile(const A* const* rows, int n, int dh, float* tile) {
   int d0 = 0;
 #if defined(__AVX2__)
   if (n == 8)
     for (; d0 + 8 <= dh; d0 += 8) {
       __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows[i] + d0);
+      for (int i = 0; i < 8; ++i) r[i] = __m256(load8(rows[i] + d0));
       transpose8(r);
       for (int c = 0; c < 8; ++c) _mm256_storeu_ps(tile + (d0 + c) * 8, r[c]);
     }
 #endif
   for (; d0 < dh; ++d0)
-    for (int i = 0; i < 8; ++i) tile[d0 * 8 + i] = i < n ? rows[i][d0] : 0.0f;
+    for (int i = 0; i < 8; ++i) tile[d0 * 8 + i] = i < n ? widen(rows[i][d0]) : 0.0f;
 }
 
 // The inverse: rows[0..n) = the tile's lanes.
@@ -664,8 +703,8 @@ inline f8 lane_sums(const f8 a[8]) {
 
 // The scores of one query row q (Dh,) against keys [0, N) of keys (·, Dh), lanes past N
 // zero; Dh a multiple of 8. N is fixed at compile time so that the sums stay in registers.
-template <int N>
-inline f8 row_scores(const float* q, const float* keys, int dh) {
+template <int N, typename A>
+inline f8 row_scores(const A* q, const A* keys, int dh) {
   f8 a[8] = {};
   for (int d = 0; d < dh; d += 8) {
     const f8 qd = load8(q + d);
@@ -676,7 +715,8 @@ inline f8 row_scores(const float* q, const float* keys, int dh) {
 }
 
 // `row_scores` for the last n < 8 keys.
-inline f8 row_scores_tail(const float* q, const float* keys, int n, int dh) {
+template <typename A>
+inline f8 row_scores_tail(const A* q, const A* keys, int n, int dh) {
   switch (n) {
     case 1: return row_scores<1>(q, keys, dh);
     case 2: return row_scores<2>(q, keys, dh);
@@ -690,12 +730,12 @@ inline f8 row_scores_tail(const float* q, const float* keys, int n, int dh) {
 
 // out (8C,) = Σ_j w[j]·values[j] over n value rows of stride ld (default 8C): C chunks of
 // eight components, two chains of multiply-adds per chunk so that they overlap.
-template <int C>
-void mix_rows(const float* w, const float* values, int n, float* out, int ld = 8 * C) {
+template <int C, typename A>
+void mix_rows(const float* w, const A* values, int n, float* out, int ld = 8 * C) {
   f8 even[C] = {}, odd[C] = {};
   int j = 0;
   for (; j + 2 <= n; j += 2) {
-    const float* a = values + size_t(j) * ld;
+    const A* a = values + size_t(j) * ld;
     for (int c = 0; c < C; ++c) {
       even[c] += w[j] * load8(a + 8 * c);
       odd[c] += w[j + 1] * load8(a + ld + 8 * c);
@@ -767,7 +807,8 @@ struct Layer {
 };
 
 struct LayerArrays {  // one layer's state, as in engine/state.py's LayerState
-  float *q, *k, *v, *m, *s, *heads;
+  void *q, *k, *v;  // float32, or bfloat16 where `StateArrays::bfloat16`
+  float *m, *s, *heads;
   uint8_t* codes;
   float* slack;
   uint8_t* updates;
@@ -851,9 +892,15 @@ struct StateArrays {
       }
       py::array a1 = arr(1), a2 = arr(2), a3 = arr(3), a4 = arr(4), a5 = arr(5), a6 = arr(6),
                 a7 = arr(7), a8 = arr(8);
+      if (l == 0) bfloat16 = q0.itemsize() == 2;
+      auto attention = [&](py::array a, const char* name) -> void* {
+        // bfloat16 comes as int16 (numpy has no bfloat16)
+        if (bfloat16) return data<int16_t>(a, name, {h, slots, dh});
+        return data<float>(a, name, {h, slots, dh});
+      };
       this->layers.push_back(
-          {data<float>(q0, "q", {h, slots, dh}), data<float>(a1, "k", {h, slots, dh}),
-           data<float>(a2, "v", {h, slots, dh}), data<float>(a3, "m", {h, slots}),
+          {attention(q0, "q"), attention(a1, "k"), attention(a2, "v"),
+           data<float>(a3, "m", {h, slots}),
            data<float>(a4, "s", {h, slots}), data<float>(a5, "heads", {h, slots, dh}),
            data<uint8_t>(a6, "codes", {slots, q}), data<float>(a7, "slack", {q, slots}),
            data<uint8_t>(a8, "updates", {slots})});
@@ -870,6 +917,7 @@ struct StateArrays {
   std::vector<py::object> keep;  // the arrays, alive as long as their pointers here
   py::ssize_t slots;
   int h, dh, d, q;
+  bool bfloat16;  // queries, keys and values are bfloat16 (else float32)
   int64_t* ids;
   double* positions;
   float* output;
@@ -1044,10 +1092,10 @@ class CompiledModel {
       gone_v[l].resize(gone_k[l].size());
       for (int hh = 0; hh < h_; ++hh)
         for (int j = 0; j < removed; ++j) {
-          const size_t from = (size_t(hh) * slots + order[start + j]) * dh_;
+          const size_t from = size_t(hh) * slots + order[start + j];
           const size_t to = (size_t(hh) * removed + j) * dh_;
-          std::memcpy(&gone_k[l][to], st.layers[l].k + from, dh_ * sizeof(float));
-          std::memcpy(&gone_v[l][to], st.layers[l].v + from, dh_ * sizeof(float));
+          read_row(st.layers[l].k, st.bfloat16, from, dh_, &gone_k[l][to]);
+          read_row(st.layers[l].v, st.bfloat16, from, dh_, &gone_v[l][to]);
         }
     }
     for (int j = 0; j < removed; ++j) {
@@ -1144,10 +1192,13 @@ class CompiledModel {
       std::vector<char> kept(dirty.size());
       for (size_t i = 0; i < dirty.size(); ++i) kept[i] = !is_new[dirty[i]];
       float* next = l + 1 < n_layers ? ins[l + 1] : last_.data();
-      const int flipped = edit_layer(layers_[l], st.layers[l], slots, size, ins[l], next, dirty,
-                                     kept, gone_k[l].data(), gone_v[l].data(), gone_order.data(),
-                                     n_gone, rank.data(), limit.data(), turn.data(), n_turn,
-                                     forced, counts);
+      auto layer = [&](auto attention) {  // queries, keys and values of this element type
+        return edit_layer<decltype(attention)>(
+            layers_[l], st.layers[l], slots, size, ins[l], next, dirty, kept, gone_k[l].data(),
+            gone_v[l].data(), gone_order.data(), n_gone, rank.data(), limit.data(), turn.data(),
+            n_turn, forced, counts);
+      };
+      const int flipped = st.bfloat16 ? layer(uint16_t{}) : layer(float{});
       flips.append(flipped);
     }
     for (const int64_t t : dirty) {  // final states, and their sum over the segment
@@ -1185,13 +1236,15 @@ class CompiledModel {
   }
 
   // One layer: rows (the dirty slots, sorted) become the rows written to `out` (D ∪ flipped);
-  // returns how many flipped.
+  // returns how many flipped. A: the element type of queries, keys and values.
+  template <typename A>
   int edit_layer(const Layer& L, const LayerArrays& a, py::ssize_t slots, int size,
                  const float* inputs, float* out, std::vector<int64_t>& dirty,
                  const std::vector<char>& kept, const float* gone_k, const float* gone_v,
                  const int64_t* gone_order, int ng, const int64_t* rank, const int64_t* limit,
                  const int64_t* turn, int n_turn, bool forced, Counts& counts) const {
-    float *q = a.q, *k = a.k, *v = a.v, *m = a.m, *s = a.s, *heads = a.heads, *slack = a.slack;
+    A *q = static_cast<A*>(a.q), *k = static_cast<A*>(a.k), *v = static_cast<A*>(a.v);
+    float *m = a.m, *s = a.s, *heads = a.heads, *slack = a.slack;
     uint8_t *codes = a.codes, *updates = a.updates;
     const int64_t* rows = dirty.data();
     const int nr = int(dirty.size());
@@ -1215,10 +1268,10 @@ class CompiledModel {
       }
       for (int i = 0, j = ng; i < nr; ++i)
         if (kept[i]) {
-          std::memcpy(&old_k[(size_t(hh) * n_old + j) * dh_], k + (size_t(hh) * slots + rows[i]) * dh_,
-                      dh_ * sizeof(float));
-          std::memcpy(&old_v[(size_t(hh) * n_old + j) * dh_], v + (size_t(hh) * slots + rows[i]) * dh_,
-                      dh_ * sizeof(float));
+          widen_row(k + (size_t(hh) * slots + rows[i]) * dh_, dh_,
+                    &old_k[(size_t(hh) * n_old + j) * dh_]);
+          widen_row(v + (size_t(hh) * slots + rows[i]) * dh_, dh_,
+                    &old_v[(size_t(hh) * n_old + j) * dh_]);
           ++j;
         }
     }
@@ -1299,8 +1352,9 @@ class CompiledModel {
   }
 
   // q, k, v of the dirty rows from their inputs (after the pre-norm where there is one).
-  void project(const Layer& L, const int64_t* rows, int nr, const float* inputs, float* q,
-               float* k, float* v, py::ssize_t slots, Counts& counts) const {
+  template <typename A>
+  void project(const Layer& L, const int64_t* rows, int nr, const float* inputs, A* q, A* k,
+               A* v, py::ssize_t slots, Counts& counts) const {
     if (!nr) return;
     const int ld = padded(d_);
     std::vector<float> x(size_t(nr) * d_), y(size_t(nr) * ld);
@@ -1309,13 +1363,13 @@ class CompiledModel {
       if (pre_norm_) layer_norm(&x[size_t(i) * d_], d_, L.attn_gain, L.attn_shift, eps_);
     }
     const Linear* lins[3] = {&L.q, &L.k, &L.v};
-    float* dest[3] = {q, k, v};
+    A* dest[3] = {q, k, v};
     for (int p = 0; p < 3; ++p) {
       linear(*lins[p], x.data(), nr, d_, y.data(), ld);
       for (int i = 0; i < nr; ++i)
         for (int hh = 0; hh < h_; ++hh)  // (H, S, Dh) head-major
-          std::memcpy(dest[p] + (size_t(hh) * slots + rows[i]) * dh_, &y[size_t(i) * ld + hh * dh_],
-                      dh_ * sizeof(float));
+          narrow_row(&y[size_t(i) * ld + hh * dh_], dh_,
+                     dest[p] + (size_t(hh) * slots + rows[i]) * dh_);
     }
     counts.macs += int64_t(3) * nr * d_ * d_;
   }
@@ -1327,7 +1381,8 @@ class CompiledModel {
   // Running softmax update of the clean rows (see `IncrementalEngine._update_rows`), eight
   // rows of a head at a time, one per lane: adds the rows due for a full refresh to `refresh`
   // and marks in `past` those with a group past its slack.
-  void update_rows(const float* k, const float* v, const float* q, float* m, float* s,
+  template <typename A>
+  void update_rows(const A* k, const A* v, const A* q, float* m, float* s,
                    float* heads, float* slack, uint8_t* updates, py::ssize_t slots, int size,
                    const int64_t* rows, int nr, const std::vector<float>& old_k,
                    const std::vector<float>& old_v, const std::vector<int64_t>& old_order,
@@ -1360,20 +1415,23 @@ class CompiledModel {
     for (int hh = 0; hh < h_; ++hh)
       for (int j = 0; j < n_keys; ++j) {
         const size_t at = size_t(hh) * slots;
-        const float* key = j < n_old ? &old_k[(size_t(hh) * n_old + j) * dh_]
-                                     : k + (at + rows[j - n_old]) * dh_;
-        const float* value = j < n_old ? &old_v[(size_t(hh) * n_old + j) * dh_]
-                                       : v + (at + rows[j - n_old]) * dh_;
-        float* to = &keys[(size_t(hh) * n_keys + j) * dh_];
-        for (int d = 0; d < dh_; ++d) to[d] = key[d] * scale;
-        std::memcpy(&values[(size_t(hh) * n_keys + j) * dh_], value, dh_ * sizeof(float));
+        float* key = &keys[(size_t(hh) * n_keys + j) * dh_];
+        float* value = &values[(size_t(hh) * n_keys + j) * dh_];
+        if (j < n_old) {
+          std::memcpy(key, &old_k[(size_t(hh) * n_old + j) * dh_], dh_ * sizeof(float));
+          std::memcpy(value, &old_v[(size_t(hh) * n_old + j) * dh_], dh_ * sizeof(float));
+        } else {
+          widen_row(k + (at + rows[j - n_old]) * dh_, dh_, key);
+          widen_row(v + (at + rows[j - n_old]) * dh_, dh_, value);
+        }
+        for (int d = 0; d < dh_; ++d) key[d] *= scale;
       }
     std::vector<float> qt(size_t(dh_) * 8), ht(qt.size()), change(qt.size()),
         w(size_t(n_keys) * 8);  // tiles (Dh, 8), weights (n_keys, 8)
     std::vector<char> cancelled(size, 0);
     const f8 minus_infinity = f8{} - std::numeric_limits<float>::infinity();
     const int dg = dh_ / g_;
-    const float* q_rows[8];
+    const A* q_rows[8];
     float* h_rows[8];
     for (int hh = 0; hh < h_; ++hh) {
       const float* kh = &keys[size_t(hh) * n_keys * dh_];
@@ -1392,8 +1450,9 @@ class CompiledModel {
 #if defined(__x86_64__)
         if (t0 + 8 * (AHEAD + 1) <= size)  // a later tile's queries and head outputs
           for (int b = 0; b < 8 * dh_ * 4; b += 64) {
-            _mm_prefetch(reinterpret_cast<const char*>(q + (at + 8 * AHEAD) * dh_) + b,
-                         _MM_HINT_T0);
+            if (b < 8 * dh_ * int(sizeof(A)))
+              _mm_prefetch(reinterpret_cast<const char*>(q + (at + 8 * AHEAD) * dh_) + b,
+                           _MM_HINT_T0);
             _mm_prefetch(reinterpret_cast<const char*>(heads + (at + 8 * AHEAD) * dh_) + b,
                          _MM_HINT_T0);
           }
@@ -1469,7 +1528,8 @@ class CompiledModel {
   // eight rows of a head at a time. Each group's slack shrinks by how far its head output
   // moved, so that a refreshed row is decided again only where a group ran past its slack
   // (marked in `past`).
-  void attend(const float* q, const float* k, const float* v, float* m, float* s, float* heads,
+  template <typename A>
+  void attend(const A* q, const A* k, const A* v, float* m, float* s, float* heads,
               float* slack, char* past, uint8_t* updates, py::ssize_t slots, int size,
               const int64_t* rank, const std::vector<int64_t>& rows, Counts& counts) const {
     const int nr = int(rows.size());
@@ -1478,11 +1538,23 @@ class CompiledModel {
     std::vector<float> qt(size_t(dh_) * 8), ht(qt.size()), acc(qt.size()), w(size_t(size) * 8);
     const f8 minus_infinity = f8{} - std::numeric_limits<float>::infinity();
     const int dg = dh_ / g_;
-    const float* q_rows[8];
+    const A* q_rows[8];
     float* h_rows[8];
+    // Tiles read every key and value once per eight rows, a component at a time: bfloat16
+    // ones are widened once per head first (widening each one as it was read cost a full pass
+    // 15%).
+    const bool widened = !std::is_same<A, float>::value && (nr >= 8 || !row_major_);
+    std::vector<float> wide(widened ? 2 * size_t(size) * dh_ : 0);
     for (int hh = 0; hh < h_; ++hh) {
-      const float* kh = k + size_t(hh) * slots * dh_;
-      const float* vh = v + size_t(hh) * slots * dh_;
+      const A* kh = k + size_t(hh) * slots * dh_;
+      const A* vh = v + size_t(hh) * slots * dh_;
+      if (widened) {
+        widen_row(kh, size * dh_, wide.data());
+        widen_row(vh, size * dh_, wide.data() + size_t(size) * dh_);
+      }
+      const float* tile_k = widened ? wide.data() : reinterpret_cast<const float*>(kh);
+      const float* tile_v =
+          widened ? wide.data() + size_t(size) * dh_ : reinterpret_cast<const float*>(vh);
       for (int r0 = 0; r0 < nr; r0 += 8) {
         const int n = std::min(8, nr - r0);
         if (n < 8 && row_major_) {  // fewer rows than lanes: one row at a time, keys in lanes
@@ -1500,7 +1572,7 @@ class CompiledModel {
         }
         gather_tile(q_rows, n, dh_, qt.data());
         for (int d = 0; d < dh_; ++d) store8(&qt[d * 8], load8(&qt[d * 8]) * scale);
-        lane_scores(qt.data(), kh, size, dh_, w.data());
+        lane_scores(qt.data(), tile_k, size, dh_, w.data());
         f8 top = minus_infinity;
         for (int j = 0; j < size; ++j) {
           f8 score = load8(&w[j * 8]);
@@ -1517,7 +1589,7 @@ class CompiledModel {
           sum += e;
           store8(&w[j * 8], e);
         }
-        lane_mix(w.data(), vh, size, dh_, acc.data());
+        lane_mix(w.data(), tile_v, size, dh_, acc.data());
         gather_tile(h_rows, n, dh_, ht.data());  // the head outputs before
         for (int gg = 0; gg < g_; ++gg) {
           f8 squares = {};
@@ -1554,17 +1626,18 @@ class CompiledModel {
   // `attend` for one row t of head hh when too few rows fill a tile: its scores against
   // eight keys at a time as one vector (`row_scores`), its head output as a sum of value rows.
   // w: room for `size` weights, rounded up to eight; scratch: room for 2·Dh floats.
-  void attend_row(const float* q, const float* kh, const float* vh, float* m, float* s,
+  template <typename A>
+  void attend_row(const A* q, const A* kh, const A* vh, float* m, float* s,
                   float* heads, float* slack, char* past, py::ssize_t slots, int size,
                   const int64_t* rank, int hh, int64_t t, float* w, float* scratch) const {
     const size_t at = size_t(hh) * slots + t;
-    const float* qt = q + at * dh_;
+    const A* qt = q + at * dh_;
     const float scale = 1.0f / std::sqrt(float(dh_));
     const f8 minus_infinity = f8{} - std::numeric_limits<float>::infinity();
     f8 top = minus_infinity;
     for (int j0 = 0; j0 < size; j0 += 8) {
       const int n = std::min(8, size - j0);
-      const float* keys = kh + size_t(j0) * dh_;
+      const A* keys = kh + size_t(j0) * dh_;
       f8 score = (n == 8 ? row_scores<8>(qt, keys, dh_) : row_scores_tail(qt, keys, n, dh_)) *
                  scale;
       if (n < 8 || causal_)  // lanes past the keys, and keys the row may not see

@@ -134,8 +134,8 @@ class IncrementalEngine:
 
     def empty(self) -> SegmentState:
         c = self.model.config
-        layers = [LayerState.empty(c.n_heads, c.head_dim, c.n_codes, c.codebook_size)
-                  for _ in range(c.n_layers)]
+        layers = [LayerState.empty(c.n_heads, c.head_dim, c.n_codes, c.codebook_size,
+                                   block.attention.qkv_dtype) for block in self.model.blocks]
         residual = [torch.zeros(0, c.d_model) for _ in range(c.n_layers)]
         return SegmentState(torch.zeros(0, dtype=torch.long), canonical(0),
                             torch.zeros(0, dtype=torch.long), layers, residual,
@@ -238,7 +238,8 @@ class IncrementalEngine:
         # What the removed tokens take with them: their keys and values at every layer, and
         # their outputs, out of the segment's total.
         removed = state.order[start:end]
-        gone = [(st.k[:, removed], st.v[:, removed]) for st in state.layers]  # (H, R, Dh)
+        gone = [(st.k[:, removed].float(), st.v[:, removed].float())
+                for st in state.layers]  # (H, R, Dh)
         state.total -= state.output[removed].double().sum(0)
 
         new_slots = self._allocate(state, start, end, len(new_ids))
@@ -278,8 +279,8 @@ class IncrementalEngine:
             kept = rows[~is_new[rows]]  # dirty rows that held the same token before
             inputs = state.residual[layer]  # (S, D)
             inputs[rows] = x
-            leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept]], dim=1),
-                               torch.cat([gone[layer][1], st.v[:, kept]], dim=1),
+            leaving = _Leaving(torch.cat([gone[layer][0], st.k[:, kept].float()], dim=1),
+                               torch.cat([gone[layer][1], st.v[:, kept].float()], dim=1),
                                torch.cat([torch.full((end - start,), start), rank[kept]]))
             flips = self._layer(block, st, leaving, rows, x, rank, limit, inputs, turn, stats)
             stats.flipped.append(len(flips))
@@ -324,7 +325,8 @@ class IncrementalEngine:
         """
         causal = block.attention.causal
         q, k, v = (t.transpose(0, 1) for t in block.projections(x))  # (H, |D|, Dh)
-        st.q[:, rows], st.k[:, rows], st.v[:, rows] = q, k, v
+        for name, values in (("q", q), ("k", k), ("v", v)):  # exact: the model rounded them
+            getattr(st, name)[:, rows] = values.to(st.q.dtype)
         clean = torch.ones(len(rank), dtype=torch.bool)
         clean[rows] = False
         refresh, moved = self._update_rows(st, leaving, rows, rank, limit, clean, causal)
@@ -384,10 +386,10 @@ class IncrementalEngine:
         # Key-major (keys × queries): MKL multiplies this way round about 2x faster than
         # queries × keys when there are only a few keys.
         # The few keys are scaled rather than the scores of every query.
-        keys = torch.cat([leaving.k, st.k[:, rows]], dim=1)  # (H, R + |D|, Dh)
+        keys = torch.cat([leaving.k, st.k[:, rows].float()], dim=1)  # (H, R + |D|, Dh)
         keys /= math.sqrt(head_dim)
-        values = torch.cat([leaving.v, st.v[:, rows]], dim=1)  # (H, R + |D|, Dh)
-        scores = torch.bmm(keys, st.q[:, :size].transpose(1, 2))  # (H, R + |D|, T)
+        values = torch.cat([leaving.v, st.v[:, rows].float()], dim=1)  # (H, R + |D|, Dh)
+        scores = torch.bmm(keys, st.q[:, :size].float().transpose(1, 2))  # (H, R + |D|, T)
         if causal:
             scores.masked_fill_(~visible.unsqueeze(0), -math.inf)
         m_old, s_old = st.m[:, :size], st.s[:, :size]  # (H, T) views
@@ -429,7 +431,8 @@ class IncrementalEngine:
         if not len(rows):
             return
         size, (n_heads, _, head_dim) = len(rank), st.k.shape
-        scores = torch.bmm(q / math.sqrt(head_dim), st.k[:, :size].transpose(1, 2))  # (H, R, T)
+        scores = torch.bmm(q / math.sqrt(head_dim),
+                           st.k[:, :size].float().transpose(1, 2))  # (H, R, T)
         if causal:
             future = rank.unsqueeze(0) > rank[rows].unsqueeze(1)  # (R, T)
             scores.masked_fill_(future.unsqueeze(0), -math.inf)
@@ -443,7 +446,7 @@ class IncrementalEngine:
             weights.masked_fill_(future.unsqueeze(0), 0)
         s = weights.sum(-1)  # (H, R)
         st.m[:, rows], st.s[:, rows] = m, s
-        st.heads[:, rows] = torch.bmm(weights, st.v[:, :size]) / s.unsqueeze(-1)
+        st.heads[:, rows] = torch.bmm(weights, st.v[:, :size].float()) / s.unsqueeze(-1)
         st.updates[rows] = 0
 
     def _quantize(self, block: Block, st: LayerState, rows: torch.Tensor,

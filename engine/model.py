@@ -195,10 +195,17 @@ class Attention(nn.Module):
         self.k = CountedLinear(d, d, counter)
         self.v = CountedLinear(d, d, counter)
         self.o = CountedLinear(d, d, counter)
+        # Queries, keys and values are rounded to this type (a weight format sets it,
+        # engine/weights.py): an incremental state keeps them for every token, in this type.
+        self.qkv_dtype = torch.float32
+
+    def project(self, linear: CountedLinear, x: torch.Tensor) -> torch.Tensor:
+        """Queries, keys or values of x (B, T, D), rounded to `qkv_dtype`. (B, T, H, Dh)"""
+        y = linear(x).view(*x.shape[:-1], self.n_heads, self.head_dim)
+        return y if self.qkv_dtype == torch.float32 else y.to(self.qkv_dtype).float()
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        split = (*x.shape[:-1], self.n_heads, self.head_dim)
-        return self.q(x).view(split), self.k(x).view(split), self.v(x).view(split)  # (B, T, H, Dh)
+        return self.project(self.q, x), self.project(self.k, x), self.project(self.v, x)
 
     def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Softmax attention of every query over the keys it may see; returns head outputs."""
@@ -252,9 +259,8 @@ class Block(nn.Module):
         return self.attention.qkv(self.attn_norm(x) if self.pre_norm else x)
 
     def queries(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.attn_norm(x) if self.pre_norm else x  # (B, T, D)
-        return self.attention.q(h).view(*h.shape[:-1], self.attention.n_heads,
-                                          self.attention.head_dim)  # (B,T,H,Dh)
+        """Queries (B, T, H, Dh) alone, after the pre-norm where there is one."""
+        return self.attention.project(self.attention.q, self.attn_norm(x) if self.pre_norm else x)
 
     def head_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Everything up to the codebook: (pre-)norm, projections, attention."""

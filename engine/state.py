@@ -13,12 +13,17 @@ to slots; arrays keep spare rows so that inserts rarely reallocate.
 
 It also keeps every token's final hidden state (the last layer's output), 1.5 KiB per token:
 results need only their sum, but an edit must take the old outputs of the tokens it changes out
-of that sum, and recomputing them cost a second pass of the last layer's MLP. MiniLM then needs
-about 48 KiB per token; the first layer's input, 1.5 KiB of it, is kept because an edit reads it
-several times and embedding it again costs more than the look-up.
-Everything else is float32, queries included: float16 queries saved 4.5 KiB per token but left
-head outputs ~1e-3 of their norm off a full pass, and the near-tie decisions that error forced to
-be retaken (see `TIE` in incremental.py) cost 40 recomputed rows per edit on the shipped student.
+of that sum, and recomputing them cost a second pass of the last layer's MLP. The first layer's
+input, 1.5 KiB, is kept because an edit reads it several times and embedding it again costs more
+than the look-up.
+
+Queries, keys and values are kept in the type the model rounds them to (`Attention.qkv_dtype`):
+bfloat16 in the formats vqedit serves, which saves MiniLM 13.5 KiB per token (36 KiB instead of
+50) and halves what the running update reads of every row; float32 in a float32 model. They
+must be rounded in the model, not only here: float16 queries stored for a float32 model left head
+outputs ~1e-3 of their norm off a full pass, and the near-tie decisions that error forced to be
+retaken (see `TIE` in incremental.py) cost 40 recomputed rows per edit. Everything else is
+float32.
 """
 
 import math
@@ -38,9 +43,9 @@ class LayerState:
     """One layer's arrays. Attention arrays are head-major, so that every head's products are one
     batched matrix product without copies; the rest are slot-major. `SLOT_DIM` says which."""
 
-    q: torch.Tensor  # (H, S, Dh) float32 queries; S slots, T of them in use
-    k: torch.Tensor  # (H, S, Dh) float32 keys
-    v: torch.Tensor  # (H, S, Dh) float32 values
+    q: torch.Tensor  # (H, S, Dh) queries, in the model's `qkv_dtype`; S slots, T in use
+    k: torch.Tensor  # (H, S, Dh) keys, the same type
+    v: torch.Tensor  # (H, S, Dh) values, the same type
     m: torch.Tensor  # (H, S) float32 reference max of each query's scores
     s: torch.Tensor  # (H, S) float32 normaliser Σ_j exp(score_j − m)
     heads: torch.Tensor  # (H, S, Dh) float32 head outputs Σ_j exp(score_j − m)·v_j / s
@@ -52,12 +57,14 @@ class LayerState:
                                           "slack": 1}
 
     @classmethod
-    def empty(cls, n_heads: int, head_dim: int, n_codes: int,
-              codebook_size: int) -> "LayerState":
+    def empty(cls, n_heads: int, head_dim: int, n_codes: int, codebook_size: int,
+              qkv_dtype: torch.dtype) -> "LayerState":
         per_head = (n_heads, 0, head_dim)
         code_type = torch.uint8 if codebook_size <= 256 else torch.int16
-        return cls(q=torch.zeros(per_head), k=torch.zeros(per_head),
-                   v=torch.zeros(per_head), m=torch.zeros(n_heads, 0), s=torch.zeros(n_heads, 0),
+        return cls(q=torch.zeros(per_head, dtype=qkv_dtype),
+                   k=torch.zeros(per_head, dtype=qkv_dtype),
+                   v=torch.zeros(per_head, dtype=qkv_dtype), m=torch.zeros(n_heads, 0),
+                   s=torch.zeros(n_heads, 0),
                    heads=torch.zeros(per_head), codes=torch.zeros(0, n_codes, dtype=code_type),
                    slack=torch.zeros(n_codes, 0), updates=torch.zeros(0, dtype=torch.uint8))
 
@@ -130,10 +137,10 @@ class SegmentState:
         if self._views is None:
             layer_names = [f.name for f in fields(LayerState)]
             ids, positions = self.slot_ids.numpy(), self.slot_positions.numpy()
-            layers = [tuple(getattr(layer, name).numpy() for name in layer_names)
+            layers = [tuple(_numpy(getattr(layer, name)) for name in layer_names)
                       for layer in self.layers]
             residual, output = [r.numpy() for r in self.residual], self.output.numpy()
-            slots = [(t.numpy(), dim) for t, dim in self.slot_arrays()]
+            slots = [(_numpy(t), dim) for t, dim in self.slot_arrays()]
             compiled = (_compiled.StateArrays(ids, positions, layers, residual, output, slots)
                         if self.layers[0].codes.dtype == torch.uint8 else None)
             self._views = StateViews(ids, positions, layers, residual, output, slots, compiled)
@@ -190,6 +197,11 @@ class SegmentState:
                             self.order.clone(), [layer.copy() for layer in self.layers],
                             [r.clone() for r in self.residual], self.output.clone(),
                             self.total.clone(), self.sweep)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of t; bfloat16 as int16, its bits (numpy has no bfloat16)."""
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ inputs it took before (three bytes each), and pooled embeddings stayed at a cosi
 path does (its norms sum in another order, and a value near a step's midpoint then rounds the
 other way), so `verify` checks states against compiled full passes, and tests compare the two
 paths at 22 bits (`FINE_LEVELS`), where a row's step is ~2.4e-7 of its largest value and both
-agree within 1e-5. Sums, norms, attention and codebooks stay float32.
+agree within 1e-5.
+
+Both small formats also round attention's queries, keys and values to bfloat16 as the model
+computes them, in full passes as in edits: an incremental state keeps all three for every token
+of every layer, and in bfloat16 they take half the memory and half the reading of the running
+update that visits every row at each edit. Rounded in the model rather than only where stored,
+they are the same numbers in a full pass and in a state, so exact mode still equals a full pass.
+Sums, norms, softmax, head outputs and codebooks stay float32.
 """
 
 import torch
@@ -35,7 +42,7 @@ def round_weights(model: VQTransformer, format: str,
                   input_levels: int = INPUT_LEVELS) -> VQTransformer:
     """Round the q/k/v/output projections' and the MLP's weights to `format`, in place; in
     int8 their inputs to `input_levels` (tests comparing torch with the compiled path take
-    `FINE_LEVELS`).
+    `FINE_LEVELS`); queries, keys and values to bfloat16.
 
     Rounding is idempotent, and a model is only ever rounded further (int8 after bfloat16 is
     int8 of the bfloat16 values); `model.weights` says which format its values fit.
@@ -49,6 +56,7 @@ def round_weights(model: VQTransformer, format: str,
             linear.weight.copy_(rounded(linear.weight, format))
             if format == "int8":
                 linear.input_levels = input_levels
+        block.attention.qkv_dtype = torch.bfloat16
     model.weights = format
     return model
 
