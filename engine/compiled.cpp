@@ -436,17 +436,6 @@ void linear(const Linear& l, const float* x, int rows, int ldx, float* y, int ld
 
 int padded(int width) { return (width + PANEL - 1) / PANEL * PANEL; }
 
-void layer_norm(float* x, int width, const std::vector<float>& gain,
-                const std::vector<float>& shift, float eps) {
-  double mean = 0;  // (width,) in place; statistics as torch takes them, in float32 terms
-  for (int d = 0; d < width; ++d) mean += x[d];
-  const float mu = float(mean / width);
-  double var = 0;
-  for (int d = 0; d < width; ++d) var += double(x[d] - mu) * (x[d] - mu);
-  const float inv = 1.0f / std::sqrt(float(var / width) + eps);
-  for (int d = 0; d < width; ++d) x[d] = (x[d] - mu) * inv * gain[d] + shift[d];
-}
-
 // ---- small vector helpers: attention rows, softmax, codebook distances ----
 
 // Eight floats in a register (AVX2). GCC's loop vectoriser leaves the small fixed-size sums of
@@ -462,6 +451,31 @@ inline f8 load8(const float* p) {
 }
 
 inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// x (width,) normalised in place. Its statistics are summed in eight float32 lanes: summed in
+// double one element at a time, they were 3.5% of an edit of a short segment.
+void layer_norm(float* x, int width, const std::vector<float>& gain,
+                const std::vector<float>& shift, float eps) {
+  const int whole = width / 8 * 8;
+  f8 lanes = {};
+  for (int d = 0; d < whole; d += 8) lanes += load8(x + d);
+  float sum = 0;
+  for (int i = 0; i < 8; ++i) sum += lanes[i];
+  for (int d = whole; d < width; ++d) sum += x[d];
+  const float mu = sum / float(width);
+  lanes = f8{};
+  for (int d = 0; d < whole; d += 8) {
+    const f8 centred = load8(x + d) - mu;
+    lanes += centred * centred;
+  }
+  float var = 0;
+  for (int i = 0; i < 8; ++i) var += lanes[i];
+  for (int d = whole; d < width; ++d) var += (x[d] - mu) * (x[d] - mu);
+  const float inv = 1.0f / std::sqrt(var / float(width) + eps);
+  for (int d = 0; d < whole; d += 8)
+    store8(x + d, (load8(x + d) - mu) * inv * load8(gain.data() + d) + load8(shift.data() + d));
+  for (int d = whole; d < width; ++d) x[d] = (x[d] - mu) * inv * gain[d] + shift[d];
+}
 
 // Queries, keys and values are float32, or bfloat16 (the top half of a float32, stored as
 // uint16_t) where the model rounds them so (engine/weights.py): eight of them widened, one
@@ -1293,8 +1307,8 @@ class CompiledModel {
 
     // Which codes to decide: rows in D and the sweep's turn (nearest), and rows with a group
     // past its slack, after a running update or a refresh (the mode's rule). The torch
-    // reference also decides refreshed rows within their slack: their codes stay, only their
-    // slack is renewed.
+    // reference also decides refreshed rows within their slack, and every group of a row past
+    // its slack: the same codes stay, only their slack is renewed.
     std::vector<char> kind(size, NONE);
     for (int t = 0; t < size; ++t)
       if (clean[t] && past[t]) kind[t] = RULE;
@@ -1316,7 +1330,7 @@ class CompiledModel {
     std::vector<float> new_slack(size_t(n_decide) * q_);
     std::vector<char> ties(n_decide);
     auto decide_row = [&](int i) {
-      quantize(L, heads, codes, slots, decide[i], nearest[i] == NEAREST,
+      quantize(L, heads, codes, slack, slots, decide[i], nearest[i] == NEAREST,
                &new_codes[size_t(i) * q_], &new_slack[size_t(i) * q_], ties[i], counts);
     };
     for (int i = 0; i < n_decide; ++i) decide_row(i);
@@ -1685,11 +1699,12 @@ class CompiledModel {
   // `nearest`: every group takes its nearest codeword, whatever its code. Eight groups at a
   // time, one per lane: one pass over the K codewords finds each group's nearest, second
   // nearest and current distance (the first of twin codewords wins, as torch's argmin).
-  void quantize(const Layer& L, const float* heads, const uint8_t* codes, py::ssize_t slots,
-                int64_t t, bool nearest, uint8_t* code_out, float* slack_out, char& tie,
-                Counts& counts) const {
+  // Under the rule, eight groups all within their slack keep their codes and slack unsearched:
+  // the rule would keep those codes (a row's slack runs out in a group or two at a time).
+  void quantize(const Layer& L, const float* heads, const uint8_t* codes, const float* slack,
+                py::ssize_t slots, int64_t t, bool nearest, uint8_t* code_out, float* slack_out,
+                char& tie, Counts& counts) const {
     tie = 0;
-    counts.macs += int64_t(q_) * k_ * dg_;
     std::vector<float> norms(h_);  // |h| of each head
     for (int hh = 0; hh < h_; ++hh) {
       const float* h = heads + (size_t(hh) * slots + t) * dh_;
@@ -1698,6 +1713,16 @@ class CompiledModel {
     std::vector<float> x2(size_t(dg_) * 8);  // −2x (Dg, 8)
     for (int c0 = 0; c0 < q_; c0 += 8) {
       const int n = std::min(8, q_ - c0);
+      bool within = !nearest;
+      for (int c = c0; c < c0 + n; ++c) within &= slack[size_t(c) * slots + t] >= 0;  // NaN: no
+      if (within) {
+        for (int c = c0; c < c0 + n; ++c) {
+          code_out[c] = codes[t * q_ + c];
+          slack_out[c] = slack[size_t(c) * slots + t];
+        }
+        continue;
+      }
+      counts.macs += int64_t(n) * k_ * dg_;
       Scan scan;
       f8 xx = {};
       for (int i = 0; i < 8; ++i) {

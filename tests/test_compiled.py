@@ -128,6 +128,26 @@ def test_compiled_edits_count_what_they_compute(tiny):
     assert sum(got.dirty) * per_row <= got.macs <= want.macs
 
 
+def test_a_row_past_its_slack_searches_only_the_groups_beside_the_one_that_ran_out():
+    """Under the sticky rule a clean row is decided again when a group runs past its slack;
+    only that group's block of eight codebooks is searched (the others keep their codes and
+    slack), so a row past its slack in every group costs one more block per eight groups."""
+    model = tiny_vq("bert", codebook_groups=4)  # 16 codes per token: two blocks of eight
+    c = model.config
+    engine = IncrementalEngine(model, Mode(delta=8.0, sweep=0), compiled=True)
+    state = engine.build(TINY_VOCAB[:40])
+    one, every = state.snapshot(), state.snapshot()
+    row = state.order[35]
+    one.layers[0].slack[0, row] = -1.0
+    every.layers[0].slack[:, row] = -1.0
+    # A token typed over itself: no other row moves, so only `row` runs past its slack.
+    macs = [engine.apply(s, 3, 4, [TINY_VOCAB[3]]).macs for s in (state, one, every)]
+    block = 8 * c.codebook_size * (c.head_dim // c.codebook_groups)
+    assert (macs[1] - macs[0], macs[2] - macs[0]) == (block, 2 * block)
+    assert torch.equal(one.codes(), state.codes()) and torch.equal(every.codes(), state.codes())
+    assert (every.layers[0].slack[:, row] >= 0).all()  # decided again: slack renewed
+
+
 @given(rows=st.integers(1, 30), d_in=st.integers(1, 70), d_out=st.integers(1, 40),
        format=st.sampled_from(["float32", "int8"]),
        levels=st.sampled_from([INPUT_LEVELS, 2 ** 15 - 1, FINE_LEVELS]),
