@@ -40,6 +40,11 @@ constexpr float CANCELLATION = 4.0f;  // as in incremental.py
 constexpr float TIE = 1e-3f;
 constexpr int AHEAD = 1;  // tiles ahead that `update_rows` asks for (more measured no better)
 enum Decision : char { NONE, NEAREST, RULE };  // how a row's codes are decided
+// A row's blocks of eight groups, bit b for groups 8b to 8b + 7: those with a group past its
+// slack, or those to decide. Sixty-four blocks: up to 512 codes per token.
+typedef uint64_t Blocks;
+constexpr int MAX_CODES = 512;
+inline Blocks block_of(int group) { return Blocks(1) << (group / 8); }
 
 // ---- linears: y (R, O) = x (R, I) · W (I, O) + b, W packed as (ceil(O/16), I, 16) panels ----
 //
@@ -968,6 +973,7 @@ class CompiledModel {
         causal_(causal), pre_norm_(pre_norm), gelu_(gelu), eps_(eps), delta_(delta) {
     if (codebook_size < 1 || codebook_size > 256)
       throw std::invalid_argument("codes are bytes: 1 to 256 codewords per group");
+    if (q_ > MAX_CODES) throw std::invalid_argument("at most 512 codes per token");
   }
 
   void add_layer(py::dict w) {
@@ -1295,8 +1301,8 @@ class CompiledModel {
 
     project(L, rows, nr, inputs, q, k, v, slots, counts);
     std::vector<int64_t> refresh;
-    // The rows some of whose groups' slack ran out at this layer (by an update or a refresh).
-    std::vector<char> past(size, 0);
+    // Where each row's groups' slack ran out at this layer (by an update or a refresh).
+    std::vector<Blocks> past(size, 0);
     update_rows(k, v, q, m, s, heads, slack, updates, slots, size, rows, nr, old_k, old_v,
                 old_order, n_old, rank, limit, clean, past.data(), refresh, counts);
     counts.refreshed += int64_t(refresh.size());
@@ -1314,7 +1320,10 @@ class CompiledModel {
       if (clean[t] && past[t]) kind[t] = RULE;
     for (int i = 0; i < n_turn; ++i)
       if (clean[turn[i]]) kind[turn[i]] = NEAREST;
+    // Under the rule only the blocks of eight groups holding a group past its slack are
+    // searched: the rule would keep the other codes (a row runs out a group or two at a time).
     const int nd = forced ? 0 : nr;  // the rows in D that are decided
+    const Blocks every = q_ == 64 * 8 ? ~Blocks(0) : (Blocks(1) << ((q_ + 7) / 8)) - 1;
     std::vector<int64_t> decide(rows, rows + nd);
     std::vector<char> nearest(nd, NEAREST);
     for (int t = 0; t < size; ++t)
@@ -1323,15 +1332,16 @@ class CompiledModel {
         nearest.push_back(kind[t]);
       }
     const int n_decide = int(decide.size());
-    std::vector<uint8_t> before(size_t(n_decide - nd) * q_);
-    for (int i = nd; i < n_decide; ++i)
-      std::memcpy(&before[size_t(i - nd) * q_], codes + decide[i] * q_, q_);
-    std::vector<uint8_t> new_codes(size_t(n_decide) * q_);
-    std::vector<float> new_slack(size_t(n_decide) * q_);
+    std::vector<uint8_t> new_codes(size_t(n_decide) * q_);  // the codes before, then decided
+    for (int i = 0; i < n_decide; ++i)
+      std::memcpy(&new_codes[size_t(i) * q_], codes + decide[i] * q_, q_);
+    std::vector<float> new_slack(size_t(n_decide) * q_), scratch(h_ + 8 * dg_);
     std::vector<char> ties(n_decide);
+    auto blocks = [&](int i) { return nearest[i] == NEAREST ? every : past[decide[i]]; };
     auto decide_row = [&](int i) {
-      quantize(L, heads, codes, slack, slots, decide[i], nearest[i] == NEAREST,
-               &new_codes[size_t(i) * q_], &new_slack[size_t(i) * q_], ties[i], counts);
+      quantize(L, heads, codes, slots, decide[i], nearest[i] == NEAREST, blocks(i),
+               &new_codes[size_t(i) * q_], &new_slack[size_t(i) * q_], ties[i], scratch.data(),
+               counts);
     };
     for (int i = 0; i < n_decide; ++i) decide_row(i);
     std::vector<int64_t> tied;
@@ -1347,12 +1357,14 @@ class CompiledModel {
     std::vector<int64_t> flipped;
     for (int i = 0; i < n_decide; ++i) {
       const int64_t t = decide[i];
-      std::memcpy(codes + t * q_, &new_codes[size_t(i) * q_], q_);
-      for (int c = 0; c < q_; ++c) slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
-      if (i >= nd && std::memcmp(&before[size_t(i - nd) * q_], &new_codes[size_t(i) * q_], q_)) {
+      for (Blocks b = blocks(i); b; b &= b - 1)
+        for (int c = 8 * __builtin_ctzll(b); c < std::min(8 * __builtin_ctzll(b) + 8, q_); ++c)
+          slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
+      if (i >= nd && std::memcmp(codes + t * q_, &new_codes[size_t(i) * q_], q_)) {
         flipped.push_back(t);
         counts.sweep_flips += nearest[i] == NEAREST;
       }
+      std::memcpy(codes + t * q_, &new_codes[size_t(i) * q_], q_);
     }
 
     // Output projection and MLP for D ∪ flipped, in slot order.
@@ -1401,7 +1413,7 @@ class CompiledModel {
                    const int64_t* rows, int nr, const std::vector<float>& old_k,
                    const std::vector<float>& old_v, const std::vector<int64_t>& old_order,
                    int n_old, const int64_t* rank, const int64_t* limit,
-                   const std::vector<char>& clean, char* past, std::vector<int64_t>& refresh,
+                   const std::vector<char>& clean, Blocks* past, std::vector<int64_t>& refresh,
                    Counts& counts) const {
     const int n_keys = n_old + nr;
     if (!size || !n_keys) return;
@@ -1518,7 +1530,7 @@ class CompiledModel {
           const f8 left = load_lanes(at_slack, n) - sqrt8(squares);
           store_lanes(at_slack, left, n);
           for (int bits = negative_lanes(left) & ((1 << n) - 1); bits; bits &= bits - 1)
-            past[t0 + __builtin_ctz(bits)] = 1;
+            past[t0 + __builtin_ctz(bits)] |= block_of(c);
         }
         scatter_tile(ht.data(), n, dh_, h_rows);
         store_lanes(m + at, active ? m_new : m_old, n);
@@ -1544,7 +1556,7 @@ class CompiledModel {
   // (marked in `past`).
   template <typename A>
   void attend(const A* q, const A* k, const A* v, float* m, float* s, float* heads,
-              float* slack, char* past, uint8_t* updates, py::ssize_t slots, int size,
+              float* slack, Blocks* past, uint8_t* updates, py::ssize_t slots, int size,
               const int64_t* rank, const std::vector<int64_t>& rows, Counts& counts) const {
     const int nr = int(rows.size());
     if (!nr) return;
@@ -1618,7 +1630,7 @@ class CompiledModel {
           for (int i = 0; i < n; ++i) {
             float& left = slack[size_t(c) * slots + rows[r0 + i]];
             left -= shift[i];
-            if (!(left >= 0)) past[rows[r0 + i]] = 1;  // NaN too
+            if (!(left >= 0)) past[rows[r0 + i]] |= block_of(c);  // NaN too
           }
         }
         scatter_tile(ht.data(), n, dh_, h_rows);
@@ -1642,7 +1654,7 @@ class CompiledModel {
   // w: room for `size` weights, rounded up to eight; scratch: room for 2·Dh floats.
   template <typename A>
   void attend_row(const A* q, const A* kh, const A* vh, float* m, float* s,
-                  float* heads, float* slack, char* past, py::ssize_t slots, int size,
+                  float* heads, float* slack, Blocks* past, py::ssize_t slots, int size,
                   const int64_t* rank, int hh, int64_t t, float* w, float* scratch) const {
     const size_t at = size_t(hh) * slots + t;
     const A* qt = q + at * dh_;
@@ -1689,39 +1701,27 @@ class CompiledModel {
       for (int d = gg * dg; d < (gg + 1) * dg; ++d) group += squares[d];
       float& left = slack[size_t(hh * g_ + gg) * slots + t];
       left -= std::sqrt(group);
-      if (!(left >= 0)) past[t] = 1;  // NaN too
+      if (!(left >= 0)) past[t] |= block_of(hh * g_ + gg);  // NaN too
     }
     m[at] = m_new;
     s[at] = sum;
   }
 
-  // The codes (Q,) and slack (Q,) of slot t under the mode's rule (`IncrementalEngine._quantize`).
-  // `nearest`: every group takes its nearest codeword, whatever its code. Eight groups at a
-  // time, one per lane: one pass over the K codewords finds each group's nearest, second
-  // nearest and current distance (the first of twin codewords wins, as torch's argmin).
-  // Under the rule, eight groups all within their slack keep their codes and slack unsearched:
-  // the rule would keep those codes (a row's slack runs out in a group or two at a time).
-  void quantize(const Layer& L, const float* heads, const uint8_t* codes, const float* slack,
-                py::ssize_t slots, int64_t t, bool nearest, uint8_t* code_out, float* slack_out,
-                char& tie, Counts& counts) const {
+  // The codes and slack of slot t's groups in `blocks` (bit b: groups 8b to 8b + 7) under the
+  // mode's rule (`IncrementalEngine._quantize`), into code_out (Q,) and slack_out (Q,); other
+  // groups are left as they are. `nearest`: every group takes its nearest codeword, whatever its
+  // code. Eight groups at a time, one per lane: one pass over the K codewords finds each group's
+  // nearest, second nearest and current distance (the first of twin codewords wins, as torch's
+  // argmin). `scratch`: room for H + 8·Dg floats.
+  void quantize(const Layer& L, const float* heads, const uint8_t* codes, py::ssize_t slots,
+                int64_t t, bool nearest, Blocks blocks, uint8_t* code_out, float* slack_out,
+                char& tie, float* scratch, Counts& counts) const {
     tie = 0;
-    std::vector<float> norms(h_);  // |h| of each head
-    for (int hh = 0; hh < h_; ++hh) {
-      const float* h = heads + (size_t(hh) * slots + t) * dh_;
-      norms[hh] = std::sqrt(dot(h, h, dh_));
-    }
-    std::vector<float> x2(size_t(dg_) * 8);  // −2x (Dg, 8)
-    for (int c0 = 0; c0 < q_; c0 += 8) {
-      const int n = std::min(8, q_ - c0);
-      bool within = !nearest;
-      for (int c = c0; c < c0 + n; ++c) within &= slack[size_t(c) * slots + t] >= 0;  // NaN: no
-      if (within) {
-        for (int c = c0; c < c0 + n; ++c) {
-          code_out[c] = codes[t * q_ + c];
-          slack_out[c] = slack[size_t(c) * slots + t];
-        }
-        continue;
-      }
+    float* norms = scratch;  // |h| of each head, where needed
+    float* x2 = scratch + h_;  // −2x (Dg, 8)
+    for (int hh = 0; hh < h_; ++hh) norms[hh] = -1;
+    for (; blocks; blocks &= blocks - 1) {
+      const int c0 = 8 * __builtin_ctzll(blocks), n = std::min(8, q_ - c0);
       counts.macs += int64_t(n) * k_ * dg_;
       Scan scan;
       f8 xx = {};
@@ -1738,11 +1738,11 @@ class CompiledModel {
       const float* words = L.lanes.data() + size_t(c0 / 8) * k_ * dg_ * 8;
       const float* square = L.squared.data() + size_t(c0 / 8) * k_ * 8;
       switch (dg_) {  // the common widths with x in registers
-        case 1: scan.run<1>(x2.data(), words, square, k_, dg_); break;
-        case 2: scan.run<2>(x2.data(), words, square, k_, dg_); break;
-        case 4: scan.run<4>(x2.data(), words, square, k_, dg_); break;
-        case 8: scan.run<8>(x2.data(), words, square, k_, dg_); break;
-        default: scan.run<0>(x2.data(), words, square, k_, dg_);
+        case 1: scan.run<1>(x2, words, square, k_, dg_); break;
+        case 2: scan.run<2>(x2, words, square, k_, dg_); break;
+        case 4: scan.run<4>(x2, words, square, k_, dg_); break;
+        case 8: scan.run<8>(x2, words, square, k_, dg_); break;
+        default: scan.run<0>(x2, words, square, k_, dg_);
       }
       const f8 d_best = sqrt8(max8(scan.best + xx, f8{}));
       const f8 d_second = sqrt8(max8(scan.second + xx, f8{}));
@@ -1753,10 +1753,14 @@ class CompiledModel {
       const f8 d_other = code == scan.closest ? d_second : d_best;  // the nearest other word
       const f8 slack = ((1 + delta_) * d_other - d_code) / (2 + delta_);
       for (int i = 0; i < n; ++i) {
-        const int c = c0 + i;
+        const int c = c0 + i, hh = c / g_;
         code_out[c] = uint8_t(code[i]);
         slack_out[c] = slack[i];
-        if (slack[i] < TIE * norms[c / g_]) tie = 1;
+        if (norms[hh] < 0) {
+          const float* h = heads + (size_t(hh) * slots + t) * dh_;
+          norms[hh] = std::sqrt(dot(h, h, dh_));
+        }
+        if (slack[i] < TIE * norms[hh]) tie = 1;
       }
     }
   }
