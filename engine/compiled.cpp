@@ -1474,7 +1474,7 @@ class CompiledModel {
         if (!any) continue;
         const size_t at = size_t(hh) * slots + t0;
 #if defined(__x86_64__)
-        if (t0 + 8 * (AHEAD + 1) <= size)  // a later tile's queries and head outputs
+        if (t0 + 8 * (AHEAD + 1) <= size) {  // a later tile's queries, head outputs, slack
           for (int b = 0; b < 8 * dh_ * 4; b += 64) {
             if (b < 8 * dh_ * int(sizeof(A)))
               _mm_prefetch(reinterpret_cast<const char*>(q + (at + 8 * AHEAD) * dh_) + b,
@@ -1482,6 +1482,11 @@ class CompiledModel {
             _mm_prefetch(reinterpret_cast<const char*>(heads + (at + 8 * AHEAD) * dh_) + b,
                          _MM_HINT_T0);
           }
+          for (int gg = 0; gg < g_; ++gg)  // (Q, S): a line of each group's slack
+            _mm_prefetch(reinterpret_cast<const char*>(
+                             slack + size_t(hh * g_ + gg) * slots + t0 + 8 * AHEAD),
+                         _MM_HINT_T0);
+        }
 #endif
         for (int i = 0; i < n; ++i) {
           q_rows[i] = q + (at + i) * dh_;
