@@ -1323,7 +1323,8 @@ class CompiledModel {
     // Under the rule only the blocks of eight groups holding a group past its slack are
     // searched: the rule would keep the other codes (a row runs out a group or two at a time).
     const int nd = forced ? 0 : nr;  // the rows in D that are decided
-    const Blocks every = q_ == 64 * 8 ? ~Blocks(0) : (Blocks(1) << ((q_ + 7) / 8)) - 1;
+    const int n_blocks = (q_ + 7) / 8;
+    const Blocks every = n_blocks == 64 ? ~Blocks(0) : (Blocks(1) << n_blocks) - 1;
     std::vector<int64_t> decide(rows, rows + nd);
     std::vector<char> nearest(nd, NEAREST);
     for (int t = 0; t < size; ++t)
@@ -1406,7 +1407,7 @@ class CompiledModel {
 
   // Running softmax update of the clean rows (see `IncrementalEngine._update_rows`), eight
   // rows of a head at a time, one per lane: adds the rows due for a full refresh to `refresh`
-  // and marks in `past` those with a group past its slack.
+  // and marks in `past` each row's blocks with a group past its slack.
   template <typename A>
   void update_rows(const A* k, const A* v, const A* q, float* m, float* s,
                    float* heads, float* slack, uint8_t* updates, py::ssize_t slots, int size,
