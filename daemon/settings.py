@@ -29,7 +29,7 @@ class Settings:
     device: str = "auto"  # auto takes the GPU when there is one
     delta: float = STICKY_DELTA  # sticky hysteresis; 0 is exact mode. MODEL.md: the trade-off
     sweep: int = 2  # sticky refresh: tokens per layer re-quantized exactly per edit
-    memory_mb: float = 1024.0  # LRU budget for segment states; ~50 KiB a token (shipped student)
+    memory_mb: float = 1024.0  # LRU budget for segment states; ~37 KiB a token (shipped student)
     idle_unload_s: float = 600.0  # no work for this long: drop the model and states, keep texts
     idle_exit_s: float = 1800.0  # no client connected for this long: exit
     compact_after_s: float = 2.0  # no edit for this long: compact edited documents exactly

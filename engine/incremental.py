@@ -427,7 +427,7 @@ class IncrementalEngine:
 
     def _attend(self, st: LayerState, rows: torch.Tensor, q: torch.Tensor, rank: torch.Tensor,
                 causal: bool) -> None:
-        """Recompute the softmax statistics of `rows` from their float32 queries q (H, R, Dh)."""
+        """Recompute the softmax statistics of `rows` from their queries q (H, R, Dh) float32."""
         if not len(rows):
             return
         size, (n_heads, _, head_dim) = len(rank), st.k.shape
