@@ -516,7 +516,7 @@ inline void narrow_row(const float* from, int n, A* to) {
 // x (n,) = row `row` of an (·, n) array of float32 or bfloat16, widened.
 void read_row(const void* a, bool bfloat16, size_t row, int n, float* x) {
   if (bfloat16) widen_row(static_cast<const uint16_t*>(a) + row * n, n, x);
-  else std::memcpy(x, static_cast<const float*>(a) + row * n, n * sizeof(float));
+  else widen_row(static_cast<const float*>(a) + row * n, n, x);
 }
 
 // exp(max(x, EXP_FLOOR)) of eight floats, branch-free (std::exp is a scalar call per element,
@@ -1358,9 +1358,8 @@ class CompiledModel {
     std::vector<int64_t> flipped;
     for (int i = 0; i < n_decide; ++i) {
       const int64_t t = decide[i];
-      for (Blocks b = blocks(i); b; b &= b - 1)
-        for (int c = 8 * __builtin_ctzll(b); c < std::min(8 * __builtin_ctzll(b) + 8, q_); ++c)
-          slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
+      for (int c = 0; c < q_; ++c)
+        if (blocks(i) & block_of(c)) slack[size_t(c) * slots + t] = new_slack[size_t(i) * q_ + c];
       if (i >= nd && std::memcmp(codes + t * q_, &new_codes[size_t(i) * q_], q_)) {
         flipped.push_back(t);
         counts.sweep_flips += nearest[i] == NEAREST;

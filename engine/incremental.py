@@ -325,8 +325,8 @@ class IncrementalEngine:
         """
         causal = block.attention.causal
         q, k, v = (t.transpose(0, 1) for t in block.projections(x))  # (H, |D|, Dh)
-        for name, values in (("q", q), ("k", k), ("v", v)):  # exact: the model rounded them
-            getattr(st, name)[:, rows] = values.to(st.q.dtype)
+        # exact in the state's type: the model rounded them to it
+        st.q[:, rows], st.k[:, rows], st.v[:, rows] = (t.to(st.q.dtype) for t in (q, k, v))
         clean = torch.ones(len(rank), dtype=torch.bool)
         clean[rows] = False
         refresh, moved = self._update_rows(st, leaving, rows, rank, limit, clean, causal)
